@@ -1,0 +1,219 @@
+"""The public client API: submit tasks, read their status, wait for results.
+
+    from client import Client
+    with Client.from_config("yadtq.yaml") as c:
+        h = c.submit("add", 1, 2)
+        print(h.result(timeout=10))   # 3
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from client import kafka as kafka_io
+from client.config import Config, KafkaConfig, RedisConfig, load_config
+from client.errors import ResultTimeout, ServiceUnavailable, TaskFailed, TaskNotFound
+from client.protocol import Task, TaskOptions, check_task_id, encode_task, now
+from client.store import TERMINAL, Keys, ResultStore, connect
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task for ``Client.submit_many``: a name, its arguments and options."""
+
+    name: str
+    args: Sequence[Any] = ()
+    kwargs: dict[str, Any] | None = None
+    task_id: str | None = None
+    timeout: float | None = None
+    max_retries: int | None = None
+
+
+class TaskHandle:
+    """A submitted task: its id, and ways to read its status and result."""
+
+    def __init__(self, client: Client, task_id: str) -> None:
+        self.client = client
+        self.id = task_id
+
+    def __repr__(self) -> str:
+        return f"TaskHandle({self.id!r})"
+
+    def status(self) -> str | None:
+        """'queued', 'processing', 'success' or 'failed'; None if Redis has no record."""
+        return self.client.status(self.id)
+
+    def record(self) -> dict[str, str]:
+        """The whole Redis record of the task (status, result, error, worker, timestamps...)."""
+        return self.client.record(self.id)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Block until the task ends and return its value; see ``Client.result``."""
+        return self.client.result(self.id, timeout=timeout)
+
+
+class Client:
+    """Submits tasks to a YADTQ cluster and reads their results. Thread-safe for submits.
+
+    Build it from the cluster file (``Client.from_config("yadtq.yaml")``) or from
+    a Config. Kafka is connected on the first submit, so a client that only
+    reads results needs only Redis.
+    """
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config or Config()
+        self.keys = Keys(self.config.redis.key_prefix)
+        self.redis = connect(self.config.redis.url)
+        self.store = ResultStore(self.redis, self.keys, self.config.tasks.result_ttl)
+        self._producer: Any = None
+
+    @classmethod
+    def from_config(cls, path: str | Path = "yadtq.yaml") -> Client:
+        """A client for the cluster described by a yadtq.yaml file."""
+        return cls(load_config(path))
+
+    @classmethod
+    def connect(cls, bootstrap_servers: str | list[str] = "localhost:9092",
+                redis_url: str = "redis://localhost:6379/0", tasks_topic: str = "TASKS",
+                key_prefix: str = "") -> Client:
+        """A client from explicit addresses, for when there is no yadtq.yaml at hand."""
+        servers = bootstrap_servers.split(",") if isinstance(bootstrap_servers, str) else bootstrap_servers
+        cfg = Config.from_dict({"kafka": {"bootstrap_servers": servers},
+                                "redis": {"url": redis_url, "key_prefix": key_prefix},
+                                "topics": {"tasks": tasks_topic}})
+        return cls(cfg)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Flush what was submitted and close the connections."""
+        if self._producer is not None:
+            self._producer.close(timeout=10)
+            self._producer = None
+        self.redis.close()
+
+    # --- submitting ---
+    def submit(self, name: str, *args: Any, **kwargs: Any) -> TaskHandle:
+        """Submit task ``name`` with these arguments; return once Kafka has it."""
+        return self.submit_many([TaskSpec(name, args, kwargs)])[0]
+
+    def submit_many(self, specs: Iterable[TaskSpec | tuple[Any, ...]]) -> list[TaskHandle]:
+        """Submit many tasks with one Redis round trip and one Kafka flush.
+
+        Each item is a TaskSpec, or a tuple ``(name, args)`` / ``(name, args, kwargs)``.
+        """
+        tasks = [_to_task(s) for s in specs]
+        pipe = self.redis.pipeline(transaction=False)
+        at = now()
+        for t in tasks:
+            self.store.mark_queued(pipe, t.task_id, t.name, at)
+        try:
+            pipe.execute()
+        except redis.RedisError as e:
+            raise ServiceUnavailable(f"Redis at {self.config.redis.url} failed: {e}") from None
+        prod = self._kafka()
+        futures = [prod.send(self.config.topics.tasks, encode_task(t)) for t in tasks]
+        prod.flush(timeout=30)
+        for f in futures:
+            if not f.succeeded():
+                raise ServiceUnavailable(f"Kafka did not accept the task: {f.exception or 'timed out'}")
+        return [TaskHandle(self, t.task_id) for t in tasks]
+
+    def _kafka(self) -> Any:
+        if self._producer is None:
+            self._producer = kafka_io.producer(self.config.kafka)
+        return self._producer
+
+    # --- reading ---
+    def handle(self, task_id: str) -> TaskHandle:
+        """A handle on an existing task id."""
+        return TaskHandle(self, task_id)
+
+    def record(self, task_id: str) -> dict[str, str]:
+        """The whole Redis record of a task; empty if unknown or expired."""
+        try:
+            return self.store.record(task_id)
+        except redis.RedisError as e:
+            raise ServiceUnavailable(f"Redis at {self.config.redis.url} failed: {e}") from None
+
+    def status(self, task_id: str) -> str | None:
+        """The task's status, or None if Redis has no record of it."""
+        return self.record(task_id).get("status")
+
+    def result(self, task_id: str, timeout: float | None = None) -> Any:
+        """Block until the task ends; return its value or raise TaskFailed.
+
+        Waits on a Redis pub/sub channel, so nothing polls in a loop. Raises
+        ResultTimeout after ``timeout`` seconds (None waits for ever).
+        """
+        self.wait([task_id], timeout=timeout)
+        return _value(task_id, self.record(task_id))
+
+    def wait(self, task_ids: Sequence[str], timeout: float | None = None) -> None:
+        """Block until every task in ``task_ids`` has ended, or raise ResultTimeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pending = set(task_ids)
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        try:
+            for chunk in _chunks(sorted(pending), 1000):
+                pubsub.subscribe(*(self.keys.done_channel(t) for t in chunk))
+            # Subscribed first, then read: an end between the two is not missed.
+            pending -= self._ended(sorted(pending))
+            while pending:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise ResultTimeout(f"{len(pending)} task(s) not finished after {timeout}s, "
+                                        f"e.g. {sorted(pending)[0]}")
+                msg = pubsub.get_message(timeout=min(left, 5.0) if left is not None else 5.0)
+                if msg is None:
+                    pending -= self._ended(sorted(pending))  # a cheap guard against a lost message
+                    continue
+                pending.discard(str(msg["channel"]).rsplit(":", 1)[-1])
+        except redis.RedisError as e:
+            raise ServiceUnavailable(f"Redis at {self.config.redis.url} failed: {e}") from None
+        finally:
+            pubsub.close()
+
+    def _ended(self, task_ids: list[str]) -> set[str]:
+        ended = set()
+        for chunk in _chunks(task_ids, 1000):
+            for t, s in zip(chunk, self.store.statuses(chunk), strict=True):
+                if s in TERMINAL:
+                    ended.add(t)
+        return ended
+
+
+def _value(task_id: str, rec: dict[str, str]) -> Any:
+    if not rec:
+        raise TaskNotFound(f"no record of task {task_id} (never submitted, or expired)")
+    if rec.get("status") == "failed":
+        raise TaskFailed(task_id, rec.get("error", "unknown error"), rec.get("traceback", ""))
+    return json.loads(rec["result"])
+
+
+def _to_task(spec: TaskSpec | tuple[Any, ...]) -> Task:
+    if isinstance(spec, tuple):
+        spec = TaskSpec(*spec)
+    task_id = check_task_id(spec.task_id) if spec.task_id else str(uuid.uuid4())
+    return Task(task_id, spec.name, list(spec.args), dict(spec.kwargs or {}),
+                TaskOptions(spec.timeout, spec.max_retries))
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+__all__ = ["Client", "KafkaConfig", "RedisConfig", "TaskHandle", "TaskSpec"]

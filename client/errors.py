@@ -1,0 +1,58 @@
+"""The one error tree of YADTQ: every error it raises on purpose is a YadtqError."""
+
+from __future__ import annotations
+
+
+class YadtqError(Exception):
+    """Base class of every error YADTQ raises on purpose."""
+
+
+class ConfigError(YadtqError):
+    """The cluster file (yadtq.yaml) is missing, unreadable or has a wrong key."""
+
+
+class InvalidMessage(YadtqError):
+    """A message on a topic is not a valid YADTQ message.
+
+    ``task_id`` is set when the message was readable enough to name its task, so
+    that the task's record can say ``failed`` with this error.
+    """
+
+    def __init__(self, reason: str, task_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.task_id = task_id
+
+
+class UnknownTask(InvalidMessage):
+    """The message names a task that no loaded module registered."""
+
+
+class ServiceUnavailable(YadtqError):
+    """Kafka or Redis does not answer at the configured address."""
+
+
+class TaskError(YadtqError):
+    """Base of the errors about one task's outcome."""
+
+
+class TaskFailed(TaskError):
+    """The task ended ``failed``; ``error`` holds the reason stored in its record."""
+
+    def __init__(self, task_id: str, error: str, traceback: str = "") -> None:
+        super().__init__(f"task {task_id} failed: {error}")
+        self.task_id = task_id
+        self.error = error
+        self.traceback = traceback
+
+
+class TaskNotFound(TaskError):
+    """Redis holds no record of this task id (never submitted, or expired)."""
+
+
+class ResultTimeout(TaskError):
+    """Waiting for a task's result took longer than the caller allowed."""
+
+
+class TaskTimeLimitExceeded(YadtqError):
+    """Raised inside a running task when it passes its time limit."""

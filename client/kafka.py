@@ -1,0 +1,66 @@
+"""Kafka connections, built from the cluster file in one place.
+
+Every producer here waits for the broker's acknowledgement from all in-sync
+replicas (``acks='all'``, idempotent), since a task the client was told is
+submitted must not be lost.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+
+from client.config import KafkaConfig
+from client.errors import ServiceUnavailable
+
+
+def _common(cfg: KafkaConfig) -> dict[str, Any]:
+    return {"bootstrap_servers": cfg.bootstrap_servers, "client_id": cfg.client_id}
+
+
+def _unavailable(cfg: KafkaConfig, e: Exception) -> ServiceUnavailable:
+    return ServiceUnavailable(f"Kafka at {','.join(cfg.bootstrap_servers)} does not answer: {e}")
+
+
+def producer(cfg: KafkaConfig, **overrides: Any) -> KafkaProducer:
+    """A producer for YADTQ messages; raise ServiceUnavailable if no broker answers."""
+    opts: dict[str, Any] = {"acks": "all", "linger_ms": 2, "max_block_ms": 15000,
+                            "request_timeout_ms": 15000, **overrides}
+    try:
+        return KafkaProducer(**_common(cfg), **opts)
+    except KafkaError as e:
+        raise _unavailable(cfg, e) from None
+
+
+def consumer(cfg: KafkaConfig, group_id: str | None, **overrides: Any) -> KafkaConsumer:
+    """A consumer with manual commits; the caller assigns its partitions."""
+    opts: dict[str, Any] = {"enable_auto_commit": False, "auto_offset_reset": "earliest",
+                            "fetch_max_wait_ms": 50, **overrides}
+    try:
+        return KafkaConsumer(**_common(cfg), group_id=group_id, **opts)
+    except KafkaError as e:
+        raise _unavailable(cfg, e) from None
+
+
+def partitions(c: KafkaConsumer, topic: str, timeout: float = 15.0) -> list[TopicPartition]:
+    """All partitions of ``topic``; raise ServiceUnavailable if it cannot be found."""
+    deadline = time.monotonic() + timeout
+    while True:
+        parts = c.partitions_for_topic(topic)
+        if parts:
+            return [TopicPartition(topic, p) for p in sorted(parts)]
+        if time.monotonic() > deadline:
+            raise ServiceUnavailable(f"Kafka topic {topic!r} was not found within {timeout:.0f}s "
+                                     "(is the supervisor running? it creates the topics)")
+        c.topics()  # forces a metadata refresh before the next look
+        time.sleep(0.2)
+
+
+def assign_all(c: KafkaConsumer, topics: list[str]) -> list[TopicPartition]:
+    """Assign every partition of ``topics`` to ``c`` (no group rebalancing: one owner each)."""
+    tps = [tp for t in topics for tp in partitions(c, t)]
+    c.assign(tps)
+    return tps

@@ -1,0 +1,1 @@
+"""YADTQ's process management: the supervisor and the scheduler it runs."""

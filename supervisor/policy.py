@@ -1,0 +1,101 @@
+"""The scheduler's pure core: its tables, worker liveness and the assignment policy.
+
+No I/O here, and time is passed in, so all of it is unit-tested without
+Kafka, Redis or clock patching.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Placement:
+    """Where a task is: its worker, the attempt (fencing token) and its wire payload."""
+
+    worker: str
+    attempt: int
+    payload: str
+
+
+def encode_placement(p: Placement) -> str:
+    """The Redis form of a placement: 'worker|attempt|payload' (see store._ASSIGN)."""
+    return f"{p.worker}|{p.attempt}|{p.payload}"
+
+
+def decode_placement(text: str) -> Placement:
+    worker, attempt, payload = text.split("|", 2)
+    return Placement(worker, int(attempt), payload)
+
+
+class SchedulerState:
+    """The (task -> worker) table, each worker's load, and who is alive.
+
+    A worker's load is the number of its tasks not yet finished: the one it
+    runs plus those waiting on its topic. A worker is live while its last
+    heartbeat is younger than ``heartbeat_timeout``.
+    """
+
+    def __init__(self, workers: list[str], max_pending: int, heartbeat_timeout: float) -> None:
+        self.workers = list(workers)
+        self.max_pending = max_pending
+        self.heartbeat_timeout = heartbeat_timeout
+        self.tasks: dict[str, Placement] = {}
+        self.load: dict[str, int] = {w: 0 for w in workers}
+        self.last_seen: dict[str, float] = {}
+        self._turn = 0  # rotates ties, so equal loads spread over all workers
+
+    # --- liveness ---
+    def heartbeat(self, worker: str, ts: float) -> None:
+        if worker in self.load and ts > self.last_seen.get(worker, 0.0):
+            self.last_seen[worker] = ts
+
+    def is_live(self, worker: str, now: float) -> bool:
+        return now - self.last_seen.get(worker, float("-inf")) < self.heartbeat_timeout
+
+    def live(self, now: float) -> list[str]:
+        return [w for w in self.workers if self.is_live(w, now)]
+
+    # --- policy ---
+    def choose(self, now: float) -> str | None:
+        """The least-loaded live worker with room on its topic, or None."""
+        n = len(self.workers)
+        candidates = [(self.load[w], (i - self._turn) % n, w) for i, w in enumerate(self.workers)
+                      if self.load[w] < self.max_pending and self.is_live(w, now)]
+        if not candidates:
+            return None
+        self._turn = (self._turn + 1) % n
+        return min(candidates)[2]
+
+    # --- table ---
+    def place(self, task_id: str, placement: Placement) -> None:
+        """Record that ``task_id`` now belongs to ``placement.worker``."""
+        self.forget(task_id)
+        self.tasks[task_id] = placement
+        if placement.worker in self.load:
+            self.load[placement.worker] += 1
+
+    def forget(self, task_id: str) -> Placement | None:
+        old = self.tasks.pop(task_id, None)
+        if old is not None and old.worker in self.load:
+            self.load[old.worker] -= 1
+        return old
+
+    def finished(self, task_id: str, attempt: int) -> bool:
+        """A worker ended (task, attempt). True if that dropped it from the table.
+
+        An older attempt's report is ignored: the task has moved on since.
+        """
+        p = self.tasks.get(task_id)
+        if p is None or p.attempt != attempt:
+            return False
+        self.forget(task_id)
+        return True
+
+    def orphan(self, worker: str) -> list[tuple[str, Placement]]:
+        """Take every task away from a dead worker; return them, oldest attempt first."""
+        gone = [(t, p) for t, p in self.tasks.items() if p.worker == worker or p.worker not in self.load]
+        for t, _ in gone:
+            self.forget(t)
+        self.last_seen.pop(worker, None)
+        return gone

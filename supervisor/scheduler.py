@@ -1,0 +1,251 @@
+"""The scheduler process: from TASKS to the least-loaded live worker's topic.
+
+Each loop: read ``status`` events (heartbeats, finished tasks, dead workers) and
+new tasks from TASKS; assign what it can in one Redis pipeline (the ASSIGN
+script records the placement and bumps the attempt); produce the assignments
+and flush; and only then commit the Kafka offsets. Its table lives in Redis,
+so a restarted scheduler reloads it and re-sends every placement, which makes
+a crash between any two of these steps harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from client import kafka as kafka_io
+from client.config import Config
+from client.errors import InvalidMessage
+from client.protocol import Heartbeat, TaskFinished, WorkerDown, encode, encode_event, now, parse_event, parse_task
+from client.store import Keys, ResultStore, connect
+from supervisor.policy import Placement, SchedulerState, decode_placement
+from worker_pool.registry import Registry, default_registry
+from worker_pool.worker import process_setup
+
+log = logging.getLogger("yadtq.scheduler")
+
+
+@dataclass
+class _Pending:
+    """A task waiting for a worker: a new message from TASKS (``tp`` set), or a
+    task taken from a dead worker (``tp`` None). ``_admit`` fills the rest."""
+
+    raw: bytes
+    tp: TopicPartition | None = None
+    offset: int = -1
+    task_id: str = ""
+    name: str = ""
+    payload: str = ""
+    max_retries: int = 0
+
+
+class Scheduler:
+    """``initialize()``, then ``loop(now)`` until ``stop()``, then ``shutdown()``."""
+
+    def __init__(self, config: Config, registry: Registry = default_registry) -> None:
+        self.config = config
+        self.registry = registry
+        self.topics = config.topics
+        w = config.workers
+        self.state = SchedulerState(config.worker_ids(), w.max_pending, w.heartbeat_timeout)
+        self.waiting: deque[_Pending] = deque()
+        self._stop = threading.Event()
+        self._next_offset: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._ended: list[str] = []  # finished tasks to drop from the Redis table
+        self._last_beat = 0.0
+        self._consumer: KafkaConsumer | None = None
+        self._producer: KafkaProducer | None = None
+
+    def initialize(self) -> None:
+        self.registry.load_modules(self.config.tasks.modules)
+        self.redis = connect(self.config.redis.url)
+        self.keys = Keys(self.config.redis.key_prefix)
+        self.store = ResultStore(self.redis, self.keys, self.config.tasks.result_ttl)
+        self._producer = kafka_io.producer(self.config.kafka, linger_ms=1)
+        self._consumer = kafka_io.consumer(self.config.kafka, f"yadtq-scheduler.{self.topics.tasks}",
+                                           max_poll_records=1000)
+        self._task_parts = kafka_io.assign_all(self._consumer, [self.topics.tasks])
+        kafka_io.assign_all(self._consumer, [self.topics.tasks, self.topics.status])
+        self._reload()
+        log.info("scheduler ready (pid %d): %d tasks in flight", os.getpid(), len(self.state.tasks))
+
+    def _reload(self) -> None:
+        """Load the table a previous scheduler left, and re-send each placement.
+
+        Re-sending with the same attempt is safe (a worker skips a task that has
+        ended) and covers a crash between recording a placement and producing it.
+        """
+        assert self._producer is not None
+        table: dict[str, str] = self.redis.hgetall(self.keys.assignments)  # type: ignore[assignment]
+        for task_id, text in table.items():
+            p = decode_placement(text)
+            if p.worker not in self.state.load:  # a worker the config no longer has
+                self.waiting.append(_Pending(p.payload.encode()))
+                continue
+            self.state.place(task_id, p)
+            self._producer.send(p.worker, self._assignment_bytes(p))
+        self._producer.flush()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            self.loop(now())
+
+    def shutdown(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(timeout=5)
+            self._producer.close(timeout=5)
+        if self._consumer is not None:
+            self._consumer.close(autocommit=False)
+        log.info("scheduler stopped")
+
+    # --- the loop ---
+    def loop(self, at: float) -> None:
+        """One round: read events and tasks, assign what fits, then commit."""
+        assert self._consumer is not None
+        batches = self._consumer.poll(timeout_ms=100)
+        status_done: dict[TopicPartition, int] = {}
+        for tp, records in batches.items():
+            if tp.topic == self.topics.status:
+                for r in records:
+                    self._on_event(r.value, at)
+                status_done[tp] = records[-1].offset + 1
+            else:
+                self.waiting.extend(_Pending(r.value, tp, r.offset) for r in records)
+                self._next_offset[tp] = records[-1].offset + 1
+        self._dispatch(at)
+        self._commit(status_done)
+        self._flow_control()
+        if at - self._last_beat >= self.config.workers.heartbeat_interval:
+            self._beat(at)
+
+    def _on_event(self, raw: bytes, at: float) -> None:
+        try:
+            ev = parse_event(raw)
+        except InvalidMessage as e:
+            log.warning("ignoring invalid status event: %s", e.reason)
+            return
+        if isinstance(ev, Heartbeat) and ev.role == "worker":
+            self.state.heartbeat(ev.sender, ev.ts)
+        elif isinstance(ev, TaskFinished):
+            if self.state.finished(ev.task_id, ev.attempt):
+                self._ended.append(ev.task_id)
+        elif isinstance(ev, WorkerDown):
+            moved = self.state.orphan(ev.worker)
+            log.info("worker %s down (%s): reassigning %d task(s)", ev.worker, ev.reason, len(moved))
+            # Reassigned tasks go first: they have waited longest.
+            self.waiting.extendleft(_Pending(p.payload.encode()) for _, p in reversed(moved))
+
+    # --- assignment ---
+    def _dispatch(self, at: float) -> None:
+        """Assign waiting tasks while some live worker has room; one Redis round trip."""
+        chosen: list[tuple[int, _Pending, str]] = []  # (index in the pipeline, task, worker)
+        pipe = self.redis.pipeline(transaction=False)
+        if self._ended:
+            pipe.hdel(self.keys.assignments, *self._ended)
+            self._ended.clear()
+        while self.waiting:
+            item = self.waiting[0]
+            if not item.task_id and not self._admit(item, pipe, at):
+                self.waiting.popleft()
+                continue
+            worker = self.state.choose(at)
+            if worker is None:
+                break
+            self.waiting.popleft()
+            self.state.place(item.task_id, Placement(worker, 0, item.payload))  # holds its room
+            chosen.append((len(pipe.command_stack), item, worker))
+            self.store.assign(pipe, item.task_id, item.name, worker, item.payload, at, item.max_retries)
+        if pipe.command_stack:
+            results = pipe.execute()
+            self._send([(item, worker, results[i]) for i, item, worker in chosen])
+
+    def _admit(self, item: _Pending, pipe: Any, at: float) -> bool:
+        """Check a message and fill in ``item``; fail or dead-letter it if invalid."""
+        try:
+            task = parse_task(item.raw, max_bytes=self.config.tasks.max_message_bytes)
+            self.registry.check_call(task.name, task.args, task.kwargs)
+        except InvalidMessage as e:
+            self._reject(item, e, pipe, at)
+            return False
+        item.task_id, item.name = task.task_id, task.name
+        item.payload = encode(task.to_wire()).decode()
+        retries = task.options.max_retries
+        item.max_retries = self.config.tasks.max_retries if retries is None else retries
+        return True
+
+    def _reject(self, item: _Pending, e: InvalidMessage, pipe: Any, at: float) -> None:
+        if e.task_id:
+            log.warning("task %s rejected: %s", e.task_id, e.reason)
+            self.store.finish(pipe, e.task_id, "*", "failed", at, {"error": f"InvalidMessage: {e.reason}"})
+            return
+        assert self._producer is not None
+        where = f"{item.tp.topic}:{item.tp.partition}@{item.offset}" if item.tp else "a reassigned task"
+        log.warning("message at %s dead-lettered to %s: %s", where, self.topics.dead_letter, e.reason)
+        self._producer.send(self.topics.dead_letter, item.raw, headers=[("error", e.reason.encode())])
+
+    def _send(self, chosen: list[tuple[_Pending, str, Any]]) -> None:
+        assert self._producer is not None
+        for item, worker, attempt in chosen:
+            if attempt < 0:  # already ended (-1) or failed for good just now (-2)
+                self.state.forget(item.task_id)
+                continue
+            p = Placement(worker, int(attempt), item.payload)
+            self.state.place(item.task_id, p)
+            self._producer.send(worker, self._assignment_bytes(p))
+        # Flushed before the offsets are committed: accepted means on a worker's topic.
+        self._producer.flush(timeout=30)
+
+    @staticmethod
+    def _assignment_bytes(p: Placement) -> bytes:
+        # The payload is the task's own JSON object; the attempt and worker are added to it.
+        return (p.payload[:-1] + f',"attempt":{p.attempt},"worker":"{p.worker}"}}').encode()
+
+    # --- offsets, flow control, heartbeat ---
+    def _commit(self, status_done: dict[TopicPartition, int]) -> None:
+        assert self._consumer is not None
+        offsets = dict(status_done)
+        for tp, nxt in self._next_offset.items():
+            first_waiting = next((w.offset for w in self.waiting if w.tp == tp), None)
+            offsets[tp] = first_waiting if first_waiting is not None else nxt
+        changed = {tp: o for tp, o in offsets.items() if self._committed.get(tp) != o}
+        if changed:
+            self._consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in changed.items()})
+            self._committed.update(changed)
+
+    def _flow_control(self) -> None:
+        """Stop reading TASKS while tasks wait for room, so memory stays bounded."""
+        assert self._consumer is not None
+        if self.waiting:
+            self._consumer.pause(*self._task_parts)
+        else:
+            self._consumer.resume(*self._task_parts)
+
+    def _beat(self, at: float) -> None:
+        assert self._producer is not None
+        self._last_beat = at
+        self._producer.send(self.topics.status, encode_event(Heartbeat("scheduler", "scheduler", os.getpid(), at)))
+        self.redis.hset(self.keys.load, mapping={w: n for w, n in self.state.load.items()})
+
+
+def run_scheduler(config: Config) -> None:
+    """Process entry point: run the scheduler until SIGTERM."""
+    process_setup("scheduler")
+    s = Scheduler(config)
+    signal.signal(signal.SIGTERM, lambda *_: s.stop())
+    try:
+        s.initialize()
+        s.run()
+    finally:
+        s.shutdown()

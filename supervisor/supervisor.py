@@ -1,0 +1,237 @@
+"""The supervisor: the parent of the scheduler and the workers.
+
+It starts them as processes, watches their exits and their heartbeats on the
+``status`` topic, and replaces any that die or go quiet. When a worker is
+replaced it first tells the scheduler (a ``worker-down`` event), which moves
+that worker's unfinished tasks to live workers' topics.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.process
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+import redis
+from kafka import KafkaConsumer, KafkaProducer
+
+from client import kafka as kafka_io
+from client.config import Config
+from client.errors import InvalidMessage
+from client.protocol import Heartbeat, WorkerDown, encode_event, now, parse_event
+from client.store import Keys, connect, ping, safe_url
+from supervisor.scheduler import run_scheduler
+from supervisor.topics import ensure_topics
+from worker_pool.worker import run_worker
+
+_spawn = multiprocessing.get_context("spawn")  # no fork: the parent holds Kafka threads and sockets
+
+
+def restart_delay(history: list[float], at: float, max_restarts: int, window: float, max_backoff: float) -> float:
+    """Seconds to wait before the next restart, given the times of earlier ones.
+
+    Up to ``max_restarts`` within ``window`` seconds restart at once; past
+    that the wait doubles with each further restart, up to ``max_backoff``.
+    """
+    recent = sum(1 for t in history if at - t < window)
+    if recent < max_restarts:
+        return 0.0
+    return float(min(max_backoff, 2.0 ** (recent - max_restarts)))
+
+
+@dataclass
+class Child:
+    """One supervised process: the scheduler or a worker."""
+
+    name: str
+    target: Callable[..., None]
+    args: tuple[Any, ...]
+    process: multiprocessing.process.BaseProcess | None = None
+    started: float = 0.0        # wall clock, when the current process started
+    last_beat: float = 0.0      # wall clock, of its last heartbeat (0: none yet)
+    restarts: list[float] = field(default_factory=list)
+    due: float = 0.0            # wall clock, when it may be started again
+    announced: bool = False     # said 'live' since its last start
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+
+class Supervisor:
+    """``start()``, then ``loop()`` until ``stop()``, then ``shutdown()``."""
+
+    def __init__(self, config: Config, say: Callable[[str], None] | None = None) -> None:
+        self.config = config
+        self.say = say or (lambda line: print(f"[yadtq] {line}", flush=True))
+        self.keys = Keys(config.redis.key_prefix)
+        self.children: dict[str, Child] = {"scheduler": Child("scheduler", run_scheduler, (config,))}
+        for w in config.worker_ids():
+            self.children[w] = Child(w, run_worker, (config, w))
+        self.stopping = False
+        self._last_status = 0.0
+        self._ready = False
+        self._consumer: KafkaConsumer | None = None
+        self._producer: KafkaProducer | None = None
+
+    # --- lifecycle ---
+    def start(self) -> None:
+        cfg = self.config
+        self.redis = connect(cfg.redis.url)
+        ping(self.redis, cfg.redis.url)
+        topics = ensure_topics(cfg)
+        self._producer = kafka_io.producer(cfg.kafka)
+        self._consumer = kafka_io.consumer(cfg.kafka, None)
+        parts = kafka_io.assign_all(self._consumer, [cfg.topics.status])
+        self._consumer.seek_to_end(*parts)  # only heartbeats from now on matter
+        self.say(f"kafka {','.join(cfg.kafka.bootstrap_servers)} | redis {safe_url(cfg.redis.url)}"
+                 f"{' prefix ' + repr(cfg.redis.key_prefix) if cfg.redis.key_prefix else ''}")
+        self.say(f"topics: {', '.join(topics)}")
+        for c in self.children.values():
+            self._spawn(c)
+
+    def stop(self) -> None:
+        self.stopping = True
+
+    def run(self) -> None:
+        """Run until SIGINT or SIGTERM, then shut down cleanly."""
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            if self.stopping:  # a second Ctrl-C: do not wait for the grace period
+                self._kill_all()
+            self.stop()
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        try:
+            self.start()
+            while not self.stopping:
+                self.loop(now())
+        finally:
+            self.shutdown()
+
+    def loop(self, at: float) -> None:
+        """One round: read heartbeats, replace dead children, print the status line."""
+        self._read_heartbeats()
+        for c in self.children.values():
+            self._check(c, at)
+        if not self._ready and all(c.announced for c in self.children.values()):
+            self._ready = True
+            self.say(f"cluster ready: {len(self.config.worker_ids())} workers live")
+        if at - self._last_status >= self.config.supervisor.status_interval:
+            self._last_status = at
+            self.say(self.status_line(at))
+
+    def shutdown(self) -> None:
+        self.stopping = True
+        live = [c for c in self.children.values() if c.alive()]
+        self.say(f"stopping {len(live)} process(es); grace {self.config.workers.shutdown_grace:g}s")
+        for c in live:
+            c.process.terminate()  # type: ignore[union-attr]
+        deadline = time.monotonic() + self.config.workers.shutdown_grace
+        for c in live:
+            c.process.join(max(0.0, deadline - time.monotonic()))  # type: ignore[union-attr]
+        self._kill_all()
+        for client in (self._consumer, self._producer):
+            if client is not None:
+                client.close()
+        self.say("stopped")
+
+    def _kill_all(self) -> None:
+        for c in self.children.values():
+            if c.alive():
+                self.say(f"{c.name} did not stop in time: killing pid {c.pid}")
+                c.process.kill()  # type: ignore[union-attr]
+                c.process.join(5)  # type: ignore[union-attr]
+
+    # --- children ---
+    def _spawn(self, c: Child) -> None:
+        c.process = _spawn.Process(target=c.target, args=c.args, name=f"yadtq-{c.name}", daemon=False)
+        c.process.start()
+        c.started, c.last_beat, c.announced = now(), 0.0, False
+        self.say(f"started {c.name} (pid {c.pid})")
+
+    def _check(self, c: Child, at: float) -> None:
+        if self.stopping:  # children exiting now are doing what they were told
+            return
+        if c.process is None:
+            if at >= c.due and not self.stopping:
+                self._spawn(c)
+            return
+        reason = self._death(c, at)
+        if reason is None:
+            return
+        if c.alive():
+            c.process.kill()  # heartbeats lapsed: make sure it is dead before moving its work
+            c.process.join(5)
+        c.process.close()
+        c.process = None
+        self.say(f"{c.name} is dead ({reason})")
+        if c.name != "scheduler":
+            self._announce_down(c.name, reason)
+        cfg = self.config.supervisor
+        c.due = at + restart_delay(c.restarts, at, cfg.max_restarts, cfg.restart_window, cfg.max_backoff)
+        c.restarts = [t for t in c.restarts if at - t < cfg.restart_window] + [at]
+        if c.due > at:
+            self.say(f"{c.name} is crashing repeatedly: next start in {c.due - at:.0f}s")
+
+    def _death(self, c: Child, at: float) -> str | None:
+        """Why ``c`` counts as dead now, or None if it is fine."""
+        assert c.process is not None
+        if not c.process.is_alive():
+            return f"exit code {c.process.exitcode}"
+        if c.last_beat:
+            if at - c.last_beat > self.config.workers.heartbeat_timeout:
+                return f"no heartbeat for {at - c.last_beat:.1f}s"
+        elif at - c.started > self.config.supervisor.startup_timeout:
+            return f"no heartbeat within {self.config.supervisor.startup_timeout:g}s of starting"
+        return None
+
+    def _announce_down(self, worker: str, reason: str) -> None:
+        assert self._producer is not None
+        self._producer.send(self.config.topics.status, encode_event(WorkerDown(worker, reason, now())))
+        self._producer.flush(timeout=30)
+
+    # --- heartbeats and status ---
+    def _read_heartbeats(self) -> None:
+        assert self._consumer is not None
+        for records in self._consumer.poll(timeout_ms=200).values():
+            for r in records:
+                try:
+                    ev = parse_event(r.value)
+                except InvalidMessage:
+                    continue  # the scheduler logs bad events; here only heartbeats matter
+                if isinstance(ev, Heartbeat):
+                    self._on_heartbeat(ev)
+
+    def _on_heartbeat(self, hb: Heartbeat) -> None:
+        c = self.children.get(hb.sender)
+        if c is None or c.pid != hb.pid:
+            return  # a process we already replaced, or another cluster's
+        c.last_beat = max(c.last_beat, hb.ts)
+        if not c.announced:
+            c.announced = True
+            again = " again" if c.restarts else ""
+            self.say(f"{c.name} live{again} (pid {c.pid})")
+
+    def status_line(self, at: float) -> str:
+        workers = [c for n, c in self.children.items() if n != "scheduler"]
+        live = sum(1 for c in workers if c.alive() and c.announced)
+        sched = self.children["scheduler"]
+        try:
+            load: dict[str, str] = self.redis.hgetall(self.keys.load)  # type: ignore[assignment]
+            stats: dict[str, str] = self.redis.hgetall(self.keys.stats)  # type: ignore[assignment]
+        except redis.RedisError as e:
+            return f"workers {live}/{len(workers)} live | redis unavailable: {e}"
+        loads = " ".join(f"{c.name}={load.get(c.name, '0')}" for c in workers)
+        restarts = sum(len(c.restarts) for c in self.children.values())
+        return (f"workers {live}/{len(workers)} live | scheduler {'up' if sched.alive() else 'down'} | "
+                f"load {loads} | done {stats.get('success', 0)} failed {stats.get('failed', 0)} | "
+                f"restarts {restarts}")
+

@@ -1,0 +1,189 @@
+"""The worker process: consume your own topic, run each task, record the result.
+
+For each assignment, in order: claim it in Redis (the START script refuses a
+fenced or finished attempt), run it under its time limit, write the terminal
+record (FINISH), tell the scheduler on ``status``, and only then commit the
+Kafka offset. A crash anywhere before the commit means the message is read
+again, and the Redis record decides whether it still has to run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.structs import OffsetAndMetadata
+
+from client import kafka as kafka_io
+from client.config import Config
+from client.errors import InvalidMessage, TaskTimeLimitExceeded, YadtqError
+from client.protocol import Assignment, Heartbeat, TaskFinished, encode_event, now, parse_assignment
+from client.store import Keys, ResultStore, connect, failure_fields, result_fields
+from worker_pool.registry import Registry, default_registry
+
+log = logging.getLogger("yadtq.worker")
+
+
+class Worker:
+    """One worker: ``initialize()``, then ``loop()`` until ``stop()``, then ``shutdown()``."""
+
+    def __init__(self, config: Config, worker_id: str, registry: Registry = default_registry) -> None:
+        self.config = config
+        self.id = worker_id
+        self.registry = registry
+        self.running: str | None = None  # the task id being run, for heartbeats
+        self._stop = threading.Event()
+        self._consumer: KafkaConsumer | None = None
+        self._producer: KafkaProducer | None = None
+        self._beat: threading.Thread | None = None
+
+    def initialize(self) -> None:
+        self.registry.load_modules(self.config.tasks.modules)
+        self.redis = connect(self.config.redis.url)
+        self.store = ResultStore(self.redis, Keys(self.config.redis.key_prefix), self.config.tasks.result_ttl)
+        self._producer = kafka_io.producer(self.config.kafka)
+        self._consumer = kafka_io.consumer(self.config.kafka, f"yadtq-worker.{self.id}", max_poll_records=50)
+        kafka_io.assign_all(self._consumer, [self.id])
+        self._beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
+        self._beat.start()
+        log.info("worker %s ready (pid %d)", self.id, os.getpid())
+
+    def stop(self) -> None:
+        """Finish the task in hand, then leave ``run``."""
+        self._stop.set()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            self.loop()
+
+    def loop(self) -> None:
+        """One poll: run the assignments it returns, then commit past them."""
+        assert self._consumer is not None
+        batches = self._consumer.poll(timeout_ms=200)
+        for tp, records in batches.items():
+            done = None
+            for rec in records:
+                if self._stop.is_set():
+                    break
+                self.handle(rec)
+                done = rec
+            if done is not None:
+                self._consumer.commit({tp: OffsetAndMetadata(done.offset + 1, "", -1)})
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        if self._producer is not None:
+            self._producer.flush(timeout=5)
+            self._producer.close(timeout=5)
+        if self._consumer is not None:
+            self._consumer.close(autocommit=False)
+        log.info("worker %s stopped", self.id)
+
+    # --- one assignment ---
+    def handle(self, rec: ConsumerRecord) -> None:
+        try:
+            a = parse_assignment(rec.value)
+        except InvalidMessage as e:
+            # Only the scheduler writes here, so this is a bug or a stray producer.
+            log.error("skipping invalid message at %s:%d: %s", rec.topic, rec.offset, e.reason)
+            return
+        claim = self._claim(a)
+        if claim == -1:
+            log.info("task %s attempt %d is fenced (reassigned); not running it", a.task.task_id, a.attempt)
+            return
+        if claim == 0:
+            self._report(a, self.store.record(a.task.task_id).get("status", "success"))
+            return
+        status, fields = self.execute(a)
+        pipe = self.redis.pipeline(transaction=False)
+        self.store.finish(pipe, a.task.task_id, a.attempt, status, now(), fields)
+        written = pipe.execute()[0]
+        if written == -1:
+            log.warning("task %s attempt %d was reassigned while it ran; result dropped", a.task.task_id, a.attempt)
+            return
+        self._report(a, status)
+
+    def _claim(self, a: Assignment) -> int:
+        pipe = self.redis.pipeline(transaction=False)
+        self.store.start(pipe, a.task.task_id, a.attempt, self.id, now())
+        return int(pipe.execute()[0])
+
+    def execute(self, a: Assignment) -> tuple[str, dict[str, str]]:
+        """Run the task under its time limit: ('success', fields) or ('failed', fields)."""
+        t = a.task
+        limit = t.options.timeout or self.config.tasks.time_limit
+        self.running = t.task_id
+        try:
+            fn = self.registry.check_call(t.name, t.args, t.kwargs).fn
+            with _time_limit(limit):
+                value = fn(*t.args, **t.kwargs)
+            return "success", result_fields(value)
+        except YadtqError as e:
+            return "failed", {"error": f"{type(e).__name__}: {e}"}
+        except Exception as e:  # the task's own error: recorded, never fatal to the worker
+            return "failed", failure_fields(e)
+        finally:
+            self.running = None
+
+    def _report(self, a: Assignment, status: str) -> None:
+        assert self._producer is not None
+        ev = TaskFinished(a.task.task_id, self.id, a.attempt, status)
+        self._producer.send(self.config.topics.status, encode_event(ev))
+
+    def _heartbeats(self) -> None:
+        assert self._producer is not None
+        interval = self.config.workers.heartbeat_interval
+        while not self._stop.is_set():
+            hb = Heartbeat(self.id, "worker", os.getpid(), now(), self.running)
+            try:
+                self._producer.send(self.config.topics.status, encode_event(hb))
+            except Exception as e:  # keep beating: a transient Kafka error must not stop heartbeats
+                log.warning("heartbeat not sent: %s", e)
+            self._stop.wait(interval)
+
+
+class _time_limit:
+    """Raise TaskTimeLimitExceeded in the main thread after ``seconds`` (SIGALRM)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def _fire(self, signum: int, frame: FrameType | None) -> None:
+        raise TaskTimeLimitExceeded(f"task ran past its time limit of {self.seconds:g}s")
+
+    def __enter__(self) -> None:
+        self._old: Any = signal.signal(signal.SIGALRM, self._fire)
+        signal.setitimer(signal.ITIMER_REAL, self.seconds)
+
+    def __exit__(self, *exc: object) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self._old)
+
+
+def run_worker(config: Config, worker_id: str) -> None:
+    """Process entry point: run worker ``worker_id`` until SIGTERM."""
+    process_setup(f"worker {worker_id}")
+    w = Worker(config, worker_id)
+    signal.signal(signal.SIGTERM, lambda *_: w.stop())
+    try:
+        w.initialize()
+        w.run()
+    finally:
+        w.shutdown()
+
+
+def process_setup(name: str) -> None:
+    """Logging and signals for a child process of the supervisor."""
+    # Ctrl-C reaches the whole process group; the supervisor alone decides
+    # how its children stop, so they ignore SIGINT and obey its SIGTERM.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(message)s")
+    # kafka-python logs every transient broker hiccup (coordinator moves, retries)
+    # at WARNING; YADTQ reports the failures that matter itself.
+    logging.getLogger("kafka").setLevel(logging.ERROR)
