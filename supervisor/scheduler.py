@@ -175,9 +175,13 @@ class Scheduler:
         """Check a message and fill in ``item``; fail or dead-letter it if invalid."""
         try:
             task = parse_task(item.raw, max_bytes=self.config.tasks.max_message_bytes)
-            self.registry.check_call(task.name, task.args, task.kwargs)
         except InvalidMessage as e:
             self._reject(item, e, pipe, at)
+            return False
+        try:
+            self.registry.check_call(task.name, task.args, task.kwargs)
+        except InvalidMessage as e:  # unknown task or wrong arguments: its record says why
+            self._reject(item, InvalidMessage(str(e), task.task_id), pipe, at)
             return False
         item.task_id, item.name = task.task_id, task.name
         item.payload = encode(task.to_wire()).decode()

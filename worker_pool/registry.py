@@ -54,7 +54,7 @@ class Registry:
         try:
             d.signature.bind(*args, **kwargs)
         except TypeError as e:
-            raise InvalidMessage(f"wrong arguments for task {name!r}{d.signature}: {e}") from None
+            raise InvalidMessage(f"wrong arguments for task {name!r}: {e} (it takes {_params(d.signature)})") from None
         return d
 
     def names(self) -> list[str]:
@@ -67,6 +67,10 @@ class Registry:
                 importlib.import_module(m)
             except Exception as e:  # any failure to import is a config problem to report
                 raise ConfigError(f"tasks.modules: cannot import {m!r}: {type(e).__name__}: {e}") from None
+
+
+def _params(sig: inspect.Signature) -> str:
+    return "(" + ", ".join(str(p.replace(annotation=p.empty)) for p in sig.parameters.values()) + ")"
 
 
 default_registry = Registry()

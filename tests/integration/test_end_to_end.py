@@ -1,0 +1,159 @@
+"""The whole system, as a user runs it: supervisor, scheduler, workers, client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+import psutil
+import pytest
+import redis
+from kafka import KafkaConsumer, KafkaProducer
+
+from client import Client, TaskFailed, TaskSpec
+from tests.integration.conftest import KAFKA, ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def test_thousand_tasks_through_four_workers(start_cluster: Any) -> None:
+    cluster = start_cluster(workers=4)
+    handles = cluster.client.submit_many([TaskSpec("add", (i, i)) for i in range(1000)])
+    cluster.client.wait([h.id for h in handles], timeout=180)
+
+    records = [h.record() for h in handles]
+    assert [r["status"] for r in records] == ["success"] * 1000
+    assert [json.loads(r["result"]) for r in records] == [2 * i for i in range(1000)]
+    assert {r["worker"] for r in records} == set(cluster.config.worker_ids())
+
+
+def test_seed_format_from_a_plain_kafka_producer(start_cluster: Any) -> None:
+    # No key prefix here: the record must sit at the bare task id, as in the seed.
+    cluster = start_cluster(workers=1, redis={"key_prefix": ""})
+    task_id = f"seed-{uuid.uuid4().hex[:12]}"
+    producer = KafkaProducer(bootstrap_servers=KAFKA)
+    producer.send(cluster.config.topics.tasks, json.dumps({"task-id": task_id, "task": "add", "args": [1, 2]}).encode())
+    producer.flush(10)
+    producer.close()
+
+    cluster.client.wait([task_id], timeout=60)
+    r = redis.Redis.from_url(cluster.config.redis.url, decode_responses=True)
+    try:
+        record = r.hgetall(task_id)
+        assert record["status"] == "success"
+        assert record["result"] == "3"
+    finally:
+        r.delete(task_id)
+        r.close()
+
+
+def test_unknown_raising_and_wrong_arguments_fail_clearly(start_cluster: Any) -> None:
+    cluster = start_cluster(workers=2)
+    c: Client = cluster.client
+    unknown, raising, zero, arity = (c.submit("no_such_task", 1), c.submit("fail", "boom"),
+                                     c.submit("div", 1, 0), c.submit("add", 1))
+    ok = c.submit("mul", 6, 7)
+
+    with pytest.raises(TaskFailed, match="unknown task 'no_such_task'"):
+        unknown.result(timeout=60)
+    with pytest.raises(TaskFailed, match="RuntimeError: boom") as e:
+        raising.result(timeout=60)
+    assert "Traceback" in e.value.traceback
+    with pytest.raises(TaskFailed, match="ZeroDivisionError"):
+        zero.result(timeout=60)
+    with pytest.raises(TaskFailed, match="wrong arguments for task 'add'"):
+        arity.result(timeout=60)
+    assert ok.result(timeout=60) == 42
+
+
+def test_malformed_message_is_dead_lettered_and_the_next_task_runs(start_cluster: Any) -> None:
+    cluster = start_cluster(workers=1)
+    topics = cluster.config.topics
+    producer = KafkaProducer(bootstrap_servers=KAFKA)
+    producer.send(topics.tasks, b"this is {not json")
+    producer.flush(10)
+    producer.close()
+    after = cluster.client.submit("add", 2, 3)
+    assert after.result(timeout=60) == 5
+
+    consumer = KafkaConsumer(topics.dead_letter, bootstrap_servers=KAFKA, auto_offset_reset="earliest",
+                             consumer_timeout_ms=20000)
+    try:
+        dead = next(iter(consumer))
+    finally:
+        consumer.close()
+    assert dead.value == b"this is {not json"
+    assert b"not valid JSON" in dict(dead.headers)["error"]
+    cluster.wait_line(r"dead-lettered .*not valid JSON", timeout=10)
+
+
+def test_sigkilled_worker_is_restarted_and_no_task_is_lost(start_cluster: Any) -> None:
+    cluster = start_cluster(workers=4)
+    specs = [TaskSpec("sleep", (0.02,)) if i % 2 else TaskSpec("add", (i, 1)) for i in range(600)]
+    handles = cluster.client.submit_many(specs)
+    cluster.client.wait([h.id for h in handles[:40]], timeout=60)  # the run is under way
+
+    w2 = cluster.config.worker_ids()[1]
+    victim = cluster.pid(w2)
+    mark = len(cluster.lines)
+    os.kill(victim, signal.SIGKILL)
+
+    cluster.client.wait([h.id for h in handles], timeout=180)
+    records = [h.record() for h in handles]
+    assert [r["status"] for r in records] == ["success"] * 600
+    # W2 had tasks waiting on its topic when it died: they were reassigned.
+    assert any(int(r["attempt"]) > 1 for r in records)
+    cluster.wait_line(rf"{w2} is dead \(exit code -9\)", timeout=30, start=mark)
+    cluster.wait_line(rf"{w2} live again \(pid \d+\)", timeout=60, start=mark)
+    assert cluster.pid(w2) != victim
+
+
+def test_ctrl_c_stops_every_process(start_cluster: Any) -> None:
+    cluster = start_cluster(workers=3)
+    children = cluster.child_pids()
+    assert len(children) >= 4  # the scheduler and three workers
+    assert cluster.stop(timeout=20) == 0
+    _, alive = psutil.wait_procs([psutil.Process(p) for p in children if psutil.pid_exists(p)], timeout=5)
+    assert not alive
+    cluster.wait_line(r"stopped$", timeout=5)
+
+
+def test_cli_submit_status_result(start_cluster: Any) -> None:
+    cluster = start_cluster(workers=1)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "client", "--config", str(cluster.config_path), *args],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    out = cli("submit", "add", "1", "2", "--wait", "--timeout", "30")
+    assert (out.returncode, out.stdout.strip()) == (0, "3"), out.stderr
+    task_id = cli("submit", "sleep", "0.1").stdout.strip()
+    assert cli("result", task_id, "--timeout", "30").stdout.strip() == "0.1"
+    assert cli("status", task_id).stdout.strip() == "success"
+    failed = cli("submit", "fail", "nope", "--wait", "--timeout", "30")
+    assert failed.returncode == 1 and "RuntimeError: nope" in failed.stderr
+    missing = cli("status", "no-such-id")
+    assert missing.returncode == 4 and "no record of task no-such-id" in missing.stderr
+
+
+def test_worker_whose_heartbeats_lapse_is_killed_and_replaced(start_cluster: Any) -> None:
+    cluster = start_cluster(workers=2)
+    w1 = cluster.config.worker_ids()[0]
+    frozen = cluster.pid(w1)
+    mark = len(cluster.lines)
+    os.kill(frozen, signal.SIGSTOP)  # alive, but silent: only the heartbeat timeout can tell
+    try:
+        handles = cluster.client.submit_many([TaskSpec("add", (i, 0)) for i in range(50)])
+        cluster.wait_line(rf"{w1} is dead \(no heartbeat for", timeout=30, start=mark)
+        cluster.client.wait([h.id for h in handles], timeout=60)
+        assert [h.result() for h in handles] == list(range(50))
+        cluster.wait_line(rf"{w1} live again", timeout=60, start=mark)
+        assert not psutil.pid_exists(frozen) or psutil.Process(frozen).status() == psutil.STATUS_ZOMBIE
+    finally:
+        if psutil.pid_exists(frozen):
+            os.kill(frozen, signal.SIGCONT)

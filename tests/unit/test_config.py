@@ -1,0 +1,76 @@
+"""yadtq.yaml: defaults, and one clear error naming the wrong key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from client.config import Config, load_config
+from client.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_shipped_file_is_valid_and_matches_the_defaults() -> None:
+    shipped = load_config(ROOT / "yadtq.yaml")
+    assert shipped == Config()
+    assert shipped.worker_ids() == ["W1", "W2", "W3", "W4"]
+
+
+def test_empty_file_means_all_defaults(tmp_path: Path) -> None:
+    p = tmp_path / "y.yaml"
+    p.write_text("")
+    assert load_config(p) == Config()
+
+
+def test_bootstrap_servers_accepts_a_comma_separated_string() -> None:
+    cfg = Config.from_dict({"kafka": {"bootstrap_servers": "a:1, b:2"}})
+    assert cfg.kafka.bootstrap_servers == ["a:1", "b:2"]
+
+
+def test_an_int_is_accepted_where_a_number_is_expected() -> None:
+    assert Config.from_dict({"workers": {"heartbeat_timeout": 3}}).workers.heartbeat_timeout == 3.0
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"workers": {"count": 0}}, "workers.count: expected an integer >= 1, got 0"),
+    ({"workers": {"count": "4"}}, "workers.count: expected an integer, got '4'"),
+    ({"workers": {"count": True}}, "workers.count: expected an integer, got True"),
+    ({"workers": {"heartbeat_timeout": -1}}, "workers.heartbeat_timeout: expected a number > 0"),
+    ({"workers": {"cuont": 4}}, "workers.cuont: unknown key (known keys here: count,"),
+    ({"kafak": {}}, "kafak: unknown key"),
+    ({"redis": "localhost"}, "redis: expected a mapping, got 'localhost'"),
+    ({"tasks": {"modules": []}}, "tasks.modules: expected a non-empty list of strings"),
+    ({"topics": {"tasks": "has space"}}, "topics.tasks: expected a topic name"),
+    ([1, 2], "top level: expected a mapping"),
+])
+def test_wrong_values_name_the_key(data: object, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        Config.from_dict(data, source="y.yaml")
+    assert str(e.value).startswith("y.yaml: ")
+    assert message in str(e.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_bad_yaml_says_where(tmp_path: Path) -> None:
+    p = tmp_path / "y.yaml"
+    p.write_text("workers:\n  count: [4\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML at line 3, column 1: expected ',' or ']'"):
+        load_config(p)
+
+
+def test_supervisor_refuses_a_bad_file_before_starting_anything(tmp_path: Path) -> None:
+    p = tmp_path / "y.yaml"
+    p.write_text("workers:\n  count: 0\n")
+    out = subprocess.run([sys.executable, "-m", "supervisor", str(p)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "workers.count: expected an integer >= 1, got 0" in out.stderr
+    assert "started" not in out.stdout

@@ -1,0 +1,106 @@
+"""The task registry, and how a worker runs one task (no services needed)."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from client.config import Config
+from client.errors import ConfigError, InvalidMessage, UnknownTask
+from client.protocol import Assignment, Task, TaskOptions
+from supervisor.supervisor import restart_delay
+from worker_pool.registry import Registry
+from worker_pool.worker import Worker
+
+
+def registry() -> Registry:
+    r = Registry()
+
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    def boom() -> None:
+        raise ValueError("bad value")
+
+    def slow(seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    def unjsonable() -> object:
+        return object()
+
+    for f in (add, boom, slow, unjsonable):
+        r.register(f)
+    return r
+
+
+def run(task: Task) -> tuple[str, dict[str, str]]:
+    w = Worker(Config(), "W1", registry())
+    return w.execute(Assignment(task, 1, "W1"))
+
+
+def test_unknown_task_lists_what_is_registered() -> None:
+    with pytest.raises(UnknownTask, match=r"unknown task 'nope'.*registered: add, boom"):
+        registry().get("nope")
+
+
+def test_arguments_are_checked_against_the_signature() -> None:
+    r = registry()
+    assert r.check_call("add", [1], {"b": 2}).name == "add"
+    expected = "wrong arguments for task 'add': too many positional arguments (it takes (a, b))"
+    with pytest.raises(InvalidMessage, match=re.escape(expected)):
+        r.check_call("add", [1, 2, 3], {})
+
+
+def test_one_name_cannot_mean_two_functions() -> None:
+    r = registry()
+    with pytest.raises(ConfigError, match="registered twice"):
+        r.register(lambda: None, "add")
+
+
+def test_a_task_module_that_does_not_import_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"tasks\.modules: cannot import 'no\.such\.module'"):
+        Registry().load_modules(["no.such.module"])
+
+
+def test_builtin_tasks_register() -> None:
+    r = Registry()
+    import worker_pool.builtin_tasks  # noqa: F401  (registers in the default registry)
+    from worker_pool.registry import default_registry
+
+    r.load_modules(["worker_pool.builtin_tasks"])
+    assert {"add", "sub", "mul", "div", "sleep", "echo", "fail"} <= set(default_registry.names())
+
+
+def test_success_stores_json() -> None:
+    assert run(Task("t", "add", [1, 2])) == ("success", {"result": "3"})
+
+
+def test_an_exception_is_recorded_with_its_traceback() -> None:
+    status, fields = run(Task("t", "boom"))
+    assert status == "failed"
+    assert fields["error"] == "ValueError: bad value"
+    assert "Traceback" in fields["traceback"] and "boom" in fields["traceback"]
+
+
+def test_a_result_that_is_not_json_fails_the_task() -> None:
+    status, fields = run(Task("t", "unjsonable"))
+    assert status == "failed" and fields["error"].startswith("TypeError: Object of type object")
+
+
+def test_the_time_limit_stops_a_long_task() -> None:
+    started = time.monotonic()
+    status, fields = run(Task("t", "slow", [10], options=TaskOptions(timeout=0.2)))
+    assert status == "failed"
+    assert fields["error"] == "TaskTimeLimitExceeded: task ran past its time limit of 0.2s"
+    assert time.monotonic() - started < 5
+
+
+def test_restart_delay_backs_off_after_the_budget() -> None:
+    def delay(n: int) -> float:
+        return restart_delay([100.0] * n, 110.0, max_restarts=3, window=60, max_backoff=8)
+
+    assert [delay(n) for n in range(7)] == [0, 0, 0, 1, 2, 4, 8]
+    assert restart_delay([0.0] * 10, 1000.0, 3, 60, 8) == 0  # old restarts fall out of the window
