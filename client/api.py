@@ -22,7 +22,7 @@ from client import kafka as kafka_io
 from client.config import Config, KafkaConfig, RedisConfig, load_config
 from client.errors import ResultTimeout, ServiceUnavailable, TaskFailed, TaskNotFound
 from client.protocol import Task, TaskOptions, check_task_id, encode_task, now
-from client.store import TERMINAL, Keys, ResultStore, connect
+from client.store import TERMINAL, Keys, ResultStore, connect, safe_url
 
 
 @dataclass(frozen=True)
@@ -115,20 +115,21 @@ class Client:
         Each item is a TaskSpec, or a tuple ``(name, args)`` / ``(name, args, kwargs)``.
         """
         tasks = [_to_task(s) for s in specs]
-        pipe = self.redis.pipeline(transaction=False)
         at = now()
+        prod = self._kafka()
+        futures = [prod.send(self.config.topics.tasks, encode_task(t)) for t in tasks]
+        prod.flush(timeout=30)
+        kafka_io.check_sent(futures, "the task")
+        # Kafka has the tasks; now the records say 'queued' (unless the scheduler
+        # got there first: these writes never replace a field already set).
+        pipe = self.redis.pipeline(transaction=False)
         for t in tasks:
             self.store.mark_queued(pipe, t.task_id, t.name, at)
         try:
             pipe.execute()
         except redis.RedisError as e:
-            raise ServiceUnavailable(f"Redis at {self.config.redis.url} failed: {e}") from None
-        prod = self._kafka()
-        futures = [prod.send(self.config.topics.tasks, encode_task(t)) for t in tasks]
-        prod.flush(timeout=30)
-        for f in futures:
-            if not f.succeeded():
-                raise ServiceUnavailable(f"Kafka did not accept the task: {f.exception or 'timed out'}")
+            raise ServiceUnavailable(f"tasks submitted, but Redis at {safe_url(self.config.redis.url)} "
+                                     f"failed: {e}") from None
         return [TaskHandle(self, t.task_id) for t in tasks]
 
     def _kafka(self) -> Any:
@@ -146,7 +147,7 @@ class Client:
         try:
             return self.store.record(task_id)
         except redis.RedisError as e:
-            raise ServiceUnavailable(f"Redis at {self.config.redis.url} failed: {e}") from None
+            raise ServiceUnavailable(f"Redis at {safe_url(self.config.redis.url)} failed: {e}") from None
 
     def status(self, task_id: str) -> str | None:
         """The task's status, or None if Redis has no record of it."""
@@ -182,7 +183,7 @@ class Client:
                     continue
                 pending.discard(str(msg["channel"]).rsplit(":", 1)[-1])
         except redis.RedisError as e:
-            raise ServiceUnavailable(f"Redis at {self.config.redis.url} failed: {e}") from None
+            raise ServiceUnavailable(f"Redis at {safe_url(self.config.redis.url)} failed: {e}") from None
         finally:
             pubsub.close()
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from client.api import Client, TaskSpec
 from client.errors import ResultTimeout, ServiceUnavailable, TaskFailed, TaskNotFound, YadtqError
+from client.kafka import quiet_kafka_logs
 
 EPILOG = """\
 examples:
@@ -58,6 +59,7 @@ def _arg(text: str) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
+    quiet_kafka_logs()
     try:
         with Client.from_config(ns.config) as client:
             return _run(client, ns)

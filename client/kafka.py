@@ -16,9 +16,31 @@ from kafka.errors import KafkaError
 from client.config import KafkaConfig
 from client.errors import ServiceUnavailable
 
+BOOTSTRAP_TIMEOUT_MS = 10_000  # how long to look for a broker before saying it does not answer
+
 
 def _common(cfg: KafkaConfig) -> dict[str, Any]:
-    return {"bootstrap_servers": cfg.bootstrap_servers, "client_id": cfg.client_id}
+    return {"bootstrap_servers": cfg.bootstrap_servers, "client_id": cfg.client_id,
+            "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS}
+
+
+def quiet_kafka_logs() -> None:
+    """Silence kafka-python's own log lines.
+
+    It logs every refused connection and coordinator move as a warning or
+    error, even those it recovers from; YADTQ raises or reports the failures
+    that matter itself, with the address and what to do.
+    """
+    import logging
+
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+
+
+def check_sent(futures: list[Any], what: str) -> None:
+    """Raise ServiceUnavailable if any produce in ``futures`` (already flushed) failed."""
+    for f in futures:
+        if not f.succeeded():
+            raise ServiceUnavailable(f"Kafka did not accept {what}: {f.exception or 'timed out'}")
 
 
 def _unavailable(cfg: KafkaConfig, e: Exception) -> ServiceUnavailable:

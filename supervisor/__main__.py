@@ -8,6 +8,7 @@ import sys
 
 from client.config import load_config
 from client.errors import YadtqError
+from client.kafka import quiet_kafka_logs
 from supervisor.supervisor import Supervisor
 
 
@@ -18,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config", nargs="?", default="yadtq.yaml", help="cluster file (default: yadtq.yaml)")
     ns = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s supervisor %(levelname)s %(message)s")
+    quiet_kafka_logs()
     try:
         config = load_config(ns.config)
         Supervisor(config).run()

@@ -61,6 +61,7 @@ class Scheduler:
         self._next_offset: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._ended: list[str] = []  # finished tasks to drop from the Redis table
+        self._sent: list[Any] = []  # produce futures to check after the next flush
         self._last_beat = 0.0
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
@@ -92,8 +93,10 @@ class Scheduler:
                 self.waiting.append(_Pending(p.payload.encode()))
                 continue
             self.state.place(task_id, p)
-            self._producer.send(p.worker, self._assignment_bytes(p))
-        self._producer.flush()
+            self._sent.append(self._producer.send(p.worker, self._assignment_bytes(p)))
+        self._producer.flush(timeout=30)
+        sent, self._sent = self._sent, []
+        kafka_io.check_sent(sent, "a re-sent assignment")
 
     def stop(self) -> None:
         self._stop.set()
@@ -197,7 +200,8 @@ class Scheduler:
         assert self._producer is not None
         where = f"{item.tp.topic}:{item.tp.partition}@{item.offset}" if item.tp else "a reassigned task"
         log.warning("message at %s dead-lettered to %s: %s", where, self.topics.dead_letter, e.reason)
-        self._producer.send(self.topics.dead_letter, item.raw, headers=[("error", e.reason.encode())])
+        self._sent.append(self._producer.send(self.topics.dead_letter, item.raw,
+                                              headers=[("error", e.reason.encode())]))
 
     def _send(self, chosen: list[tuple[_Pending, str, Any]]) -> None:
         assert self._producer is not None
@@ -207,9 +211,12 @@ class Scheduler:
                 continue
             p = Placement(worker, int(attempt), item.payload)
             self.state.place(item.task_id, p)
-            self._producer.send(worker, self._assignment_bytes(p))
-        # Flushed before the offsets are committed: accepted means on a worker's topic.
+            self._sent.append(self._producer.send(worker, self._assignment_bytes(p)))
+        # Flushed and checked before the offsets are committed: accepted means on a
+        # worker's topic. A failed send raises; the restarted scheduler re-sends.
         self._producer.flush(timeout=30)
+        sent, self._sent = self._sent, []
+        kafka_io.check_sent(sent, "an assignment or a dead letter")
 
     @staticmethod
     def _assignment_bytes(p: Placement) -> bytes:

@@ -131,7 +131,8 @@ class Supervisor:
     def shutdown(self) -> None:
         self.stopping = True
         live = [c for c in self.children.values() if c.alive()]
-        self.say(f"stopping {len(live)} process(es); grace {self.config.workers.shutdown_grace:g}s")
+        if live:
+            self.say(f"stopping {len(live)} process(es); grace {self.config.workers.shutdown_grace:g}s")
         for c in live:
             c.process.terminate()  # type: ignore[union-attr]
         deadline = time.monotonic() + self.config.workers.shutdown_grace

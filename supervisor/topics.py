@@ -9,6 +9,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from client import kafka as kafka_io
 from client.config import Config
 from client.errors import ServiceUnavailable
 
@@ -23,7 +24,8 @@ def ensure_topics(config: Config, timeout: float = 30.0) -> list[str]:
     servers = config.kafka.bootstrap_servers
     try:
         admin = KafkaAdminClient(bootstrap_servers=servers, client_id=config.kafka.client_id,
-                                 request_timeout_ms=int(timeout * 1000))
+                                 request_timeout_ms=int(timeout * 1000),
+                                 bootstrap_timeout_ms=kafka_io.BOOTSTRAP_TIMEOUT_MS)
     except KafkaError as e:
         raise ServiceUnavailable(f"Kafka at {','.join(servers)} does not answer: {e}") from None
     try:

@@ -184,6 +184,4 @@ def process_setup(name: str) -> None:
     # how its children stop, so they ignore SIGINT and obey its SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(message)s")
-    # kafka-python logs every transient broker hiccup (coordinator moves, retries)
-    # at WARNING; YADTQ reports the failures that matter itself.
-    logging.getLogger("kafka").setLevel(logging.ERROR)
+    kafka_io.quiet_kafka_logs()

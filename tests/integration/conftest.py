@@ -70,8 +70,10 @@ class Cluster:
         self.config = load_config(config_path)
         self.lines: list[str] = []
         self._cond = threading.Condition()
+        # Its own session, so stop() can signal the whole process group as a terminal's Ctrl-C does.
         self.proc = subprocess.Popen([sys.executable, "-m", "supervisor", str(config_path)], cwd=ROOT,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self.client = Client(self.config)
@@ -113,9 +115,9 @@ class Cluster:
             return []
 
     def stop(self, timeout: float = 30) -> int:
-        """SIGINT the supervisor, as Ctrl-C does; return its exit code."""
+        """SIGINT the supervisor's process group, as Ctrl-C does; return its exit code."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            os.killpg(self.proc.pid, signal.SIGINT)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

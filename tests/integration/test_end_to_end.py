@@ -113,6 +113,24 @@ def test_sigkilled_worker_is_restarted_and_no_task_is_lost(start_cluster: Any) -
     assert cluster.pid(w2) != victim
 
 
+def test_sigkilled_scheduler_is_restarted_and_carries_on(start_cluster: Any) -> None:
+    cluster = start_cluster(workers=2)
+    specs = [TaskSpec("sleep", (0.01,)) if i % 2 else TaskSpec("add", (i, 1)) for i in range(600)]
+    handles = cluster.client.submit_many(specs)
+    cluster.client.wait([h.id for h in handles[:40]], timeout=60)
+
+    victim = cluster.pid("scheduler")
+    mark = len(cluster.lines)
+    os.kill(victim, signal.SIGKILL)
+
+    cluster.client.wait([h.id for h in handles], timeout=180)
+    records = [h.record() for h in handles]
+    assert [r["status"] for r in records] == ["success"] * 600
+    assert [json.loads(r["result"]) for r in records[::2]] == [i + 1 for i in range(0, 600, 2)]
+    cluster.wait_line(r"scheduler is dead \(exit code -9\)", timeout=30, start=mark)
+    cluster.wait_line(r"scheduler live again", timeout=60, start=mark)
+
+
 def test_ctrl_c_stops_every_process(start_cluster: Any) -> None:
     cluster = start_cluster(workers=3)
     children = cluster.child_pids()
