@@ -167,6 +167,7 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         pending = set(task_ids)
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        channel_prefix = self.keys.done_channel("")
         try:
             for chunk in _chunks(sorted(pending), 1000):
                 pubsub.subscribe(*(self.keys.done_channel(t) for t in chunk))
@@ -181,7 +182,7 @@ class Client:
                 if msg is None:
                     pending -= self._ended(sorted(pending))  # a cheap guard against a lost message
                     continue
-                pending.discard(str(msg["channel"]).rsplit(":", 1)[-1])
+                pending.discard(str(msg["channel"]).removeprefix(channel_prefix))
         except redis.RedisError as e:
             raise ServiceUnavailable(f"Redis at {safe_url(self.config.redis.url)} failed: {e}") from None
         finally:

@@ -83,7 +83,9 @@ class TasksConfig:
     time_limit: float = field(default=300.0, metadata=_positive())
     max_retries: int = field(default=3, metadata=_at_least(0))
     result_ttl: int = field(default=86400, metadata=_at_least(1))
-    max_message_bytes: int = field(default=1_000_000, metadata=_at_least(64))
+    # At most Kafka's default message size limit, so a refused task's dead letter still fits.
+    max_message_bytes: int = field(default=1_000_000, metadata={
+        "check": (lambda v: 64 <= v <= 1_000_000, "an integer from 64 to 1000000")})
 
 
 @dataclass(frozen=True)

@@ -167,11 +167,16 @@ class TaskFinished:
 
 @dataclass(frozen=True)
 class WorkerDown:
-    """The supervisor declared a worker dead: its unfinished tasks must move."""
+    """The supervisor declared a worker dead: its unfinished tasks must move.
+
+    ``pid`` is the dead process (0 if unknown): a task that a newer process of
+    the same worker already runs is left with it.
+    """
 
     worker: str
     reason: str
     ts: float
+    pid: int = 0
 
 
 Event = Heartbeat | TaskFinished | WorkerDown

@@ -49,42 +49,67 @@ class Keys:
         return f"{self.prefix}yadtq:stats"
 
 
-# Assign (or reassign) a task: bump its attempt, which fences older copies.
-# A task found 'processing' was running on a worker that died: that counts
-# towards its retry limit. Returns the new attempt, -1 if the task already
-# ended, -2 if it just failed for good.
-_ASSIGN = """
+# Shared by ASSIGN and START, whose KEYS[1..3] are (record, stats, done channel):
+# the last start of this task never finished, so its worker died mid-task.
+# Count it; past the retry limit the task fails for good (returns true).
+_DIED = """
+local function died(limit, at, ttl)
+  local n = redis.call('HINCRBY', KEYS[1], 'worker_deaths', 1)
+  if n <= tonumber(limit) then return false end
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', at, 'error',
+    'WorkerLost: the worker died while running this task ' .. n ..
+    ' time(s); the retry limit is ' .. limit)
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('HINCRBY', KEYS[2], 'failed', 1)
+  redis.call('PUBLISH', KEYS[3], 'failed')
+  return true
+end
+"""
+
+# Assign a task, bumping its attempt (the fencing token) so older copies are
+# skipped. Mode 'new' (a message read from TASKS) is idempotent: a task that
+# already has a placement keeps it, so a redelivered or duplicate message does
+# not run it twice. Mode 'move' (its worker died, pid ARGV[9]) counts the death
+# if that process was running it, and leaves it alone if a newer process of the
+# same worker already runs it. Returns {1, attempt} assigned, {0, attempt,
+# worker} already placed (send nothing), {-1} already ended, {-2} failed now.
+_ASSIGN = _DIED + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if st == 'success' or st == 'failed' then
-  redis.call('HDEL', KEYS[2], ARGV[1])
-  return -1
+  redis.call('HDEL', KEYS[4], ARGV[1])
+  return {-1}
 end
-if st == 'processing' then
-  local lost = redis.call('HINCRBY', KEYS[1], 'worker_deaths', 1)
-  if lost > tonumber(ARGV[5]) then
-    redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[4], 'error',
-      'WorkerLost: the worker died while running this task ' .. lost ..
-      ' times; the retry limit is ' .. ARGV[5])
-    redis.call('EXPIRE', KEYS[1], ARGV[6])
-    redis.call('HDEL', KEYS[2], ARGV[1])
-    redis.call('HINCRBY', KEYS[3], 'failed', 1)
-    redis.call('PUBLISH', KEYS[4], 'failed')
-    return -2
+if ARGV[8] == 'new' then
+  local entry = redis.call('HGET', KEYS[4], ARGV[1])
+  if entry then
+    local w, a = string.match(entry, '^([^|]*)|(%d+)|')
+    return {0, tonumber(a), w}
+  end
+elseif st == 'processing' then
+  if ARGV[9] ~= '0' and redis.call('HGET', KEYS[1], 'pid') ~= ARGV[9] then
+    return {0, tonumber(redis.call('HGET', KEYS[1], 'attempt')), redis.call('HGET', KEYS[1], 'worker')}
+  end
+  if died(ARGV[5], ARGV[4], ARGV[6]) then
+    redis.call('HDEL', KEYS[4], ARGV[1])
+    return {-2}
   end
 end
 local a = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', ARGV[2], 'task', ARGV[7])
 redis.call('HSETNX', KEYS[1], 'submitted_at', ARGV[4])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. '|' .. a .. '|' .. ARGV[3])
-return a
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[2] .. '|' .. a .. '|' .. ARGV[3])
+return {1, a}
 """
 
-# A worker starts (task, attempt): 1 to run it, 0 if it already ended, -1 if fenced.
-_START = """
+# A worker starts (task, attempt): 1 run it, 0 it already ended, -1 fenced
+# (reassigned, or no record), -2 it just failed for good. Finding it already
+# 'processing' under the same attempt means the process that started it died.
+_START = _DIED + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if st == 'success' or st == 'failed' then return 0 end
 if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return -1 end
-redis.call('HSET', KEYS[1], 'status', 'processing', 'worker', ARGV[2], 'started_at', ARGV[3])
+if st == 'processing' and died(ARGV[5], ARGV[3], ARGV[6]) then return -2 end
+redis.call('HSET', KEYS[1], 'status', 'processing', 'worker', ARGV[2], 'started_at', ARGV[3], 'pid', ARGV[4])
 return 1
 """
 
@@ -160,14 +185,20 @@ class ResultStore:
         pipe.hsetnx(key, "task", name)
         pipe.hsetnx(key, "submitted_at", repr(at))
 
-    def assign(self, pipe: Any, task_id: str, name: str, worker: str, payload: str,
-               at: float, max_retries: int) -> None:
+    def assign(self, pipe: Any, task_id: str, name: str, worker: str, payload: str, at: float,
+               max_retries: int, dead_pid: int | None = None) -> None:
+        """Queue ASSIGN; ``dead_pid`` set means a move away from that dead process."""
         k = self.keys
-        self._assign(keys=[k.task(task_id), k.assignments, k.stats, k.done_channel(task_id)],
-                     args=[task_id, worker, payload, repr(at), max_retries, self.ttl, name], client=pipe)
+        mode = "new" if dead_pid is None else "move"
+        self._assign(keys=[k.task(task_id), k.stats, k.done_channel(task_id), k.assignments],
+                     args=[task_id, worker, payload, repr(at), max_retries, self.ttl, name, mode, dead_pid or 0],
+                     client=pipe)
 
-    def start(self, pipe: Any, task_id: str, attempt: int, worker: str, at: float) -> None:
-        self._start(keys=[self.keys.task(task_id)], args=[attempt, worker, repr(at)], client=pipe)
+    def start(self, pipe: Any, task_id: str, attempt: int, worker: str, at: float, pid: int,
+              max_retries: int) -> None:
+        k = self.keys
+        self._start(keys=[k.task(task_id), k.stats, k.done_channel(task_id)],
+                    args=[attempt, worker, repr(at), pid, max_retries, self.ttl], client=pipe)
 
     def finish(self, pipe: Any, task_id: str, attempt: int | str, status: str, at: float,
                fields: dict[str, str]) -> None:

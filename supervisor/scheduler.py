@@ -26,7 +26,7 @@ from client.config import Config
 from client.errors import InvalidMessage
 from client.protocol import Heartbeat, TaskFinished, WorkerDown, encode, encode_event, now, parse_event, parse_task
 from client.store import Keys, ResultStore, connect
-from supervisor.policy import Placement, SchedulerState, decode_placement
+from supervisor.policy import Placement, SchedulerState, decode_placement, encode_placement
 from worker_pool.registry import Registry, default_registry
 from worker_pool.worker import process_setup
 
@@ -41,6 +41,7 @@ class _Pending:
     raw: bytes
     tp: TopicPartition | None = None
     offset: int = -1
+    dead_pid: int | None = None  # set when moving it away from that dead process (0: unknown)
     task_id: str = ""
     name: str = ""
     payload: str = ""
@@ -62,6 +63,8 @@ class Scheduler:
         self._committed: dict[TopicPartition, int] = {}
         self._ended: list[str] = []  # finished tasks to drop from the Redis table
         self._sent: list[Any] = []  # produce futures to check after the next flush
+        self._orphaned: list[tuple[str, Placement]] = []  # taken from dead workers, to mark in Redis
+        self._last_status_commit = 0.0
         self._last_beat = 0.0
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
@@ -74,8 +77,8 @@ class Scheduler:
         self._producer = kafka_io.producer(self.config.kafka, linger_ms=1)
         self._consumer = kafka_io.consumer(self.config.kafka, f"yadtq-scheduler.{self.topics.tasks}",
                                            max_poll_records=1000)
-        self._task_parts = kafka_io.assign_all(self._consumer, [self.topics.tasks])
-        kafka_io.assign_all(self._consumer, [self.topics.tasks, self.topics.status])
+        parts = kafka_io.assign_all(self._consumer, [self.topics.tasks, self.topics.status])
+        self._task_parts = [tp for tp in parts if tp.topic == self.topics.tasks]
         self._reload()
         log.info("scheduler ready (pid %d): %d tasks in flight", os.getpid(), len(self.state.tasks))
 
@@ -89,14 +92,12 @@ class Scheduler:
         table: dict[str, str] = self.redis.hgetall(self.keys.assignments)  # type: ignore[assignment]
         for task_id, text in table.items():
             p = decode_placement(text)
-            if p.worker not in self.state.load:  # a worker the config no longer has
-                self.waiting.append(_Pending(p.payload.encode()))
+            if p.worker not in self.state.load:  # taken from a dead worker, or one the config no longer has
+                self.waiting.append(_Pending(p.payload.encode(), dead_pid=0))
                 continue
             self.state.place(task_id, p)
             self._sent.append(self._producer.send(p.worker, self._assignment_bytes(p)))
-        self._producer.flush(timeout=30)
-        sent, self._sent = self._sent, []
-        kafka_io.check_sent(sent, "a re-sent assignment")
+        self._flush()
 
     def stop(self) -> None:
         self._stop.set()
@@ -118,17 +119,15 @@ class Scheduler:
         """One round: read events and tasks, assign what fits, then commit."""
         assert self._consumer is not None
         batches = self._consumer.poll(timeout_ms=100)
-        status_done: dict[TopicPartition, int] = {}
         for tp, records in batches.items():
             if tp.topic == self.topics.status:
                 for r in records:
                     self._on_event(r.value, at)
-                status_done[tp] = records[-1].offset + 1
             else:
                 self.waiting.extend(_Pending(r.value, tp, r.offset) for r in records)
-                self._next_offset[tp] = records[-1].offset + 1
+            self._next_offset[tp] = records[-1].offset + 1
         self._dispatch(at)
-        self._commit(status_done)
+        self._commit(at)
         self._flow_control()
         if at - self._last_beat >= self.config.workers.heartbeat_interval:
             self._beat(at)
@@ -147,8 +146,12 @@ class Scheduler:
         elif isinstance(ev, WorkerDown):
             moved = self.state.orphan(ev.worker)
             log.info("worker %s down (%s): reassigning %d task(s)", ev.worker, ev.reason, len(moved))
+            # Marked in Redis before this event's offset is committed, so a
+            # restarted scheduler moves them too instead of re-sending them to
+            # the dead worker's topic.
+            self._orphaned.extend((t, Placement("", p.attempt, p.payload)) for t, p in moved)
             # Reassigned tasks go first: they have waited longest.
-            self.waiting.extendleft(_Pending(p.payload.encode()) for _, p in reversed(moved))
+            self.waiting.extendleft(_Pending(p.payload.encode(), dead_pid=ev.pid) for _, p in reversed(moved))
 
     # --- assignment ---
     def _dispatch(self, at: float) -> None:
@@ -158,6 +161,9 @@ class Scheduler:
         if self._ended:
             pipe.hdel(self.keys.assignments, *self._ended)
             self._ended.clear()
+        if self._orphaned:
+            pipe.hset(self.keys.assignments, mapping={t: encode_placement(p) for t, p in self._orphaned})
+            self._orphaned.clear()
         while self.waiting:
             item = self.waiting[0]
             if not item.task_id and not self._admit(item, pipe, at):
@@ -169,10 +175,13 @@ class Scheduler:
             self.waiting.popleft()
             self.state.place(item.task_id, Placement(worker, 0, item.payload))  # holds its room
             chosen.append((len(pipe.command_stack), item, worker))
-            self.store.assign(pipe, item.task_id, item.name, worker, item.payload, at, item.max_retries)
+            self.store.assign(pipe, item.task_id, item.name, worker, item.payload, at, item.max_retries,
+                              item.dead_pid)
         if pipe.command_stack:
             results = pipe.execute()
             self._send([(item, worker, results[i]) for i, item, worker in chosen])
+        if self._sent:  # dead letters too: flushed before the offsets past them are committed
+            self._flush()
 
     def _admit(self, item: _Pending, pipe: Any, at: float) -> bool:
         """Check a message and fill in ``item``; fail or dead-letter it if invalid."""
@@ -200,20 +209,34 @@ class Scheduler:
         assert self._producer is not None
         where = f"{item.tp.topic}:{item.tp.partition}@{item.offset}" if item.tp else "a reassigned task"
         log.warning("message at %s dead-lettered to %s: %s", where, self.topics.dead_letter, e.reason)
-        self._sent.append(self._producer.send(self.topics.dead_letter, item.raw,
-                                              headers=[("error", e.reason.encode())]))
+        body, headers = item.raw, [("error", e.reason.encode())]
+        if len(body) > self.config.tasks.max_message_bytes:  # keep the dead letter itself under Kafka's limit
+            body = body[:self.config.tasks.max_message_bytes]
+            headers.append(("truncated-from", str(len(item.raw)).encode()))
+        self._sent.append(self._producer.send(self.topics.dead_letter, body, headers=headers))
 
-    def _send(self, chosen: list[tuple[_Pending, str, Any]]) -> None:
+    def _send(self, chosen: list[tuple[_Pending, str, list[Any]]]) -> None:
+        """Act on ASSIGN's answers: send the new placements, keep the old ones."""
         assert self._producer is not None
-        for item, worker, attempt in chosen:
-            if attempt < 0:  # already ended (-1) or failed for good just now (-2)
+        for item, worker, answer in chosen:
+            code = int(answer[0])
+            if code < 0:  # already ended (-1) or failed for good just now (-2)
                 self.state.forget(item.task_id)
                 continue
-            p = Placement(worker, int(attempt), item.payload)
+            if code == 0:  # already placed (and sent) before: keep that placement
+                self.state.place(item.task_id, Placement(str(answer[2]), int(answer[1]), item.payload))
+                continue
+            p = Placement(worker, int(answer[1]), item.payload)
             self.state.place(item.task_id, p)
             self._sent.append(self._producer.send(worker, self._assignment_bytes(p)))
-        # Flushed and checked before the offsets are committed: accepted means on a
-        # worker's topic. A failed send raises; the restarted scheduler re-sends.
+
+    def _flush(self) -> None:
+        """Flush and check every produce since the last flush.
+
+        Runs before the offsets are committed: accepted means on a worker's
+        topic. A failed send raises, and the restarted scheduler re-sends.
+        """
+        assert self._producer is not None
         self._producer.flush(timeout=30)
         sent, self._sent = self._sent, []
         kafka_io.check_sent(sent, "an assignment or a dead letter")
@@ -224,16 +247,28 @@ class Scheduler:
         return (p.payload[:-1] + f',"attempt":{p.attempt},"worker":"{p.worker}"}}').encode()
 
     # --- offsets, flow control, heartbeat ---
-    def _commit(self, status_done: dict[TopicPartition, int]) -> None:
+    def _commit(self, at: float) -> None:
+        """Commit TASKS as far as every task before is placed; ``status`` about once a second.
+
+        Re-reading status events after a restart is harmless (they are
+        idempotent), so committing them on every 100 ms round would be waste.
+        """
         assert self._consumer is not None
-        offsets = dict(status_done)
+        status_due = at - self._last_status_commit >= 1.0
+        offsets = {}
         for tp, nxt in self._next_offset.items():
+            if tp.topic == self.topics.status:
+                if status_due:
+                    offsets[tp] = nxt
+                continue
             first_waiting = next((w.offset for w in self.waiting if w.tp == tp), None)
             offsets[tp] = first_waiting if first_waiting is not None else nxt
         changed = {tp: o for tp, o in offsets.items() if self._committed.get(tp) != o}
         if changed:
             self._consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in changed.items()})
             self._committed.update(changed)
+            if status_due:
+                self._last_status_commit = at
 
     def _flow_control(self) -> None:
         """Stop reading TASKS while tasks wait for room, so memory stays bounded."""

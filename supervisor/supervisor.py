@@ -171,11 +171,13 @@ class Supervisor:
         if c.alive():
             c.process.kill()  # heartbeats lapsed: make sure it is dead before moving its work
             c.process.join(5)
-        c.process.close()
+        dead_pid = c.pid or 0
+        if not c.process.is_alive():  # a process in uninterruptible sleep may outlive SIGKILL a while
+            c.process.close()
         c.process = None
         self.say(f"{c.name} is dead ({reason})")
         if c.name != "scheduler":
-            self._announce_down(c.name, reason)
+            self._announce_down(c.name, reason, dead_pid)
         cfg = self.config.supervisor
         c.due = at + restart_delay(c.restarts, at, cfg.max_restarts, cfg.restart_window, cfg.max_backoff)
         c.restarts = [t for t in c.restarts if at - t < cfg.restart_window] + [at]
@@ -194,10 +196,11 @@ class Supervisor:
             return f"no heartbeat within {self.config.supervisor.startup_timeout:g}s of starting"
         return None
 
-    def _announce_down(self, worker: str, reason: str) -> None:
+    def _announce_down(self, worker: str, reason: str, pid: int) -> None:
         assert self._producer is not None
-        self._producer.send(self.config.topics.status, encode_event(WorkerDown(worker, reason, now())))
+        sent = self._producer.send(self.config.topics.status, encode_event(WorkerDown(worker, reason, now(), pid)))
         self._producer.flush(timeout=30)
+        kafka_io.check_sent([sent], f"the worker-down event for {worker}")
 
     # --- heartbeats and status ---
     def _read_heartbeats(self) -> None:

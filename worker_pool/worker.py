@@ -13,6 +13,8 @@ import logging
 import os
 import signal
 import threading
+import time
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -29,6 +31,18 @@ from worker_pool.registry import Registry, default_registry
 
 log = logging.getLogger("yadtq.worker")
 
+HARD_LIMIT_GRACE = 5.0  # seconds past its time limit before a task's process is ended
+EXIT_HARD_LIMIT = 70    # the worker's exit code when the hard time limit ended it
+
+
+@dataclass(frozen=True)
+class _Running:
+    """The task a worker runs now, and when its hard time limit expires (monotonic)."""
+
+    assignment: Assignment
+    limit: float
+    hard_deadline: float
+
 
 class Worker:
     """One worker: ``initialize()``, then ``loop()`` until ``stop()``, then ``shutdown()``."""
@@ -37,7 +51,7 @@ class Worker:
         self.config = config
         self.id = worker_id
         self.registry = registry
-        self.running: str | None = None  # the task id being run, for heartbeats
+        self.running: _Running | None = None  # read by the heartbeat thread
         self._stop = threading.Event()
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
@@ -94,31 +108,44 @@ class Worker:
             log.error("skipping invalid message at %s:%d: %s", rec.topic, rec.offset, e.reason)
             return
         claim = self._claim(a)
-        if claim == -1:
-            log.info("task %s attempt %d is fenced (reassigned); not running it", a.task.task_id, a.attempt)
-            return
-        if claim == 0:
-            self._report(a, self.store.record(a.task.task_id).get("status", "success"))
+        if claim != 1:
+            # Reported all the same, so the scheduler drops the placement: 0 the
+            # task already ended, -2 it just failed for good, -1 it was fenced.
+            what = {0: "already ended", -1: "fenced (reassigned)", -2: "failed: retry limit"}[claim]
+            log.info("task %s attempt %d %s; not running it", a.task.task_id, a.attempt, what)
+            self._report(a, {0: "ended", -1: "fenced", -2: "failed"}[claim])
             return
         status, fields = self.execute(a)
-        pipe = self.redis.pipeline(transaction=False)
-        self.store.finish(pipe, a.task.task_id, a.attempt, status, now(), fields)
-        written = pipe.execute()[0]
-        if written == -1:
+        if self._finish(a, status, fields) == -1:
             log.warning("task %s attempt %d was reassigned while it ran; result dropped", a.task.task_id, a.attempt)
             return
         self._report(a, status)
 
     def _claim(self, a: Assignment) -> int:
         pipe = self.redis.pipeline(transaction=False)
-        self.store.start(pipe, a.task.task_id, a.attempt, self.id, now())
+        self.store.start(pipe, a.task.task_id, a.attempt, self.id, now(), os.getpid(), self._retries(a))
         return int(pipe.execute()[0])
 
+    def _finish(self, a: Assignment, status: str, fields: dict[str, str]) -> int:
+        pipe = self.redis.pipeline(transaction=False)
+        self.store.finish(pipe, a.task.task_id, a.attempt, status, now(), fields)
+        return int(pipe.execute()[0])
+
+    def _retries(self, a: Assignment) -> int:
+        r = a.task.options.max_retries
+        return self.config.tasks.max_retries if r is None else r
+
     def execute(self, a: Assignment) -> tuple[str, dict[str, str]]:
-        """Run the task under its time limit: ('success', fields) or ('failed', fields)."""
+        """Run the task under its time limit: ('success', fields) or ('failed', fields).
+
+        The limit is enforced twice: SIGALRM raises TaskTimeLimitExceeded in the
+        task (the soft limit); if the task swallows that, or is stuck in code
+        that never returns to Python, the heartbeat thread ends the process
+        HARD_LIMIT_GRACE seconds later (the hard limit, see ``_watchdog``).
+        """
         t = a.task
         limit = t.options.timeout or self.config.tasks.time_limit
-        self.running = t.task_id
+        self.running = _Running(a, limit, time.monotonic() + limit + HARD_LIMIT_GRACE)
         try:
             fn = self.registry.check_call(t.name, t.args, t.kwargs).fn
             with _time_limit(limit):
@@ -140,12 +167,33 @@ class Worker:
         assert self._producer is not None
         interval = self.config.workers.heartbeat_interval
         while not self._stop.is_set():
-            hb = Heartbeat(self.id, "worker", os.getpid(), now(), self.running)
+            running = self.running
+            if running is not None and time.monotonic() > running.hard_deadline:
+                self._watchdog(running)
+            hb = Heartbeat(self.id, "worker", os.getpid(), now(), running.assignment.task.task_id if running else None)
             try:
                 self._producer.send(self.config.topics.status, encode_event(hb))
             except Exception as e:  # keep beating: a transient Kafka error must not stop heartbeats
                 log.warning("heartbeat not sent: %s", e)
             self._stop.wait(interval)
+
+    def _watchdog(self, running: _Running) -> None:
+        """The hard time limit: fail the task that ignored the soft one, then exit.
+
+        Only the process's end is sure to stop a task that swallowed
+        TaskTimeLimitExceeded or never returns to Python; the supervisor starts
+        a new process. If the task ended meanwhile (FINISH says so), nothing is done.
+        """
+        a = running.assignment
+        error = (f"TaskTimeLimitExceeded: task ran past its time limit of {running.limit:g}s and did not stop "
+                 f"within {HARD_LIMIT_GRACE:g}s more; its worker process was ended and replaced")
+        if self._finish(a, "failed", {"error": error}) != 1:
+            return
+        log.error("task %s: %s", a.task.task_id, error)
+        self._report(a, "failed")
+        assert self._producer is not None
+        self._producer.flush(timeout=5)
+        os._exit(EXIT_HARD_LIMIT)
 
 
 class _time_limit:

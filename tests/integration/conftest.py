@@ -140,6 +140,7 @@ def cluster_config(tmp_path: Path, workers: int = 4, **sections: dict[str, Any])
                    "dead_letter": f"{tag}.dead-letter"},
         "workers": {"count": workers, "heartbeat_interval": 0.5, "heartbeat_timeout": 4.0, "shutdown_grace": 5.0},
         "supervisor": {"status_interval": 1.0, "startup_timeout": 60.0},
+        "tasks": {"modules": ["worker_pool.builtin_tasks", "tests.tasks"]},
     }
     for name, values in sections.items():
         cfg.setdefault(name, {}).update(values)

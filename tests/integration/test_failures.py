@@ -1,0 +1,63 @@
+"""What happens when tasks misbehave or arrive twice: fail clearly, never run twice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from client import TaskFailed, TaskSpec
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_task_that_ignores_its_time_limit_is_ended_and_its_worker_replaced(start_cluster: Any) -> None:
+    cluster = start_cluster(workers=1)
+    w1 = cluster.config.worker_ids()[0]
+    first = cluster.pid(w1)
+    mark = len(cluster.lines)
+    [stuck] = cluster.client.submit_many([TaskSpec("stubborn", (60,), timeout=0.5)])
+
+    with pytest.raises(TaskFailed, match=r"time limit of 0\.5s and did not stop within 5s more"):
+        stuck.result(timeout=30)
+    cluster.wait_line(rf"{w1} is dead \(exit code 70\)", timeout=10, start=mark)
+    cluster.wait_line(rf"{w1} live again", timeout=60, start=mark)
+    assert cluster.pid(w1) != first
+    assert cluster.client.submit("add", 1, 1).result(timeout=30) == 2
+
+
+def test_the_soft_time_limit_fails_the_task_and_keeps_the_worker(start_cluster: Any) -> None:
+    cluster = start_cluster(workers=1)
+    [slow] = cluster.client.submit_many([TaskSpec("sleep", (30,), timeout=0.3)])
+    with pytest.raises(TaskFailed, match=r"TaskTimeLimitExceeded: task ran past its time limit of 0\.3s"):
+        slow.result(timeout=30)
+    assert cluster.client.submit("add", 2, 2).result(timeout=30) == 4
+    assert not any("is dead" in line for line in cluster.lines)
+
+
+def test_a_task_that_kills_its_worker_fails_after_its_retry_limit(start_cluster: Any) -> None:
+    cluster = start_cluster(workers=2)
+    [poison] = cluster.client.submit_many([TaskSpec("die", max_retries=1)])
+    with pytest.raises(TaskFailed, match=r"WorkerLost: the worker died while running this task 2 time\(s\); "
+                                         r"the retry limit is 1"):
+        poison.result(timeout=90)
+    # The cluster kept serving, and is whole again.
+    assert cluster.client.submit("add", 3, 4).result(timeout=60) == 7
+    for w in cluster.config.worker_ids():
+        cluster.wait_line(rf"{w} live again", timeout=60)
+
+
+def test_a_duplicate_task_id_runs_once_and_never_changes_a_finished_record(start_cluster: Any) -> None:
+    cluster = start_cluster(workers=2)
+    c = cluster.client
+    spec = TaskSpec("sleep", (0.5,), task_id="dup-1")
+    c.submit_many([spec])
+    c.submit_many([spec])  # while the first is still queued or running
+    assert c.result("dup-1", timeout=30) == 0.5
+    first = c.record("dup-1")
+    assert first["attempt"] == "1"
+
+    c.submit_many([TaskSpec("add", (1, 2), task_id="dup-1")])  # after it ended
+    marker = c.submit("add", 0, 0)  # submitted after the duplicate, so it is handled after it
+    assert marker.result(timeout=30) == 0
+    assert c.record("dup-1") == first

@@ -1,0 +1,103 @@
+"""The Redis scripts that keep 'final is final' and fence old attempts, on a real Redis."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from client.store import Keys, ResultStore, connect
+from tests.integration.conftest import REDIS
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def store(services: None) -> Iterator[ResultStore]:
+    prefix = f"t{uuid.uuid4().hex[:10]}:"
+    client = connect(REDIS)
+    yield ResultStore(client, Keys(prefix), result_ttl=60)
+    keys = list(client.scan_iter(match=f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def run(store: ResultStore, op: str, *args: Any, **kwargs: Any) -> Any:
+    pipe = store.redis.pipeline(transaction=False)
+    getattr(store, op)(pipe, *args, **kwargs)
+    return pipe.execute()[0]
+
+
+def assign(store: ResultStore, worker: str, dead_pid: int | None = None, retries: int = 1) -> list[Any]:
+    return list(run(store, "assign", "t1", "add", worker, '{"task-id":"t1"}', 1.0, retries, dead_pid))
+
+
+def test_a_redelivered_task_keeps_its_placement(store: ResultStore) -> None:
+    assert assign(store, "W1") == [1, 1]
+    assert assign(store, "W2") == [0, 1, "W1"]  # same message read again: no new attempt
+    assert store.record("t1")["attempt"] == "1"
+
+
+def test_a_terminal_record_is_final(store: ResultStore) -> None:
+    assign(store, "W1")
+    assert run(store, "start", "t1", 1, "W1", 2.0, 111, 1) == 1
+    assert run(store, "finish", "t1", 1, "success", 3.0, {"result": "3"}) == 1
+    assert run(store, "finish", "t1", 1, "failed", 4.0, {"error": "late"}) == 0
+    assert run(store, "finish", "t1", "*", "failed", 4.0, {"error": "late"}) == 0
+    assert assign(store, "W2") == [-1]
+    assert run(store, "start", "t1", 1, "W1", 5.0, 111, 1) == 0
+    rec = store.record("t1")
+    assert (rec["status"], rec["result"], rec.get("error")) == ("success", "3", None)
+    assert 0 < store.redis.ttl(store.keys.task("t1")) <= 60
+    assert not store.redis.hexists(store.keys.assignments, "t1")
+
+
+def test_a_moved_task_fences_the_old_attempt(store: ResultStore) -> None:
+    assign(store, "W1")
+    assert assign(store, "W2", dead_pid=111) == [1, 2]  # queued on W1, never started: no death counted
+    assert run(store, "start", "t1", 1, "W1", 2.0, 222, 1) == -1
+    assert run(store, "finish", "t1", 1, "success", 2.0, {"result": "0"}) == -1
+    assert run(store, "start", "t1", 2, "W2", 2.0, 333, 1) == 1
+    assert store.record("t1").get("worker_deaths") is None
+
+
+def test_deaths_count_once_each_and_end_in_failed(store: ResultStore) -> None:
+    assign(store, "W1")
+    assert run(store, "start", "t1", 1, "W1", 2.0, 111, 1) == 1
+    # pid 111 died; a newer W1 (pid 222) re-reads the message first: one death.
+    assert run(store, "start", "t1", 1, "W1", 3.0, 222, 1) == 1
+    # The scheduler's move for pid 111 arrives late: pid 222 runs it, so it stays.
+    assert assign(store, "W2", dead_pid=111) == [0, 1, "W1"]
+    # pid 222 dies too: the second death passes the limit of 1.
+    assert assign(store, "W2", dead_pid=222) == [-2]
+    rec = store.record("t1")
+    assert rec["status"] == "failed"
+    assert rec["error"] == "WorkerLost: the worker died while running this task 2 time(s); the retry limit is 1"
+    assert store.redis.hget(store.keys.stats, "failed") == "1"
+
+
+def test_results_wake_subscribers(store: ResultStore) -> None:
+    assign(store, "W1")
+    sub = store.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    sub.subscribe(store.keys.done_channel("t1"))
+    run(store, "finish", "t1", "*", "failed", 1.0, {"error": "InvalidMessage: x"})
+    deadline = time.monotonic() + 5
+    msg = None
+    while msg is None and time.monotonic() < deadline:  # the first reads return the subscribe ack as None
+        msg = sub.get_message(timeout=1)
+    sub.close()
+    assert msg is not None and msg["data"] == "failed"
+
+
+def test_the_redis_url_password_is_never_shown() -> None:
+    from client.store import safe_url
+
+    assert safe_url("redis://user:s3cret@host:6379/0") == "redis://***@host:6379/0"
+    assert safe_url("redis://host:6379/0") == "redis://host:6379/0"
+    with pytest.raises(redis.RedisError):
+        connect("redis://localhost:1/0").ping()
