@@ -66,7 +66,8 @@ class Scheduler:
         self._orphaned: list[tuple[str, Placement]] = []  # taken from dead workers, to mark in Redis
         self._last_status_commit = 0.0
         self._last_beat = 0.0
-        self._consumer: KafkaConsumer | None = None
+        self._tasks_in: KafkaConsumer | None = None
+        self._status_in: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
 
     def initialize(self) -> None:
@@ -75,10 +76,13 @@ class Scheduler:
         self.keys = Keys(self.config.redis.key_prefix)
         self.store = ResultStore(self.redis, self.keys, self.config.tasks.result_ttl)
         self._producer = kafka_io.producer(self.config.kafka, linger_ms=1)
-        self._consumer = kafka_io.consumer(self.config.kafka, f"yadtq-scheduler.{self.topics.tasks}",
-                                           max_poll_records=1000)
-        parts = kafka_io.assign_all(self._consumer, [self.topics.tasks, self.topics.status])
-        self._task_parts = [tp for tp in parts if tp.topic == self.topics.tasks]
+        # Two consumers, so flow control is simply not polling TASKS while tasks
+        # wait for room, and status events (which make room) always flow.
+        group = f"yadtq-scheduler.{self.topics.tasks}"
+        self._tasks_in = kafka_io.consumer(self.config.kafka, group, max_poll_records=1000)
+        kafka_io.assign_all(self._tasks_in, [self.topics.tasks])
+        self._status_in = kafka_io.consumer(self.config.kafka, group)
+        kafka_io.assign_all(self._status_in, [self.topics.status])
         self._reload()
         log.info("scheduler ready (pid %d): %d tasks in flight", os.getpid(), len(self.state.tasks))
 
@@ -110,25 +114,29 @@ class Scheduler:
         if self._producer is not None:
             self._producer.flush(timeout=5)
             self._producer.close(timeout=5)
-        if self._consumer is not None:
-            self._consumer.close(autocommit=False)
+        for c in (self._tasks_in, self._status_in):
+            if c is not None:
+                c.close(autocommit=False)
         log.info("scheduler stopped")
 
     # --- the loop ---
     def loop(self, at: float) -> None:
         """One round: read events and tasks, assign what fits, then commit."""
-        assert self._consumer is not None
-        batches = self._consumer.poll(timeout_ms=100)
-        for tp, records in batches.items():
-            if tp.topic == self.topics.status:
-                for r in records:
-                    self._on_event(r.value, at)
-            else:
+        assert self._tasks_in is not None and self._status_in is not None
+        # While tasks wait for room, TASKS is left unread (that bounds memory),
+        # and the loop waits on status events instead, which make room.
+        status_wait = 50
+        if not self.waiting:
+            status_wait = 0
+            for tp, records in self._tasks_in.poll(timeout_ms=50).items():
                 self.waiting.extend(_Pending(r.value, tp, r.offset) for r in records)
+                self._next_offset[tp] = records[-1].offset + 1
+        for tp, records in self._status_in.poll(timeout_ms=status_wait).items():
+            for r in records:
+                self._on_event(r.value, at)
             self._next_offset[tp] = records[-1].offset + 1
         self._dispatch(at)
         self._commit(at)
-        self._flow_control()
         if at - self._last_beat >= self.config.workers.heartbeat_interval:
             self._beat(at)
 
@@ -251,32 +259,27 @@ class Scheduler:
         """Commit TASKS as far as every task before is placed; ``status`` about once a second.
 
         Re-reading status events after a restart is harmless (they are
-        idempotent), so committing them on every 100 ms round would be waste.
+        idempotent), so committing them on every round would be waste.
         """
-        assert self._consumer is not None
-        status_due = at - self._last_status_commit >= 1.0
-        offsets = {}
+        assert self._tasks_in is not None and self._status_in is not None
+        tasks: dict[TopicPartition, int] = {}
+        status: dict[TopicPartition, int] = {}
         for tp, nxt in self._next_offset.items():
             if tp.topic == self.topics.status:
-                if status_due:
-                    offsets[tp] = nxt
-                continue
-            first_waiting = next((w.offset for w in self.waiting if w.tp == tp), None)
-            offsets[tp] = first_waiting if first_waiting is not None else nxt
+                status[tp] = nxt
+            else:
+                first_waiting = next((w.offset for w in self.waiting if w.tp == tp), None)
+                tasks[tp] = first_waiting if first_waiting is not None else nxt
+        self._commit_changed(self._tasks_in, tasks)
+        if at - self._last_status_commit >= 1.0:
+            self._last_status_commit = at
+            self._commit_changed(self._status_in, status)
+
+    def _commit_changed(self, consumer: KafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         changed = {tp: o for tp, o in offsets.items() if self._committed.get(tp) != o}
         if changed:
-            self._consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in changed.items()})
+            consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in changed.items()})
             self._committed.update(changed)
-            if status_due:
-                self._last_status_commit = at
-
-    def _flow_control(self) -> None:
-        """Stop reading TASKS while tasks wait for room, so memory stays bounded."""
-        assert self._consumer is not None
-        if self.waiting:
-            self._consumer.pause(*self._task_parts)
-        else:
-            self._consumer.resume(*self._task_parts)
 
     def _beat(self, at: float) -> None:
         assert self._producer is not None

@@ -77,6 +77,7 @@ class Supervisor:
         for w in config.worker_ids():
             self.children[w] = Child(w, run_worker, (config, w))
         self.stopping = False
+        self._hurry = False  # a second Ctrl-C: skip the grace period
         self._last_status = 0.0
         self._ready = False
         self._consumer: KafkaConsumer | None = None
@@ -103,9 +104,10 @@ class Supervisor:
 
     def run(self) -> None:
         """Run until SIGINT or SIGTERM, then shut down cleanly."""
+        # Only flags here: the work happens in the loop, outside the handler.
         def on_signal(signum: int, frame: FrameType | None) -> None:
             if self.stopping:  # a second Ctrl-C: do not wait for the grace period
-                self._kill_all()
+                self._hurry = True
             self.stop()
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
@@ -136,8 +138,8 @@ class Supervisor:
         for c in live:
             c.process.terminate()  # type: ignore[union-attr]
         deadline = time.monotonic() + self.config.workers.shutdown_grace
-        for c in live:
-            c.process.join(max(0.0, deadline - time.monotonic()))  # type: ignore[union-attr]
+        while any(c.alive() for c in live) and time.monotonic() < deadline and not self._hurry:
+            time.sleep(0.05)
         self._kill_all()
         for client in (self._consumer, self._producer):
             if client is not None:

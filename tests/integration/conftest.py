@@ -130,7 +130,7 @@ class Cluster:
         return self.proc.returncode
 
 
-def cluster_config(tmp_path: Path, workers: int = 4, **sections: dict[str, Any]) -> Path:
+def cluster_config(tmp_path: Path, count: int = 4, **sections: dict[str, Any]) -> Path:
     """Write a cluster file with unique topic names and key prefix; return its path."""
     tag = f"t{uuid.uuid4().hex[:10]}"
     cfg: dict[str, Any] = {
@@ -138,7 +138,7 @@ def cluster_config(tmp_path: Path, workers: int = 4, **sections: dict[str, Any])
         "redis": {"url": REDIS, "key_prefix": f"{tag}:"},
         "topics": {"tasks": f"{tag}.TASKS", "status": f"{tag}.status", "workers": f"{tag}.W",
                    "dead_letter": f"{tag}.dead-letter"},
-        "workers": {"count": workers, "heartbeat_interval": 0.5, "heartbeat_timeout": 4.0, "shutdown_grace": 5.0},
+        "workers": {"count": count, "heartbeat_interval": 0.5, "heartbeat_timeout": 4.0, "shutdown_grace": 5.0},
         "supervisor": {"status_interval": 1.0, "startup_timeout": 60.0},
         "tasks": {"modules": ["worker_pool.builtin_tasks", "tests.tasks"]},
     }
@@ -168,11 +168,15 @@ def _cleanup(cluster: Cluster) -> None:
 
 @pytest.fixture
 def start_cluster(services: None, tmp_path: Path) -> Iterator[Any]:
-    """Factory: ``start_cluster(workers=4, workers_section={...})`` -> a ready Cluster."""
+    """Factory: ``start_cluster(count=4, workers={...}, tasks={...})`` -> a ready Cluster.
+
+    ``count`` is the number of workers; each keyword overrides keys of that
+    section of the cluster file.
+    """
     started: list[Cluster] = []
 
-    def start(workers: int = 4, ready: bool = True, **sections: dict[str, Any]) -> Cluster:
-        c = Cluster(cluster_config(tmp_path, workers, **sections))
+    def start(count: int = 4, ready: bool = True, **sections: dict[str, Any]) -> Cluster:
+        c = Cluster(cluster_config(tmp_path, count, **sections))
         started.append(c)
         if ready:
             c.wait_line(r"cluster ready", timeout=90)

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_thousand_tasks_through_four_workers(start_cluster: Any) -> None:
-    cluster = start_cluster(workers=4)
+    cluster = start_cluster(count=4)
     handles = cluster.client.submit_many([TaskSpec("add", (i, i)) for i in range(1000)])
     cluster.client.wait([h.id for h in handles], timeout=180)
 
@@ -32,9 +32,19 @@ def test_thousand_tasks_through_four_workers(start_cluster: Any) -> None:
     assert {r["worker"] for r in records} == set(cluster.config.worker_ids())
 
 
+def test_a_backlog_many_polls_long_drains(start_cluster: Any) -> None:
+    # Far more tasks than the workers have room for (2 x 4) and than one poll
+    # of TASKS returns (1000): the scheduler must stop reading TASKS while they
+    # wait, keep reading status events, and come back for the rest.
+    cluster = start_cluster(count=2, workers={"max_pending": 4})
+    handles = cluster.client.submit_many([TaskSpec("add", (i, 1)) for i in range(3000)])
+    cluster.client.wait([h.id for h in handles], timeout=240)
+    assert [json.loads(h.record()["result"]) for h in handles] == [i + 1 for i in range(3000)]
+
+
 def test_seed_format_from_a_plain_kafka_producer(start_cluster: Any) -> None:
     # No key prefix here: the record must sit at the bare task id, as in the seed.
-    cluster = start_cluster(workers=1, redis={"key_prefix": ""})
+    cluster = start_cluster(count=1, redis={"key_prefix": ""})
     task_id = f"seed-{uuid.uuid4().hex[:12]}"
     producer = KafkaProducer(bootstrap_servers=KAFKA)
     producer.send(cluster.config.topics.tasks, json.dumps({"task-id": task_id, "task": "add", "args": [1, 2]}).encode())
@@ -53,7 +63,7 @@ def test_seed_format_from_a_plain_kafka_producer(start_cluster: Any) -> None:
 
 
 def test_unknown_raising_and_wrong_arguments_fail_clearly(start_cluster: Any) -> None:
-    cluster = start_cluster(workers=2)
+    cluster = start_cluster(count=2)
     c: Client = cluster.client
     unknown, raising, zero, arity = (c.submit("no_such_task", 1), c.submit("fail", "boom"),
                                      c.submit("div", 1, 0), c.submit("add", 1))
@@ -72,7 +82,7 @@ def test_unknown_raising_and_wrong_arguments_fail_clearly(start_cluster: Any) ->
 
 
 def test_malformed_message_is_dead_lettered_and_the_next_task_runs(start_cluster: Any) -> None:
-    cluster = start_cluster(workers=1)
+    cluster = start_cluster(count=1)
     topics = cluster.config.topics
     producer = KafkaProducer(bootstrap_servers=KAFKA)
     producer.send(topics.tasks, b"this is {not json")
@@ -93,7 +103,7 @@ def test_malformed_message_is_dead_lettered_and_the_next_task_runs(start_cluster
 
 
 def test_sigkilled_worker_is_restarted_and_no_task_is_lost(start_cluster: Any) -> None:
-    cluster = start_cluster(workers=4)
+    cluster = start_cluster(count=4)
     specs = [TaskSpec("sleep", (0.02,)) if i % 2 else TaskSpec("add", (i, 1)) for i in range(600)]
     handles = cluster.client.submit_many(specs)
     cluster.client.wait([h.id for h in handles[:40]], timeout=60)  # the run is under way
@@ -114,7 +124,7 @@ def test_sigkilled_worker_is_restarted_and_no_task_is_lost(start_cluster: Any) -
 
 
 def test_sigkilled_scheduler_is_restarted_and_carries_on(start_cluster: Any) -> None:
-    cluster = start_cluster(workers=2)
+    cluster = start_cluster(count=2)
     specs = [TaskSpec("sleep", (0.01,)) if i % 2 else TaskSpec("add", (i, 1)) for i in range(600)]
     handles = cluster.client.submit_many(specs)
     cluster.client.wait([h.id for h in handles[:40]], timeout=60)
@@ -132,7 +142,7 @@ def test_sigkilled_scheduler_is_restarted_and_carries_on(start_cluster: Any) -> 
 
 
 def test_ctrl_c_stops_every_process(start_cluster: Any) -> None:
-    cluster = start_cluster(workers=3)
+    cluster = start_cluster(count=3)
     children = cluster.child_pids()
     assert len(children) >= 4  # the scheduler and three workers
     assert cluster.stop(timeout=20) == 0
@@ -142,7 +152,7 @@ def test_ctrl_c_stops_every_process(start_cluster: Any) -> None:
 
 
 def test_cli_submit_status_result(start_cluster: Any) -> None:
-    cluster = start_cluster(workers=1)
+    cluster = start_cluster(count=1)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "client", "--config", str(cluster.config_path), *args],
@@ -160,7 +170,7 @@ def test_cli_submit_status_result(start_cluster: Any) -> None:
 
 
 def test_worker_whose_heartbeats_lapse_is_killed_and_replaced(start_cluster: Any) -> None:
-    cluster = start_cluster(workers=2)
+    cluster = start_cluster(count=2)
     w1 = cluster.config.worker_ids()[0]
     frozen = cluster.pid(w1)
     mark = len(cluster.lines)

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_a_task_that_ignores_its_time_limit_is_ended_and_its_worker_replaced(start_cluster: Any) -> None:
-    cluster = start_cluster(workers=1)
+    cluster = start_cluster(count=1)
     w1 = cluster.config.worker_ids()[0]
     first = cluster.pid(w1)
     mark = len(cluster.lines)
@@ -27,7 +27,7 @@ def test_a_task_that_ignores_its_time_limit_is_ended_and_its_worker_replaced(sta
 
 
 def test_the_soft_time_limit_fails_the_task_and_keeps_the_worker(start_cluster: Any) -> None:
-    cluster = start_cluster(workers=1)
+    cluster = start_cluster(count=1)
     [slow] = cluster.client.submit_many([TaskSpec("sleep", (30,), timeout=0.3)])
     with pytest.raises(TaskFailed, match=r"TaskTimeLimitExceeded: task ran past its time limit of 0\.3s"):
         slow.result(timeout=30)
@@ -36,7 +36,7 @@ def test_the_soft_time_limit_fails_the_task_and_keeps_the_worker(start_cluster: 
 
 
 def test_a_task_that_kills_its_worker_fails_after_its_retry_limit(start_cluster: Any) -> None:
-    cluster = start_cluster(workers=2)
+    cluster = start_cluster(count=2)
     [poison] = cluster.client.submit_many([TaskSpec("die", max_retries=1)])
     with pytest.raises(TaskFailed, match=r"WorkerLost: the worker died while running this task 2 time\(s\); "
                                          r"the retry limit is 1"):
@@ -48,7 +48,7 @@ def test_a_task_that_kills_its_worker_fails_after_its_retry_limit(start_cluster:
 
 
 def test_a_duplicate_task_id_runs_once_and_never_changes_a_finished_record(start_cluster: Any) -> None:
-    cluster = start_cluster(workers=2)
+    cluster = start_cluster(count=2)
     c = cluster.client
     spec = TaskSpec("sleep", (0.5,), task_id="dup-1")
     c.submit_many([spec])
