@@ -48,7 +48,9 @@ class KafkaConfig:
 class RedisConfig:
     """How to reach Redis, and the prefix put in front of every key YADTQ writes."""
 
-    url: str = "redis://localhost:6379/0"
+    url: str = field(default="redis://localhost:6379/0", metadata={
+        "check": (lambda v: v.split("://", 1)[0] in ("redis", "rediss", "unix"),
+                  "a URL starting redis://, rediss:// or unix://")})
     key_prefix: str = ""
 
 
@@ -117,6 +119,10 @@ class Config:
         if data is None:
             data = {}
         built: Config = _build(cls, data, source, "")
+        w = built.workers
+        if w.heartbeat_timeout <= 2 * w.heartbeat_interval:  # one late heartbeat must not kill a worker
+            raise ConfigError(f"{source}: workers.heartbeat_timeout: expected more than twice "
+                              f"workers.heartbeat_interval ({w.heartbeat_interval:g}), got {w.heartbeat_timeout:g}")
         return dataclasses.replace(built, source=source)
 
     def worker_ids(self) -> list[str]:

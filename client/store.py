@@ -39,6 +39,11 @@ class Keys:
         return f"{self.prefix}yadtq:assignments"
 
     @property
+    def orphans(self) -> str:
+        """Hash task_id -> pid of the dead process it must be moved away from."""
+        return f"{self.prefix}yadtq:orphans"
+
+    @property
     def load(self) -> str:
         """Hash worker -> number of unfinished tasks, written by the scheduler."""
         return f"{self.prefix}yadtq:load"
@@ -73,7 +78,9 @@ end
 # if that process was running it, and leaves it alone if a newer process of the
 # same worker already runs it. Returns {1, attempt} assigned, {0, attempt,
 # worker} already placed (send nothing), {-1} already ended, {-2} failed now.
+# A move, whatever its outcome, clears the task's mark in the orphans hash (KEYS[5]).
 _ASSIGN = _DIED + """
+if ARGV[8] == 'move' then redis.call('HDEL', KEYS[5], ARGV[1]) end
 local st = redis.call('HGET', KEYS[1], 'status')
 if st == 'success' or st == 'failed' then
   redis.call('HDEL', KEYS[4], ARGV[1])
@@ -114,15 +121,39 @@ return 1
 """
 
 # Write a terminal record: 1 written, 0 already terminal, -1 fenced.
-# ARGV[1] '*' skips the attempt check (the scheduler failing an invalid task).
 _FINISH = """
 local st = redis.call('HGET', KEYS[1], 'status')
 if st == 'success' or st == 'failed' then return 0 end
-if ARGV[1] ~= '*' and redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return -1 end
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return -1 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished_at', ARGV[3], unpack(ARGV, 5))
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
 redis.call('PUBLISH', KEYS[3], ARGV[2])
+return 1
+"""
+
+
+# Fail a task the scheduler refused (invalid message): 1 written, 0 already
+# terminal, -1 the id belongs to a placed task (a bad duplicate must not touch it).
+_REJECT = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if st == 'success' or st == 'failed' then return 0 end
+if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then return -1 end
+redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[2], 'error', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('HINCRBY', KEYS[2], 'failed', 1)
+redis.call('PUBLISH', KEYS[3], 'failed')
+return 1
+"""
+
+# A worker stopping gracefully hands back the task it could not finish in the
+# grace period: 'queued' again, so its next run is not counted as a death.
+_RELEASE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'processing' then return 0 end
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'pid') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'queued')
+redis.call('HDEL', KEYS[1], 'pid', 'started_at')
 return 1
 """
 
@@ -165,6 +196,8 @@ class ResultStore:
         self._assign = client.register_script(_ASSIGN)
         self._start = client.register_script(_START)
         self._finish = client.register_script(_FINISH)
+        self._reject = client.register_script(_REJECT)
+        self._release = client.register_script(_RELEASE)
 
     # --- reads ---
     def record(self, task_id: str) -> dict[str, str]:
@@ -190,7 +223,7 @@ class ResultStore:
         """Queue ASSIGN; ``dead_pid`` set means a move away from that dead process."""
         k = self.keys
         mode = "new" if dead_pid is None else "move"
-        self._assign(keys=[k.task(task_id), k.stats, k.done_channel(task_id), k.assignments],
+        self._assign(keys=[k.task(task_id), k.stats, k.done_channel(task_id), k.assignments, k.orphans],
                      args=[task_id, worker, payload, repr(at), max_retries, self.ttl, name, mode, dead_pid or 0],
                      client=pipe)
 
@@ -200,7 +233,17 @@ class ResultStore:
         self._start(keys=[k.task(task_id), k.stats, k.done_channel(task_id)],
                     args=[attempt, worker, repr(at), pid, max_retries, self.ttl], client=pipe)
 
-    def finish(self, pipe: Any, task_id: str, attempt: int | str, status: str, at: float,
+    def reject(self, pipe: Any, task_id: str, at: float, error: str) -> None:
+        """Fail a task the scheduler refused, unless it ended or is placed already."""
+        k = self.keys
+        self._reject(keys=[k.task(task_id), k.stats, k.done_channel(task_id), k.assignments],
+                     args=[task_id, repr(at), self.ttl, error], client=pipe)
+
+    def release(self, task_id: str, attempt: int, pid: int) -> int:
+        """Hand back a task this process started but will not finish (graceful stop)."""
+        return int(self._release(keys=[self.keys.task(task_id)], args=[attempt, pid]))
+
+    def finish(self, pipe: Any, task_id: str, attempt: int, status: str, at: float,
                fields: dict[str, str]) -> None:
         """Write a terminal record unless it is already terminal or the attempt is fenced."""
         k = self.keys

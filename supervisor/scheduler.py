@@ -25,12 +25,14 @@ from client import kafka as kafka_io
 from client.config import Config
 from client.errors import InvalidMessage
 from client.protocol import Heartbeat, TaskFinished, WorkerDown, encode, encode_event, now, parse_event, parse_task
-from client.store import Keys, ResultStore, connect
-from supervisor.policy import Placement, SchedulerState, decode_placement, encode_placement
+from client.store import TERMINAL, Keys, ResultStore, connect
+from supervisor.policy import Placement, SchedulerState, decode_placement
 from worker_pool.registry import Registry, default_registry
 from worker_pool.worker import process_setup
 
 log = logging.getLogger("yadtq.scheduler")
+
+RECONCILE_INTERVAL = 5.0  # seconds between checks of the table against the records
 
 
 @dataclass
@@ -63,8 +65,10 @@ class Scheduler:
         self._committed: dict[TopicPartition, int] = {}
         self._ended: list[str] = []  # finished tasks to drop from the Redis table
         self._sent: list[Any] = []  # produce futures to check after the next flush
-        self._orphaned: list[tuple[str, Placement]] = []  # taken from dead workers, to mark in Redis
+        self._orphaned: list[tuple[str, int]] = []  # (task, dead pid) taken from dead workers, to mark in Redis
         self._last_status_commit = 0.0
+        self._commit_status_now = False
+        self._last_reconcile = 0.0
         self._last_beat = 0.0
         self._tasks_in: KafkaConsumer | None = None
         self._status_in: KafkaConsumer | None = None
@@ -94,10 +98,11 @@ class Scheduler:
         """
         assert self._producer is not None
         table: dict[str, str] = self.redis.hgetall(self.keys.assignments)  # type: ignore[assignment]
+        orphans: dict[str, str] = self.redis.hgetall(self.keys.orphans)  # type: ignore[assignment]
         for task_id, text in table.items():
             p = decode_placement(text)
-            if p.worker not in self.state.load:  # taken from a dead worker, or one the config no longer has
-                self.waiting.append(_Pending(p.payload.encode(), dead_pid=0))
+            if task_id in orphans or p.worker not in self.state.load:  # a dead worker's, or an unknown one's
+                self.waiting.append(_Pending(p.payload.encode(), dead_pid=int(orphans.get(task_id, 0))))
                 continue
             self.state.place(task_id, p)
             self._sent.append(self._producer.send(p.worker, self._assignment_bytes(p)))
@@ -139,6 +144,8 @@ class Scheduler:
         self._commit(at)
         if at - self._last_beat >= self.config.workers.heartbeat_interval:
             self._beat(at)
+        if at - self._last_reconcile >= RECONCILE_INTERVAL:
+            self._reconcile(at)
 
     def _on_event(self, raw: bytes, at: float) -> None:
         try:
@@ -154,10 +161,11 @@ class Scheduler:
         elif isinstance(ev, WorkerDown):
             moved = self.state.orphan(ev.worker)
             log.info("worker %s down (%s): reassigning %d task(s)", ev.worker, ev.reason, len(moved))
-            # Marked in Redis before this event's offset is committed, so a
-            # restarted scheduler moves them too instead of re-sending them to
-            # the dead worker's topic.
-            self._orphaned.extend((t, Placement("", p.attempt, p.payload)) for t, p in moved)
+            # Marked in Redis, and this event's offset committed, in this same
+            # round: a restarted scheduler moves them too instead of re-sending
+            # them to the dead worker's topic, and never replays this event.
+            self._orphaned.extend((t, ev.pid) for t, _ in moved)
+            self._commit_status_now = True
             # Reassigned tasks go first: they have waited longest.
             self.waiting.extendleft(_Pending(p.payload.encode(), dead_pid=ev.pid) for _, p in reversed(moved))
 
@@ -170,7 +178,7 @@ class Scheduler:
             pipe.hdel(self.keys.assignments, *self._ended)
             self._ended.clear()
         if self._orphaned:
-            pipe.hset(self.keys.assignments, mapping={t: encode_placement(p) for t, p in self._orphaned})
+            pipe.hset(self.keys.orphans, mapping=dict(self._orphaned))
             self._orphaned.clear()
         while self.waiting:
             item = self.waiting[0]
@@ -212,7 +220,9 @@ class Scheduler:
     def _reject(self, item: _Pending, e: InvalidMessage, pipe: Any, at: float) -> None:
         if e.task_id:
             log.warning("task %s rejected: %s", e.task_id, e.reason)
-            self.store.finish(pipe, e.task_id, "*", "failed", at, {"error": f"InvalidMessage: {e.reason}"})
+            # Fails its record, unless that id is already placed or ended: a bad
+            # duplicate of a live task must not touch it.
+            self.store.reject(pipe, e.task_id, at, f"InvalidMessage: {e.reason}")
             return
         assert self._producer is not None
         where = f"{item.tp.topic}:{item.tp.partition}@{item.offset}" if item.tp else "a reassigned task"
@@ -271,8 +281,8 @@ class Scheduler:
                 first_waiting = next((w.offset for w in self.waiting if w.tp == tp), None)
                 tasks[tp] = first_waiting if first_waiting is not None else nxt
         self._commit_changed(self._tasks_in, tasks)
-        if at - self._last_status_commit >= 1.0:
-            self._last_status_commit = at
+        if self._commit_status_now or at - self._last_status_commit >= 1.0:
+            self._last_status_commit, self._commit_status_now = at, False
             self._commit_changed(self._status_in, status)
 
     def _commit_changed(self, consumer: KafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
@@ -280,6 +290,22 @@ class Scheduler:
         if changed:
             consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in changed.items()})
             self._committed.update(changed)
+
+    def _reconcile(self, at: float) -> None:
+        """Drop placed tasks whose record has ended, in case a task-finished event was lost.
+
+        The table holds at most workers x max_pending tasks, so this is one
+        small pipeline every few seconds; without it a lost event would hold a
+        worker's slot until the scheduler restarts.
+        """
+        self._last_reconcile = at
+        ids = list(self.state.tasks)
+        if not ids:
+            return
+        ended = [t for t, s in zip(ids, self.store.statuses(ids), strict=True) if s in TERMINAL]
+        for t in ended:
+            self.state.forget(t)
+        self._ended.extend(ended)
 
     def _beat(self, at: float) -> None:
         assert self._producer is not None

@@ -27,6 +27,7 @@ from client.protocol import Heartbeat, WorkerDown, encode_event, now, parse_even
 from client.store import Keys, connect, ping, safe_url
 from supervisor.scheduler import run_scheduler
 from supervisor.topics import ensure_topics
+from worker_pool.registry import default_registry
 from worker_pool.worker import run_worker
 
 _spawn = multiprocessing.get_context("spawn")  # no fork: the parent holds Kafka threads and sockets
@@ -86,6 +87,7 @@ class Supervisor:
     # --- lifecycle ---
     def start(self) -> None:
         cfg = self.config
+        default_registry.load_modules(cfg.tasks.modules)  # a bad module is a config error: say so now
         self.redis = connect(cfg.redis.url)
         ping(self.redis, cfg.redis.url)
         topics = ensure_topics(cfg)
@@ -173,9 +175,11 @@ class Supervisor:
         if c.alive():
             c.process.kill()  # heartbeats lapsed: make sure it is dead before moving its work
             c.process.join(5)
+            if c.alive():  # in uninterruptible sleep: a second process would share its topic, so wait
+                self.say(f"{c.name} (pid {c.pid}) has not died yet after SIGKILL; waiting")
+                return
         dead_pid = c.pid or 0
-        if not c.process.is_alive():  # a process in uninterruptible sleep may outlive SIGKILL a while
-            c.process.close()
+        c.process.close()
         c.process = None
         self.say(f"{c.name} is dead ({reason})")
         if c.name != "scheduler":

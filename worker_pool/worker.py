@@ -52,7 +52,12 @@ class Worker:
         self.id = worker_id
         self.registry = registry
         self.running: _Running | None = None  # read by the heartbeat thread
-        self._stop = threading.Event()
+        self._stop = threading.Event()     # leave the loop after the task in hand
+        self._closed = threading.Event()   # the heartbeat thread's end
+        self._stop_deadline: float | None = None  # monotonic: hand back the task in hand then
+        # Held while a task is claimed, and by the heartbeat thread when it ends
+        # the process: so the main thread cannot start another task meanwhile.
+        self._gate = threading.Lock()
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
         self._beat: threading.Thread | None = None
@@ -69,7 +74,13 @@ class Worker:
         log.info("worker %s ready (pid %d)", self.id, os.getpid())
 
     def stop(self) -> None:
-        """Finish the task in hand, then leave ``run``."""
+        """Finish the task in hand, then leave ``run``.
+
+        A task still running shortly before the supervisor's grace period ends
+        is handed back (see ``_hand_back``), to run again after the next start.
+        """
+        grace = self.config.workers.shutdown_grace
+        self._stop_deadline = time.monotonic() + grace - min(1.0, grace / 2)
         self._stop.set()
 
     def run(self) -> None:
@@ -92,6 +103,7 @@ class Worker:
 
     def shutdown(self) -> None:
         self._stop.set()
+        self._closed.set()
         if self._producer is not None:
             self._producer.flush(timeout=5)
             self._producer.close(timeout=5)
@@ -107,7 +119,8 @@ class Worker:
             # Only the scheduler writes here, so this is a bug or a stray producer.
             log.error("skipping invalid message at %s:%d: %s", rec.topic, rec.offset, e.reason)
             return
-        claim = self._claim(a)
+        with self._gate:
+            claim = self._claim(a)
         if claim != 1:
             # Reported all the same, so the scheduler drops the placement: 0 the
             # task already ended, -2 it just failed for good, -1 it was fenced.
@@ -166,34 +179,62 @@ class Worker:
     def _heartbeats(self) -> None:
         assert self._producer is not None
         interval = self.config.workers.heartbeat_interval
-        while not self._stop.is_set():
+        while not self._closed.is_set():
             running = self.running
-            if running is not None and time.monotonic() > running.hard_deadline:
-                self._watchdog(running)
+            if running is not None:
+                self._enforce(running)
             hb = Heartbeat(self.id, "worker", os.getpid(), now(), running.assignment.task.task_id if running else None)
             try:
                 self._producer.send(self.config.topics.status, encode_event(hb))
             except Exception as e:  # keep beating: a transient Kafka error must not stop heartbeats
                 log.warning("heartbeat not sent: %s", e)
-            self._stop.wait(interval)
+            self._closed.wait(interval)
 
-    def _watchdog(self, running: _Running) -> None:
-        """The hard time limit: fail the task that ignored the soft one, then exit.
+    def _enforce(self, running: _Running) -> None:
+        """End the process if the task in hand is past its hard limit or the stop deadline."""
+        at = time.monotonic()
+        hard = at > running.hard_deadline
+        if not hard and (self._stop_deadline is None or at < self._stop_deadline):
+            return
+        self._gate.acquire()  # never released: the process ends below
+        if self.running is not running:  # it ended meanwhile
+            self._gate.release()
+            return
+        try:
+            if hard:
+                self._hard_limit(running)
+            else:
+                self._hand_back(running)
+        except Exception as e:  # Redis or Kafka failed: the process still has to end
+            log.error("task %s: could not record why the process ends: %s", running.assignment.task.task_id, e)
+        os._exit(EXIT_HARD_LIMIT if hard else 0)
+
+    def _hard_limit(self, running: _Running) -> None:
+        """Fail the task that ignored its soft time limit (the process ends next).
 
         Only the process's end is sure to stop a task that swallowed
         TaskTimeLimitExceeded or never returns to Python; the supervisor starts
-        a new process. If the task ended meanwhile (FINISH says so), nothing is done.
+        a new process, which skips the task since its record has ended.
         """
         a = running.assignment
         error = (f"TaskTimeLimitExceeded: task ran past its time limit of {running.limit:g}s and did not stop "
                  f"within {HARD_LIMIT_GRACE:g}s more; its worker process was ended and replaced")
-        if self._finish(a, "failed", {"error": error}) != 1:
-            return
         log.error("task %s: %s", a.task.task_id, error)
-        self._report(a, "failed")
-        assert self._producer is not None
-        self._producer.flush(timeout=5)
-        os._exit(EXIT_HARD_LIMIT)
+        if self._finish(a, "failed", {"error": error}) == 1:
+            self._report(a, "failed")
+            assert self._producer is not None
+            self._producer.flush(timeout=2)
+
+    def _hand_back(self, running: _Running) -> None:
+        """Stopping, and the task would outlive the grace period: give it back.
+
+        Its record goes back to 'queued' and its offset stays uncommitted, so
+        the next start runs it again, and that run is not counted as a death.
+        """
+        a = running.assignment
+        self.store.release(a.task.task_id, a.attempt, os.getpid())
+        log.warning("task %s did not finish within the shutdown grace period; it will run again after the "
+                    "next start", a.task.task_id)
 
 
 class _time_limit:

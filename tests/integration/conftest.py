@@ -171,12 +171,14 @@ def start_cluster(services: None, tmp_path: Path) -> Iterator[Any]:
     """Factory: ``start_cluster(count=4, workers={...}, tasks={...})`` -> a ready Cluster.
 
     ``count`` is the number of workers; each keyword overrides keys of that
-    section of the cluster file.
+    section of the cluster file. ``again=cluster`` starts a stopped cluster's
+    file again (same topics, same Redis keys).
     """
     started: list[Cluster] = []
 
-    def start(count: int = 4, ready: bool = True, **sections: dict[str, Any]) -> Cluster:
-        c = Cluster(cluster_config(tmp_path, count, **sections))
+    def start(count: int = 4, ready: bool = True, again: Cluster | None = None,
+              **sections: dict[str, Any]) -> Cluster:
+        c = Cluster(again.config_path if again else cluster_config(tmp_path, count, **sections))
         started.append(c)
         if ready:
             c.wait_line(r"cluster ready", timeout=90)
@@ -185,4 +187,5 @@ def start_cluster(services: None, tmp_path: Path) -> Iterator[Any]:
     yield start
     for c in started:
         c.stop()
+    for c in {c.config_path: c for c in started}.values():
         _cleanup(c)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -61,3 +62,23 @@ def test_a_duplicate_task_id_runs_once_and_never_changes_a_finished_record(start
     marker = c.submit("add", 0, 0)  # submitted after the duplicate, so it is handled after it
     assert marker.result(timeout=30) == 0
     assert c.record("dup-1") == first
+
+
+def test_ctrl_c_hands_back_a_task_that_outlives_the_grace_period(start_cluster: Any) -> None:
+    cluster = start_cluster(count=1, workers={"shutdown_grace": 2.0})
+    [long] = cluster.client.submit_many([TaskSpec("sleep", (6,), max_retries=0)])
+    deadline = time.monotonic() + 30
+    while long.status() != "processing":  # the state is only in Redis: no event to wait on
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.05)
+
+    started = time.monotonic()
+    assert cluster.stop(timeout=20) == 0
+    assert time.monotonic() - started < 5
+    assert long.status() == "queued"  # handed back, not lost and not failed
+
+    again = start_cluster(again=cluster)
+    assert long.result(timeout=60) == 6
+    record = long.record()
+    assert record["attempt"] == "1" and "worker_deaths" not in record
+    again.stop()

@@ -48,7 +48,7 @@ def test_a_terminal_record_is_final(store: ResultStore) -> None:
     assert run(store, "start", "t1", 1, "W1", 2.0, 111, 1) == 1
     assert run(store, "finish", "t1", 1, "success", 3.0, {"result": "3"}) == 1
     assert run(store, "finish", "t1", 1, "failed", 4.0, {"error": "late"}) == 0
-    assert run(store, "finish", "t1", "*", "failed", 4.0, {"error": "late"}) == 0
+    assert run(store, "reject", "t1", 4.0, "InvalidMessage: late") == 0
     assert assign(store, "W2") == [-1]
     assert run(store, "start", "t1", 1, "W1", 5.0, 111, 1) == 0
     rec = store.record("t1")
@@ -81,11 +81,26 @@ def test_deaths_count_once_each_and_end_in_failed(store: ResultStore) -> None:
     assert store.redis.hget(store.keys.stats, "failed") == "1"
 
 
-def test_results_wake_subscribers(store: ResultStore) -> None:
+def test_a_bad_duplicate_of_a_placed_task_does_not_touch_it(store: ResultStore) -> None:
     assign(store, "W1")
+    assert run(store, "reject", "t1", 2.0, "InvalidMessage: bad args") == -1
+    assert store.record("t1")["status"] == "queued"
+
+
+def test_a_handed_back_task_runs_again_without_counting_a_death(store: ResultStore) -> None:
+    assign(store, "W1")
+    assert run(store, "start", "t1", 1, "W1", 2.0, 111, 0) == 1
+    assert store.release("t1", 1, 222) == 0  # not the process that runs it
+    assert store.release("t1", 1, 111) == 1
+    assert store.record("t1")["status"] == "queued"
+    assert run(store, "start", "t1", 1, "W1", 3.0, 333, 0) == 1  # retry limit 0, and still allowed
+    assert store.record("t1").get("worker_deaths") is None
+
+
+def test_results_wake_subscribers(store: ResultStore) -> None:
     sub = store.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-    sub.subscribe(store.keys.done_channel("t1"))
-    run(store, "finish", "t1", "*", "failed", 1.0, {"error": "InvalidMessage: x"})
+    sub.subscribe(store.keys.done_channel("t2"))
+    run(store, "reject", "t2", 1.0, "InvalidMessage: x")
     deadline = time.monotonic() + 5
     msg = None
     while msg is None and time.monotonic() < deadline:  # the first reads return the subscribe ack as None

@@ -45,6 +45,10 @@ def test_an_int_is_accepted_where_a_number_is_expected() -> None:
     ({"redis": "localhost"}, "redis: expected a mapping, got 'localhost'"),
     ({"tasks": {"modules": []}}, "tasks.modules: expected a non-empty list of strings"),
     ({"topics": {"tasks": "has space"}}, "topics.tasks: expected a topic name"),
+    ({"redis": {"url": "http://x"}}, "redis.url: expected a URL starting redis://, rediss:// or unix://"),
+    ({"workers": {"heartbeat_interval": 2, "heartbeat_timeout": 3}},
+     "workers.heartbeat_timeout: expected more than twice workers.heartbeat_interval (2), got 3"),
+    ({"tasks": {"max_message_bytes": 2_000_000}}, "tasks.max_message_bytes: expected an integer from 64 to 1000000"),
     ([1, 2], "top level: expected a mapping"),
 ])
 def test_wrong_values_name_the_key(data: object, message: str) -> None:
@@ -64,6 +68,16 @@ def test_bad_yaml_says_where(tmp_path: Path) -> None:
     p.write_text("workers:\n  count: [4\n")
     with pytest.raises(ConfigError, match=r"not valid YAML at line 3, column 1: expected ',' or ']'"):
         load_config(p)
+
+
+def test_supervisor_refuses_a_task_module_that_does_not_import(tmp_path: Path) -> None:
+    p = tmp_path / "y.yaml"
+    p.write_text("tasks:\n  modules: [worker_pool.builtin_tasks, no_such_module]\n")
+    out = subprocess.run([sys.executable, "-m", "supervisor", str(p)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "tasks.modules: cannot import 'no_such_module': ModuleNotFoundError" in out.stderr
+    assert "started" not in out.stdout
 
 
 def test_supervisor_refuses_a_bad_file_before_starting_anything(tmp_path: Path) -> None:
