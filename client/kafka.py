@@ -36,6 +36,24 @@ def quiet_kafka_logs() -> None:
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
+def close_producer(p: KafkaProducer, timeout: float = 5.0) -> bool:
+    """Flush and close ``p``; False if the broker did not take everything in time.
+
+    kafka-python's close() raises when its flush times out (broker away), and
+    then neither stops its sender thread nor counts as closed, so its exit
+    hook and destructor raise again later. Finish the close it gave up on.
+    """
+    try:
+        p.close(timeout=timeout)
+        return True
+    except KafkaError:
+        sender = getattr(p, "_sender", None)
+        if sender is not None:
+            sender.force_close()
+        p._closed = True
+        return False
+
+
 def check_sent(futures: list[Any], what: str) -> None:
     """Raise ServiceUnavailable if any produce in ``futures`` (already flushed) failed."""
     for f in futures:

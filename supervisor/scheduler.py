@@ -28,7 +28,7 @@ from client.protocol import Heartbeat, TaskFinished, WorkerDown, encode, encode_
 from client.store import TERMINAL, Keys, ResultStore, connect
 from supervisor.policy import Placement, SchedulerState, decode_placement
 from worker_pool.registry import Registry, default_registry
-from worker_pool.worker import process_setup
+from worker_pool.worker import exit_on_service_loss, process_setup
 
 log = logging.getLogger("yadtq.scheduler")
 
@@ -117,8 +117,7 @@ class Scheduler:
 
     def shutdown(self) -> None:
         if self._producer is not None:
-            self._producer.flush(timeout=5)
-            self._producer.close(timeout=5)
+            kafka_io.close_producer(self._producer)
         for c in (self._tasks_in, self._status_in):
             if c is not None:
                 c.close(autocommit=False)
@@ -319,8 +318,9 @@ def run_scheduler(config: Config) -> None:
     process_setup("scheduler")
     s = Scheduler(config)
     signal.signal(signal.SIGTERM, lambda *_: s.stop())
-    try:
-        s.initialize()
-        s.run()
-    finally:
-        s.shutdown()
+    with exit_on_service_loss("scheduler"):
+        try:
+            s.initialize()
+            s.run()
+        finally:
+            s.shutdown()

@@ -19,18 +19,20 @@ from typing import Any
 
 import redis
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
 
 from client import kafka as kafka_io
 from client.config import Config
-from client.errors import InvalidMessage
+from client.errors import InvalidMessage, ServiceUnavailable
 from client.protocol import Heartbeat, WorkerDown, encode_event, now, parse_event
 from client.store import Keys, connect, ping, safe_url
 from supervisor.scheduler import run_scheduler
 from supervisor.topics import ensure_topics
 from worker_pool.registry import default_registry
-from worker_pool.worker import run_worker
+from worker_pool.worker import EXIT_HARD_LIMIT, EXIT_SERVICE_LOST, run_worker
 
 _spawn = multiprocessing.get_context("spawn")  # no fork: the parent holds Kafka threads and sockets
+_EXIT_MEANINGS = {EXIT_SERVICE_LOST: ": Kafka or Redis stopped answering", EXIT_HARD_LIMIT: ": hard time limit"}
 
 
 def restart_delay(history: list[float], at: float, max_restarts: int, window: float, max_backoff: float) -> float:
@@ -79,6 +81,7 @@ class Supervisor:
             self.children[w] = Child(w, run_worker, (config, w))
         self.stopping = False
         self._hurry = False  # a second Ctrl-C: skip the grace period
+        self._unannounced: list[WorkerDown] = []  # worker-down events Kafka has not taken yet
         self._last_status = 0.0
         self._ready = False
         self._consumer: KafkaConsumer | None = None
@@ -123,6 +126,7 @@ class Supervisor:
     def loop(self, at: float) -> None:
         """One round: read heartbeats, replace dead children, print the status line."""
         self._read_heartbeats()
+        self._send_announcements()
         for c in self.children.values():
             self._check(c, at)
         if not self._ready and all(c.announced for c in self.children.values()):
@@ -143,9 +147,10 @@ class Supervisor:
         while any(c.alive() for c in live) and time.monotonic() < deadline and not self._hurry:
             time.sleep(0.05)
         self._kill_all()
-        for client in (self._consumer, self._producer):
-            if client is not None:
-                client.close()
+        if self._consumer is not None:
+            self._consumer.close()
+        if self._producer is not None:
+            kafka_io.close_producer(self._producer)
         self.say("stopped")
 
     def _kill_all(self) -> None:
@@ -194,7 +199,7 @@ class Supervisor:
         """Why ``c`` counts as dead now, or None if it is fine."""
         assert c.process is not None
         if not c.process.is_alive():
-            return f"exit code {c.process.exitcode}"
+            return f"exit code {c.process.exitcode}{_EXIT_MEANINGS.get(c.process.exitcode or 0, '')}"
         if c.last_beat:
             if at - c.last_beat > self.config.workers.heartbeat_timeout:
                 return f"no heartbeat for {at - c.last_beat:.1f}s"
@@ -203,10 +208,23 @@ class Supervisor:
         return None
 
     def _announce_down(self, worker: str, reason: str, pid: int) -> None:
+        self._unannounced.append(WorkerDown(worker, reason, now(), pid))
+        self._send_announcements()
+
+    def _send_announcements(self) -> None:
+        """Tell the scheduler of dead workers; kept for the next round while Kafka is away."""
         assert self._producer is not None
-        sent = self._producer.send(self.config.topics.status, encode_event(WorkerDown(worker, reason, now(), pid)))
-        self._producer.flush(timeout=30)
-        kafka_io.check_sent([sent], f"the worker-down event for {worker}")
+        if not self._unannounced:
+            return
+        try:
+            sent = [self._producer.send(self.config.topics.status, encode_event(ev)) for ev in self._unannounced]
+            self._producer.flush(timeout=5)
+            kafka_io.check_sent(sent, "a worker-down event")
+        except (KafkaError, ServiceUnavailable) as e:
+            self.say(f"cannot tell the scheduler that {', '.join(ev.worker for ev in self._unannounced)} died "
+                     f"(Kafka: {e}); will retry")
+            return
+        self._unannounced.clear()
 
     # --- heartbeats and status ---
     def _read_heartbeats(self) -> None:

@@ -9,22 +9,27 @@ again, and the Redis record decides whether it still has to run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+import redis
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from client import kafka as kafka_io
 from client.config import Config
-from client.errors import InvalidMessage, TaskTimeLimitExceeded, YadtqError
+from client.errors import InvalidMessage, ServiceUnavailable, TaskTimeLimitExceeded, YadtqError
 from client.protocol import Assignment, Heartbeat, TaskFinished, encode_event, now, parse_assignment
 from client.store import Keys, ResultStore, connect, failure_fields, result_fields
 from worker_pool.registry import Registry, default_registry
@@ -33,6 +38,7 @@ log = logging.getLogger("yadtq.worker")
 
 HARD_LIMIT_GRACE = 5.0  # seconds past its time limit before a task's process is ended
 EXIT_HARD_LIMIT = 70    # the worker's exit code when the hard time limit ended it
+EXIT_SERVICE_LOST = 3   # a child's exit code when Kafka or Redis stopped answering
 
 
 @dataclass(frozen=True)
@@ -105,8 +111,7 @@ class Worker:
         self._stop.set()
         self._closed.set()
         if self._producer is not None:
-            self._producer.flush(timeout=5)
-            self._producer.close(timeout=5)
+            kafka_io.close_producer(self._producer)
         if self._consumer is not None:
             self._consumer.close(autocommit=False)
         log.info("worker %s stopped", self.id)
@@ -260,11 +265,27 @@ def run_worker(config: Config, worker_id: str) -> None:
     process_setup(f"worker {worker_id}")
     w = Worker(config, worker_id)
     signal.signal(signal.SIGTERM, lambda *_: w.stop())
+    with exit_on_service_loss(f"worker {worker_id}"):
+        try:
+            w.initialize()
+            w.run()
+        finally:
+            w.shutdown()
+
+
+@contextlib.contextmanager
+def exit_on_service_loss(name: str) -> Iterator[None]:
+    """Turn a lost Kafka or Redis into one clear log line and exit code 3.
+
+    Nothing is lost by exiting: offsets are committed only after the work they
+    cover is recorded, so the supervisor's restart picks up where this left.
+    """
     try:
-        w.initialize()
-        w.run()
-    finally:
-        w.shutdown()
+        yield
+    except (ServiceUnavailable, redis.RedisError, KafkaError) as e:
+        what = str(e) if str(e).startswith(type(e).__name__) else f"{type(e).__name__}: {e}"
+        log.error("%s: %s; exiting, the supervisor will restart it", name, what)
+        sys.exit(EXIT_SERVICE_LOST)
 
 
 def process_setup(name: str) -> None:

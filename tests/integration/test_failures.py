@@ -21,7 +21,7 @@ def test_a_task_that_ignores_its_time_limit_is_ended_and_its_worker_replaced(sta
 
     with pytest.raises(TaskFailed, match=r"time limit of 0\.5s and did not stop within 5s more"):
         stuck.result(timeout=30)
-    cluster.wait_line(rf"{w1} is dead \(exit code 70\)", timeout=10, start=mark)
+    cluster.wait_line(rf"{w1} is dead \(exit code 70: hard time limit\)", timeout=10, start=mark)
     cluster.wait_line(rf"{w1} live again", timeout=60, start=mark)
     assert cluster.pid(w1) != first
     assert cluster.client.submit("add", 1, 1).result(timeout=30) == 2
