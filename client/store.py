@@ -17,7 +17,6 @@ import redis
 from client.errors import ServiceUnavailable
 
 TERMINAL = ("success", "failed")
-STATUSES = ("queued", "processing", *TERMINAL)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,17 @@ from kafka.structs import OffsetAndMetadata
 from client import kafka as kafka_io
 from client.config import Config
 from client.errors import InvalidMessage
-from client.protocol import Heartbeat, TaskFinished, WorkerDown, encode, encode_event, now, parse_event, parse_task
+from client.protocol import (
+    Heartbeat,
+    TaskFinished,
+    WorkerDown,
+    assignment_bytes,
+    encode,
+    encode_event,
+    now,
+    parse_event,
+    parse_task,
+)
 from client.store import TERMINAL, Keys, ResultStore, connect
 from supervisor.policy import Placement, SchedulerState, decode_placement
 from worker_pool.registry import Registry, default_registry
@@ -105,7 +115,7 @@ class Scheduler:
                 self.waiting.append(_Pending(p.payload.encode(), dead_pid=int(orphans.get(task_id, 0))))
                 continue
             self.state.place(task_id, p)
-            self._sent.append(self._producer.send(p.worker, self._assignment_bytes(p)))
+            self._sent.append(self._producer.send(p.worker, assignment_bytes(p.payload, p.attempt, p.worker)))
         self._flush()
 
     def stop(self) -> None:
@@ -245,7 +255,7 @@ class Scheduler:
                 continue
             p = Placement(worker, int(answer[1]), item.payload)
             self.state.place(item.task_id, p)
-            self._sent.append(self._producer.send(worker, self._assignment_bytes(p)))
+            self._sent.append(self._producer.send(worker, assignment_bytes(p.payload, p.attempt, p.worker)))
 
     def _flush(self) -> None:
         """Flush and check every produce since the last flush.
@@ -257,11 +267,6 @@ class Scheduler:
         self._producer.flush(timeout=30)
         sent, self._sent = self._sent, []
         kafka_io.check_sent(sent, "an assignment or a dead letter")
-
-    @staticmethod
-    def _assignment_bytes(p: Placement) -> bytes:
-        # The payload is the task's own JSON object; the attempt and worker are added to it.
-        return (p.payload[:-1] + f',"attempt":{p.attempt},"worker":"{p.worker}"}}').encode()
 
     # --- offsets, flow control, heartbeat ---
     def _commit(self, at: float) -> None:

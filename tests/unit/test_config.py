@@ -70,21 +70,16 @@ def test_bad_yaml_says_where(tmp_path: Path) -> None:
         load_config(p)
 
 
-def test_supervisor_refuses_a_task_module_that_does_not_import(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("text", "message"), [
+    ("workers:\n  count: 0\n", "workers.count: expected an integer >= 1, got 0 (int)"),
+    ("tasks:\n  modules: [worker_pool.builtin_tasks, no_such_module]\n",
+     "tasks.modules: cannot import 'no_such_module': ModuleNotFoundError"),
+])
+def test_supervisor_refuses_a_bad_file_before_starting_anything(tmp_path: Path, text: str, message: str) -> None:
     p = tmp_path / "y.yaml"
-    p.write_text("tasks:\n  modules: [worker_pool.builtin_tasks, no_such_module]\n")
+    p.write_text(text)
     out = subprocess.run([sys.executable, "-m", "supervisor", str(p)], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
-    assert "tasks.modules: cannot import 'no_such_module': ModuleNotFoundError" in out.stderr
-    assert "started" not in out.stdout
-
-
-def test_supervisor_refuses_a_bad_file_before_starting_anything(tmp_path: Path) -> None:
-    p = tmp_path / "y.yaml"
-    p.write_text("workers:\n  count: 0\n")
-    out = subprocess.run([sys.executable, "-m", "supervisor", str(p)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2
-    assert "workers.count: expected an integer >= 1, got 0" in out.stderr
+    assert message in out.stderr
     assert "started" not in out.stdout
