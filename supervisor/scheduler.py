@@ -37,8 +37,8 @@ from client.protocol import (
 )
 from client.store import TERMINAL, Keys, ResultStore, connect
 from supervisor.policy import Placement, SchedulerState, decode_placement
+from worker_pool.process import exit_on_service_loss, process_setup
 from worker_pool.registry import Registry, default_registry
-from worker_pool.worker import exit_on_service_loss, process_setup
 
 log = logging.getLogger("yadtq.scheduler")
 

@@ -28,8 +28,9 @@ from client.protocol import Heartbeat, WorkerDown, encode_event, now, parse_even
 from client.store import Keys, connect, ping, safe_url
 from supervisor.scheduler import run_scheduler
 from supervisor.topics import ensure_topics
+from worker_pool.process import EXIT_HARD_LIMIT, EXIT_SERVICE_LOST
 from worker_pool.registry import default_registry
-from worker_pool.worker import EXIT_HARD_LIMIT, EXIT_SERVICE_LOST, run_worker
+from worker_pool.worker import run_worker
 
 _spawn = multiprocessing.get_context("spawn")  # no fork: the parent holds Kafka threads and sockets
 _EXIT_MEANINGS = {EXIT_SERVICE_LOST: ": Kafka or Redis stopped answering", EXIT_HARD_LIMIT: ": hard time limit"}

@@ -9,36 +9,31 @@ again, and the Redis record decides whether it still has to run.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-import redis
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from client import kafka as kafka_io
 from client.config import Config
-from client.errors import InvalidMessage, ServiceUnavailable, TaskTimeLimitExceeded, YadtqError
+from client.errors import InvalidMessage, TaskTimeLimitExceeded, YadtqError
 from client.protocol import Assignment, Heartbeat, TaskFinished, encode_event, now, parse_assignment
 from client.store import Keys, ResultStore, connect, failure_fields, result_fields
+from worker_pool.process import EXIT_HARD_LIMIT, exit_on_service_loss, process_setup
 from worker_pool.registry import Registry, default_registry
 
 log = logging.getLogger("yadtq.worker")
 
 HARD_LIMIT_GRACE = 5.0  # seconds past its time limit before a task's process is ended
-EXIT_HARD_LIMIT = 70    # the worker's exit code when the hard time limit ended it
-EXIT_SERVICE_LOST = 3   # a child's exit code when Kafka or Redis stopped answering
+
 
 
 @dataclass(frozen=True)
@@ -271,27 +266,3 @@ def run_worker(config: Config, worker_id: str) -> None:
             w.run()
         finally:
             w.shutdown()
-
-
-@contextlib.contextmanager
-def exit_on_service_loss(name: str) -> Iterator[None]:
-    """Turn a lost Kafka or Redis into one clear log line and exit code 3.
-
-    Nothing is lost by exiting: offsets are committed only after the work they
-    cover is recorded, so the supervisor's restart picks up where this left.
-    """
-    try:
-        yield
-    except (ServiceUnavailable, redis.RedisError, KafkaError) as e:
-        what = str(e) if str(e).startswith(type(e).__name__) else f"{type(e).__name__}: {e}"
-        log.error("%s: %s; exiting, the supervisor will restart it", name, what)
-        sys.exit(EXIT_SERVICE_LOST)
-
-
-def process_setup(name: str) -> None:
-    """Logging and signals for a child process of the supervisor."""
-    # Ctrl-C reaches the whole process group; the supervisor alone decides
-    # how its children stop, so they ignore SIGINT and obey its SIGTERM.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(message)s")
-    kafka_io.quiet_kafka_logs()
