@@ -148,7 +148,7 @@ class Client:
         try:
             return self.store.record(task_id)
         except redis.RedisError as e:
-            raise ServiceUnavailable(f"Redis at {safe_url(self.config.redis.url)} failed: {e}") from None
+            raise self._redis_down(e) from None
 
     def status(self, task_id: str) -> str | None:
         """The task's status, or None if Redis has no record of it."""
@@ -185,9 +185,12 @@ class Client:
                     continue
                 pending.discard(str(msg["channel"]).removeprefix(channel_prefix))
         except redis.RedisError as e:
-            raise ServiceUnavailable(f"Redis at {safe_url(self.config.redis.url)} failed: {e}") from None
+            raise self._redis_down(e) from None
         finally:
             pubsub.close()
+
+    def _redis_down(self, e: Exception) -> ServiceUnavailable:
+        return ServiceUnavailable(f"Redis at {safe_url(self.config.redis.url)} failed: {e}")
 
     def _ended(self, task_ids: list[str]) -> set[str]:
         ended = set()

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from client.errors import ConfigError
+from client.protocol import TaskOptions
 
 Check = tuple[Callable[[Any], bool], str]
 
@@ -88,6 +89,14 @@ class TasksConfig:
     # At most Kafka's default message size limit, so a refused task's dead letter still fits.
     max_message_bytes: int = field(default=1_000_000, metadata={
         "check": (lambda v: 64 <= v <= 1_000_000, "an integer from 64 to 1000000")})
+
+    def retries_for(self, options: TaskOptions) -> int:
+        """The retry limit of a task: its own ``options.max_retries``, else this default."""
+        return self.max_retries if options.max_retries is None else options.max_retries
+
+    def time_limit_for(self, options: TaskOptions) -> float:
+        """The time limit of a task: its own ``options.timeout``, else this default."""
+        return self.time_limit if options.timeout is None else options.timeout
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ submitted must not be lost.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -31,8 +32,6 @@ def quiet_kafka_logs() -> None:
     error, even those it recovers from; YADTQ raises or reports the failures
     that matter itself, with the address and what to do.
     """
-    import logging
-
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 

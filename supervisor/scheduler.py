@@ -222,8 +222,7 @@ class Scheduler:
             return False
         item.task_id, item.name = task.task_id, task.name
         item.payload = encode(task.to_wire()).decode()
-        retries = task.options.max_retries
-        item.max_retries = self.config.tasks.max_retries if retries is None else retries
+        item.max_retries = self.config.tasks.retries_for(task.options)
         return True
 
     def _reject(self, item: _Pending, e: InvalidMessage, pipe: Any, at: float) -> None:

@@ -35,7 +35,6 @@ log = logging.getLogger("yadtq.worker")
 HARD_LIMIT_GRACE = 5.0  # seconds past its time limit before a task's process is ended
 
 
-
 @dataclass(frozen=True)
 class _Running:
     """The task a worker runs now, and when its hard time limit expires (monotonic)."""
@@ -136,7 +135,8 @@ class Worker:
 
     def _claim(self, a: Assignment) -> int:
         pipe = self.redis.pipeline(transaction=False)
-        self.store.start(pipe, a.task.task_id, a.attempt, self.id, now(), os.getpid(), self._retries(a))
+        retries = self.config.tasks.retries_for(a.task.options)
+        self.store.start(pipe, a.task.task_id, a.attempt, self.id, now(), os.getpid(), retries)
         return int(pipe.execute()[0])
 
     def _finish(self, a: Assignment, status: str, fields: dict[str, str]) -> int:
@@ -144,20 +144,16 @@ class Worker:
         self.store.finish(pipe, a.task.task_id, a.attempt, status, now(), fields)
         return int(pipe.execute()[0])
 
-    def _retries(self, a: Assignment) -> int:
-        r = a.task.options.max_retries
-        return self.config.tasks.max_retries if r is None else r
-
     def execute(self, a: Assignment) -> tuple[str, dict[str, str]]:
         """Run the task under its time limit: ('success', fields) or ('failed', fields).
 
         The limit is enforced twice: SIGALRM raises TaskTimeLimitExceeded in the
         task (the soft limit); if the task swallows that, or is stuck in code
         that never returns to Python, the heartbeat thread ends the process
-        HARD_LIMIT_GRACE seconds later (the hard limit, see ``_watchdog``).
+        HARD_LIMIT_GRACE seconds later (the hard limit, see ``_enforce``).
         """
         t = a.task
-        limit = t.options.timeout or self.config.tasks.time_limit
+        limit = self.config.tasks.time_limit_for(t.options)
         self.running = _Running(a, limit, time.monotonic() + limit + HARD_LIMIT_GRACE)
         try:
             fn = self.registry.check_call(t.name, t.args, t.kwargs).fn
