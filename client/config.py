@@ -84,7 +84,12 @@ class TasksConfig:
 
     modules: list[str] = field(default_factory=lambda: ["worker_pool.builtin_tasks"])
     time_limit: float = field(default=300.0, metadata=_positive())
+    # Times a task may run again after it failed: it raised, or its worker died.
     max_retries: int = field(default=3, metadata=_at_least(0))
+    # Seconds before the first retry of a task that raised; doubled for each
+    # further retry, up to retry_backoff_max (a failing dependency gets room).
+    retry_backoff: float = field(default=1.0, metadata={"check": (lambda v: v >= 0, "a number >= 0")})
+    retry_backoff_max: float = field(default=60.0, metadata={"check": (lambda v: v >= 0, "a number >= 0")})
     result_ttl: int = field(default=86400, metadata=_at_least(1))
     # At most Kafka's default message size limit, so a refused task's dead letter still fits.
     max_message_bytes: int = field(default=1_000_000, metadata={

@@ -43,6 +43,16 @@ class Keys:
         return f"{self.prefix}yadtq:orphans"
 
     @property
+    def retries(self) -> str:
+        """Sorted set task_id -> when (epoch seconds) a task that raised runs again."""
+        return f"{self.prefix}yadtq:retries"
+
+    @property
+    def retry_payloads(self) -> str:
+        """Hash task_id -> task json, for the tasks in ``retries``."""
+        return f"{self.prefix}yadtq:retry-payloads"
+
+    @property
     def load(self) -> str:
         """Hash worker -> number of unfinished tasks, written by the scheduler."""
         return f"{self.prefix}yadtq:load"
@@ -55,14 +65,18 @@ class Keys:
 
 # Shared by ASSIGN and START, whose KEYS[1..3] are (record, stats, done channel):
 # the last start of this task never finished, so its worker died mid-task.
-# Count it; past the retry limit the task fails for good (returns true).
+# Count it; past the retry limit (deaths and raises together) the task fails
+# for good (returns true).
 _DIED = """
 local function died(limit, at, ttl)
   local n = redis.call('HINCRBY', KEYS[1], 'worker_deaths', 1)
-  if n <= tonumber(limit) then return false end
+  local raised = tonumber(redis.call('HGET', KEYS[1], 'retries') or '0')
+  if n + raised <= tonumber(limit) then return false end
+  local also = ''
+  if raised > 0 then also = ' (and it raised ' .. raised .. ' time(s))' end
   redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', at, 'error',
     'WorkerLost: the worker died while running this task ' .. n ..
-    ' time(s); the retry limit is ' .. limit)
+    ' time(s)' .. also .. '; the retry limit is ' .. limit)
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('HINCRBY', KEYS[2], 'failed', 1)
   redis.call('PUBLISH', KEYS[3], 'failed')
@@ -75,11 +89,17 @@ end
 # already has a placement keeps it, so a redelivered or duplicate message does
 # not run it twice. Mode 'move' (its worker died, pid ARGV[9]) counts the death
 # if that process was running it, and leaves it alone if a newer process of the
-# same worker already runs it. Returns {1, attempt} assigned, {0, attempt,
-# worker} already placed (send nothing), {-1} already ended, {-2} failed now.
+# same worker already runs it. Mode 'retry' takes a task that raised off the
+# retry schedule (KEYS[6], KEYS[7]). Returns {1, attempt} assigned, {0, attempt,
+# worker} already placed (send nothing), {-1} already ended, {-2} failed now,
+# {-3} no longer scheduled for a retry (taken already).
 # A move, whatever its outcome, clears the task's mark in the orphans hash (KEYS[5]).
 _ASSIGN = _DIED + """
 if ARGV[8] == 'move' then redis.call('HDEL', KEYS[5], ARGV[1]) end
+if ARGV[8] == 'retry' then
+  redis.call('HDEL', KEYS[7], ARGV[1])
+  if redis.call('ZREM', KEYS[6], ARGV[1]) == 0 then return {-3} end
+end
 local st = redis.call('HGET', KEYS[1], 'status')
 if st == 'success' or st == 'failed' then
   redis.call('HDEL', KEYS[4], ARGV[1])
@@ -102,6 +122,7 @@ elseif st == 'processing' then
 end
 local a = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', ARGV[2], 'task', ARGV[7])
+redis.call('HDEL', KEYS[1], 'retry_at')
 redis.call('HSETNX', KEYS[1], 'submitted_at', ARGV[4])
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[2] .. '|' .. a .. '|' .. ARGV[3])
 return {1, a}
@@ -131,6 +152,29 @@ redis.call('PUBLISH', KEYS[3], ARGV[2])
 return 1
 """
 
+
+# A task raised and may run again: back to 'queued' with the error, off the
+# scheduler's table (KEYS[4]) and onto the retry schedule (KEYS[2], KEYS[3]),
+# due after an exponential backoff: ARGV[4] seconds doubled per earlier retry,
+# at most ARGV[9]. Returns {1, due} scheduled, {0, failures so far} no retry
+# left (the caller fails it), {-1} fenced, {-2} already terminal.
+_RETRY = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if st == 'success' or st == 'failed' then return {-2} end
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[2] then return {-1} end
+local used = tonumber(redis.call('HGET', KEYS[1], 'worker_deaths') or '0')
+  + tonumber(redis.call('HGET', KEYS[1], 'retries') or '0')
+if used >= tonumber(ARGV[5]) then return {0, used} end
+local n = redis.call('HINCRBY', KEYS[1], 'retries', 1)
+local due = tostring(tonumber(ARGV[3]) + math.min(tonumber(ARGV[9]), tonumber(ARGV[4]) * 2 ^ (n - 1)))
+redis.call('HSET', KEYS[1], 'status', 'queued', 'retry_at', due, 'failed_at', ARGV[3],
+  'error', ARGV[6], 'traceback', ARGV[7])
+redis.call('HDEL', KEYS[1], 'pid', 'started_at')
+redis.call('ZADD', KEYS[2], due, ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[8])
+redis.call('HDEL', KEYS[4], ARGV[1])
+return {1, due}
+"""
 
 # Fail a task the scheduler refused (invalid message): 1 written, 0 already
 # terminal, -1 the id belongs to a placed task (a bad duplicate must not touch it).
@@ -197,6 +241,7 @@ class ResultStore:
         self._finish = client.register_script(_FINISH)
         self._reject = client.register_script(_REJECT)
         self._release = client.register_script(_RELEASE)
+        self._retry = client.register_script(_RETRY)
 
     # --- reads ---
     def record(self, task_id: str) -> dict[str, str]:
@@ -218,12 +263,13 @@ class ResultStore:
         pipe.hsetnx(key, "submitted_at", repr(at))
 
     def assign(self, pipe: Any, task_id: str, name: str, worker: str, payload: str, at: float,
-               max_retries: int, dead_pid: int | None = None) -> None:
-        """Queue ASSIGN; ``dead_pid`` set means a move away from that dead process."""
+               max_retries: int, mode: str = "new", dead_pid: int = 0) -> None:
+        """Queue ASSIGN: mode 'new' (from TASKS), 'move' (away from the dead
+        process ``dead_pid``; 0 unknown) or 'retry' (from the retry schedule)."""
         k = self.keys
-        mode = "new" if dead_pid is None else "move"
-        self._assign(keys=[k.task(task_id), k.stats, k.done_channel(task_id), k.assignments, k.orphans],
-                     args=[task_id, worker, payload, repr(at), max_retries, self.ttl, name, mode, dead_pid or 0],
+        self._assign(keys=[k.task(task_id), k.stats, k.done_channel(task_id), k.assignments, k.orphans,
+                           k.retries, k.retry_payloads],
+                     args=[task_id, worker, payload, repr(at), max_retries, self.ttl, name, mode, dead_pid],
                      client=pipe)
 
     def start(self, pipe: Any, task_id: str, attempt: int, worker: str, at: float, pid: int,
@@ -241,6 +287,28 @@ class ResultStore:
     def release(self, task_id: str, attempt: int, pid: int) -> int:
         """Hand back a task this process started but will not finish (graceful stop)."""
         return int(self._release(keys=[self.keys.task(task_id)], args=[attempt, pid]))
+
+    def retry(self, task_id: str, attempt: int, at: float, backoff: tuple[float, float], max_retries: int,
+              fields: dict[str, str], payload: str) -> tuple[int, float]:
+        """Schedule a task that raised to run again, if it has retries left.
+
+        ``backoff`` is (first delay, longest delay) in seconds. Returns (1, when
+        it runs again), (0, failures so far: none left, fail it), (-1, 0)
+        fenced or (-2, 0) already ended.
+        """
+        k = self.keys
+        answer = self._retry(keys=[k.task(task_id), k.retries, k.retry_payloads, k.assignments],
+                             args=[task_id, attempt, repr(at), repr(backoff[0]), max_retries,
+                                   fields.get("error", ""), fields.get("traceback", ""), payload, repr(backoff[1])])
+        return int(answer[0]), float(answer[1]) if len(answer) > 1 else 0.0
+
+    def due_retries(self, at: float, limit: int) -> list[tuple[str, str | None]]:
+        """Up to ``limit`` (task id, task json) whose retry time has come."""
+        ids: list[str] = self.redis.zrangebyscore(self.keys.retries, "-inf", at, start=0, num=limit)  # type: ignore[assignment]
+        if not ids:
+            return []
+        payloads: list[str | None] = self.redis.hmget(self.keys.retry_payloads, ids)  # type: ignore[assignment]
+        return list(zip(ids, payloads, strict=True))
 
     def finish(self, pipe: Any, task_id: str, attempt: int, status: str, at: float,
                fields: dict[str, str]) -> None:

@@ -43,17 +43,21 @@ from worker_pool.registry import Registry, default_registry
 log = logging.getLogger("yadtq.scheduler")
 
 RECONCILE_INTERVAL = 5.0  # seconds between checks of the table against the records
+RETRY_CHECK_INTERVAL = 0.1  # seconds between looks at the retry schedule
+MAX_WAITING = 1000  # due retries are taken only while fewer tasks than this wait
 
 
 @dataclass
 class _Pending:
-    """A task waiting for a worker: a new message from TASKS (``tp`` set), or a
-    task taken from a dead worker (``tp`` None). ``_admit`` fills the rest."""
+    """A task waiting for a worker: a new message from TASKS (``tp`` set, mode
+    'new'), a task taken from a dead worker (mode 'move') or one due for a
+    retry (mode 'retry'). ``_admit`` fills the rest."""
 
     raw: bytes
     tp: TopicPartition | None = None
     offset: int = -1
-    dead_pid: int | None = None  # set when moving it away from that dead process (0: unknown)
+    mode: str = "new"
+    dead_pid: int = 0  # for a move: the dead process it is taken from (0: unknown)
     task_id: str = ""
     name: str = ""
     payload: str = ""
@@ -80,6 +84,8 @@ class Scheduler:
         self._commit_status_now = False
         self._last_reconcile = 0.0
         self._last_beat = 0.0
+        self._last_retry_check = 0.0
+        self._retrying: set[str] = set()  # ids taken off the retry schedule that wait here
         self._tasks_in: KafkaConsumer | None = None
         self._status_in: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
@@ -112,7 +118,7 @@ class Scheduler:
         for task_id, text in table.items():
             p = decode_placement(text)
             if task_id in orphans or p.worker not in self.state.load:  # a dead worker's, or an unknown one's
-                self.waiting.append(_Pending(p.payload.encode(), dead_pid=int(orphans.get(task_id, 0))))
+                self.waiting.append(_Pending(p.payload.encode(), mode="move", dead_pid=int(orphans.get(task_id, 0))))
                 continue
             self.state.place(task_id, p)
             self._sent.append(self._producer.send(p.worker, assignment_bytes(p.payload, p.attempt, p.worker)))
@@ -149,6 +155,8 @@ class Scheduler:
             for r in records:
                 self._on_event(r.value, at)
             self._next_offset[tp] = records[-1].offset + 1
+        if at - self._last_retry_check >= RETRY_CHECK_INTERVAL:
+            self._take_due_retries(at)
         self._dispatch(at)
         self._commit(at)
         if at - self._last_beat >= self.config.workers.heartbeat_interval:
@@ -176,7 +184,8 @@ class Scheduler:
             self._orphaned.extend((t, ev.pid) for t, _ in moved)
             self._commit_status_now = True
             # Reassigned tasks go first: they have waited longest.
-            self.waiting.extendleft(_Pending(p.payload.encode(), dead_pid=ev.pid) for _, p in reversed(moved))
+            self.waiting.extendleft(_Pending(p.payload.encode(), mode="move", dead_pid=ev.pid)
+                                   for _, p in reversed(moved))
 
     # --- assignment ---
     def _dispatch(self, at: float) -> None:
@@ -198,10 +207,11 @@ class Scheduler:
             if worker is None:
                 break
             self.waiting.popleft()
+            self._retrying.discard(item.task_id)
             self.state.place(item.task_id, Placement(worker, 0, item.payload))  # holds its room
             chosen.append((len(pipe.command_stack), item, worker))
             self.store.assign(pipe, item.task_id, item.name, worker, item.payload, at, item.max_retries,
-                              item.dead_pid)
+                              item.mode, item.dead_pid)
         if pipe.command_stack:
             results = pipe.execute()
             self._send([(item, worker, results[i]) for i, item, worker in chosen])
@@ -233,7 +243,7 @@ class Scheduler:
             self.store.reject(pipe, e.task_id, at, f"InvalidMessage: {e.reason}")
             return
         assert self._producer is not None
-        where = f"{item.tp.topic}:{item.tp.partition}@{item.offset}" if item.tp else "a reassigned task"
+        where = f"{item.tp.topic}:{item.tp.partition}@{item.offset}" if item.tp else f"a task to {item.mode}"
         log.warning("message at %s dead-lettered to %s: %s", where, self.topics.dead_letter, e.reason)
         body, headers = item.raw, [("error", e.reason.encode())]
         if len(body) > self.config.tasks.max_message_bytes:  # keep the dead letter itself under Kafka's limit
@@ -246,7 +256,7 @@ class Scheduler:
         assert self._producer is not None
         for item, worker, answer in chosen:
             code = int(answer[0])
-            if code < 0:  # already ended (-1) or failed for good just now (-2)
+            if code < 0:  # already ended (-1), failed for good just now (-2), retry taken already (-3)
                 self.state.forget(item.task_id)
                 continue
             if code == 0:  # already placed (and sent) before: keep that placement
@@ -294,9 +304,25 @@ class Scheduler:
             consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in changed.items()})
             self._committed.update(changed)
 
-    def _reconcile(self, at: float) -> None:
-        """Drop placed tasks whose record has ended, in case a task-finished event was lost.
+    def _take_due_retries(self, at: float) -> None:
+        """Queue the tasks whose retry time has come (ASSIGN takes them off the schedule)."""
+        self._last_retry_check = at
+        if len(self.waiting) >= MAX_WAITING:
+            return
+        for task_id, payload in self.store.due_retries(at, MAX_WAITING - len(self.waiting)):
+            if task_id in self._retrying:
+                continue
+            if payload is None:  # cannot happen through RETRY, which writes both; say so rather than spin
+                log.error("task %s is scheduled for a retry but its payload is missing; dropping it", task_id)
+                self.redis.zrem(self.keys.retries, task_id)
+                continue
+            self._retrying.add(task_id)
+            self.waiting.append(_Pending(payload.encode(), mode="retry"))
 
+    def _reconcile(self, at: float) -> None:
+        """Drop placed tasks that ended or left the table, in case an event was lost.
+
+        A task leaves the Redis table when it ends or is scheduled for a retry.
         The table holds at most workers x max_pending tasks, so this is one
         small pipeline every few seconds; without it a lost event would hold a
         worker's slot until the scheduler restarts.
@@ -305,7 +331,9 @@ class Scheduler:
         ids = list(self.state.tasks)
         if not ids:
             return
-        ended = [t for t, s in zip(ids, self.store.statuses(ids), strict=True) if s in TERMINAL]
+        statuses = self.store.statuses(ids)
+        placed = self.redis.hmget(self.keys.assignments, ids)
+        ended = [t for t, s, p in zip(ids, statuses, placed, strict=True) if s in TERMINAL or p is None]
         for t in ended:
             self.state.forget(t)
         self._ended.extend(ended)

@@ -6,6 +6,10 @@ import contextlib
 import os
 import time
 
+import redis
+
+from client.store import connect
+from worker_pool import current_task
 from worker_pool.registry import task
 
 
@@ -23,3 +27,24 @@ def stubborn(seconds: float) -> str:
 def die() -> None:
     """Kill the worker process running it, every time."""
     os._exit(13)
+
+
+_redis: dict[str, redis.Redis] = {}
+
+
+def _store() -> tuple[redis.Redis, str]:
+    """The cluster's Redis, and the key prefix under which tests may count things."""
+    cfg = current_task().config
+    if cfg.redis.url not in _redis:
+        _redis[cfg.redis.url] = connect(cfg.redis.url)
+    return _redis[cfg.redis.url], cfg.redis.key_prefix
+
+
+@task
+def flaky(failures: int) -> int:
+    """Raise on the first ``failures`` runs of this task, then return the number of runs."""
+    r, prefix = _store()
+    runs = int(r.hincrby(f"{prefix}test:runs", current_task().task_id, 1))
+    if runs <= failures:
+        raise ConnectionError(f"run {runs}: the service is not there yet")
+    return runs

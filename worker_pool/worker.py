@@ -24,9 +24,10 @@ from kafka.structs import OffsetAndMetadata
 
 from client import kafka as kafka_io
 from client.config import Config
-from client.errors import InvalidMessage, TaskTimeLimitExceeded, YadtqError
-from client.protocol import Assignment, Heartbeat, TaskFinished, encode_event, now, parse_assignment
+from client.errors import InvalidMessage, TaskTimeLimitExceeded
+from client.protocol import Assignment, Heartbeat, TaskFinished, encode, encode_event, now, parse_assignment
 from client.store import Keys, ResultStore, connect, failure_fields, result_fields
+from worker_pool.context import TaskContext, running
 from worker_pool.process import EXIT_HARD_LIMIT, exit_on_service_loss, process_setup
 from worker_pool.registry import Registry, default_registry
 
@@ -128,10 +129,33 @@ class Worker:
             self._report(a, {0: "ended", -1: "fenced", -2: "failed"}[claim])
             return
         status, fields = self.execute(a)
+        if status == "raised":
+            status, fields = self._retry_or_fail(a, fields)
+            if status == "retry":
+                self._report(a, status)
+                return
         if self._finish(a, status, fields) == -1:
             log.warning("task %s attempt %d was reassigned while it ran; result dropped", a.task.task_id, a.attempt)
             return
         self._report(a, status)
+
+    def _retry_or_fail(self, a: Assignment, fields: dict[str, str]) -> tuple[str, dict[str, str]]:
+        """The task raised: schedule a retry ('retry', {}) or, with none left, ('failed', fields).
+
+        A fenced or already ended attempt gives ('failed', fields) too, which
+        FINISH then refuses to write.
+        """
+        t, cfg = a.task, self.config.tasks
+        limit = cfg.retries_for(t.options)
+        code, value = self.store.retry(t.task_id, a.attempt, now(), (cfg.retry_backoff, cfg.retry_backoff_max),
+                                       limit, fields, encode(t.to_wire()).decode())
+        if code == 1:
+            log.info("task %s raised %s; retry at %s", t.task_id, fields["error"], _clock(value))
+            return "retry", {}
+        if code == 0:
+            fields = {**fields, "error": f"{fields['error']} (gave up after {int(value) + 1} failed runs; "
+                                         f"the retry limit is {limit})"}
+        return "failed", fields
 
     def _claim(self, a: Assignment) -> int:
         pipe = self.redis.pipeline(transaction=False)
@@ -145,7 +169,9 @@ class Worker:
         return int(pipe.execute()[0])
 
     def execute(self, a: Assignment) -> tuple[str, dict[str, str]]:
-        """Run the task under its time limit: ('success', fields) or ('failed', fields).
+        """Run the task under its time limit: ('success', fields), ('raised',
+        fields) when the task raised (it may be retried) or ('failed', fields)
+        when it cannot run as asked or passed its time limit (never retried).
 
         The limit is enforced twice: SIGALRM raises TaskTimeLimitExceeded in the
         task (the soft limit); if the task swallows that, or is stuck in code
@@ -157,15 +183,18 @@ class Worker:
         self.running = _Running(a, limit, time.monotonic() + limit + HARD_LIMIT_GRACE)
         try:
             fn = self.registry.check_call(t.name, t.args, t.kwargs).fn
-            with _time_limit(limit):
+            with running(TaskContext(t.task_id, t.name, a.attempt, self.id, self.config)), _time_limit(limit):
                 value = fn(*t.args, **t.kwargs)
-            return "success", result_fields(value)
-        except YadtqError as e:
+        except (InvalidMessage, TaskTimeLimitExceeded) as e:  # running it again would end the same way
             return "failed", {"error": f"{type(e).__name__}: {e}"}
         except Exception as e:  # the task's own error: recorded, never fatal to the worker
-            return "failed", failure_fields(e)
+            return "raised", failure_fields(e)
         finally:
             self.running = None
+        try:
+            return "success", result_fields(value)
+        except (TypeError, ValueError) as e:  # the same value again next time: no retry
+            return "failed", failure_fields(e)
 
     def _report(self, a: Assignment, status: str) -> None:
         assert self._producer is not None
@@ -231,6 +260,10 @@ class Worker:
         self.store.release(a.task.task_id, a.attempt, os.getpid())
         log.warning("task %s did not finish within the shutdown grace period; it will run again after the "
                     "next start", a.task.task_id)
+
+
+def _clock(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts)) + f"{ts % 1:.3f}"[1:]
 
 
 class _time_limit:

@@ -140,7 +140,8 @@ def cluster_config(tmp_path: Path, count: int = 4, **sections: dict[str, Any]) -
                    "dead_letter": f"{tag}.dead-letter"},
         "workers": {"count": count, "heartbeat_interval": 0.5, "heartbeat_timeout": 4.0, "shutdown_grace": 5.0},
         "supervisor": {"status_interval": 1.0, "startup_timeout": 60.0},
-        "tasks": {"modules": ["worker_pool.builtin_tasks", "tests.tasks"]},
+        # Retries of tasks that raise come quickly here, so tests of them stay short.
+        "tasks": {"modules": ["worker_pool.builtin_tasks", "tests.tasks"], "retry_backoff": 0.05},
     }
     for name, values in sections.items():
         cfg.setdefault(name, {}).update(values)

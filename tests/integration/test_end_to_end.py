@@ -71,9 +71,11 @@ def test_unknown_raising_and_wrong_arguments_fail_clearly(start_cluster: Any) ->
 
     with pytest.raises(TaskFailed, match="unknown task 'no_such_task'"):
         unknown.result(timeout=60)
-    with pytest.raises(TaskFailed, match="RuntimeError: boom") as e:
+    with pytest.raises(TaskFailed, match=r"RuntimeError: boom \(gave up after 4 failed runs; the retry limit "
+                                         r"is 3\)") as e:
         raising.result(timeout=60)
     assert "Traceback" in e.value.traceback
+    assert raising.record()["retries"] == "3"
     with pytest.raises(TaskFailed, match="ZeroDivisionError"):
         zero.result(timeout=60)
     with pytest.raises(TaskFailed, match="wrong arguments for task 'add'"):

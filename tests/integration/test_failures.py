@@ -36,14 +36,26 @@ def test_the_soft_time_limit_fails_the_task_and_keeps_the_worker(start_cluster: 
     assert not any("is dead" in line for line in cluster.lines)
 
 
-def test_a_task_that_kills_its_worker_fails_after_its_retry_limit(start_cluster: Any) -> None:
+def test_poison_tasks_fail_after_their_retry_limit_while_the_rest_run(start_cluster: Any) -> None:
     cluster = start_cluster(count=2)
-    [poison] = cluster.client.submit_many([TaskSpec("die", max_retries=1)])
+    c = cluster.client
+    killer, raiser, flaky = c.submit_many([TaskSpec("die", max_retries=1), TaskSpec("fail", ("always",), max_retries=2),
+                                           TaskSpec("flaky", (2,))])
+    others = c.submit_many([TaskSpec("add", (i, 1)) for i in range(300)])
+
     with pytest.raises(TaskFailed, match=r"WorkerLost: the worker died while running this task 2 time\(s\); "
                                          r"the retry limit is 1"):
-        poison.result(timeout=90)
-    # The cluster kept serving, and is whole again.
-    assert cluster.client.submit("add", 3, 4).result(timeout=60) == 7
+        killer.result(timeout=90)
+    with pytest.raises(TaskFailed, match=r"^task \S+ failed: RuntimeError: always \(gave up after 3 failed runs; "
+                                         r"the retry limit is 2\)$"):
+        raiser.result(timeout=60)
+    assert raiser.record()["retries"] == "2"
+    assert flaky.result(timeout=60) == 3  # raised twice, then succeeded on its second retry
+    assert flaky.record()["retries"] == "2"
+    runs = c.redis.hget(f"{cluster.config.redis.key_prefix}test:runs", flaky.id)
+    assert runs == "3"  # ran exactly three times (its attempt may be higher: a move bumps it too)
+    # The cluster kept serving meanwhile, and is whole again.
+    assert [h.result(timeout=60) for h in others] == [i + 1 for i in range(300)]
     for w in cluster.config.worker_ids():
         cluster.wait_line(rf"{w} live again", timeout=60)
 

@@ -33,8 +33,15 @@ def run(store: ResultStore, op: str, *args: Any, **kwargs: Any) -> Any:
     return pipe.execute()[0]
 
 
-def assign(store: ResultStore, worker: str, dead_pid: int | None = None, retries: int = 1) -> list[Any]:
-    return list(run(store, "assign", "t1", "add", worker, '{"task-id":"t1"}', 1.0, retries, dead_pid))
+def assign(store: ResultStore, worker: str, dead_pid: int | None = None, retries: int = 1,
+           mode: str | None = None) -> list[Any]:
+    mode = mode or ("new" if dead_pid is None else "move")
+    return list(run(store, "assign", "t1", "add", worker, '{"task-id":"t1"}', 1.0, retries, mode, dead_pid or 0))
+
+
+def retry(store: ResultStore, attempt: int, at: float = 10.0, limit: int = 2) -> tuple[int, float]:
+    return store.retry("t1", attempt, at, (1.0, 3.0), limit, {"error": "ValueError: x", "traceback": "tb"},
+                       '{"task-id":"t1"}')
 
 
 def test_a_redelivered_task_keeps_its_placement(store: ResultStore) -> None:
@@ -116,3 +123,40 @@ def test_the_redis_url_password_is_never_shown() -> None:
     assert safe_url("redis://host:6379/0") == "redis://host:6379/0"
     with pytest.raises(redis.RedisError):
         connect("redis://localhost:1/0").ping()
+
+
+def test_a_task_that_raised_is_retried_with_backoff_then_fails(store: ResultStore) -> None:
+    assign(store, "W1")
+    assert run(store, "start", "t1", 1, "W1", 2.0, 111, 2) == 1
+    assert retry(store, 1, at=10.0) == (1, 11.0)  # first retry after the base delay
+    rec = store.record("t1")
+    assert (rec["status"], rec["retries"], rec["error"], rec["retry_at"]) == ("queued", "1", "ValueError: x", "11")
+    assert not store.redis.hexists(store.keys.assignments, "t1")  # off the scheduler's table
+    assert store.due_retries(10.5, 10) == []
+    assert store.due_retries(11.0, 10) == [("t1", '{"task-id":"t1"}')]
+
+    assert assign(store, "W2", mode="retry") == [1, 2]
+    assert assign(store, "W2", mode="retry") == [-3]  # taken already: not placed twice
+    assert store.due_retries(99.0, 10) == []
+    assert run(store, "start", "t1", 1, "W1", 12.0, 111, 2) == -1  # the old attempt is fenced
+    assert run(store, "start", "t1", 2, "W2", 12.0, 222, 2) == 1
+    assert retry(store, 1) == (-1, 0.0)
+    assert retry(store, 2, at=20.0) == (1, 22.0)  # doubled
+    assign(store, "W1", mode="retry")
+    run(store, "start", "t1", 3, "W1", 30.0, 333, 2)
+    assert retry(store, 3, at=30.0) == (0, 2.0)  # two retries used: the limit
+    assert run(store, "finish", "t1", 3, "failed", 31.0, {"error": "ValueError: x (gave up)"}) == 1
+    assert retry(store, 3) == (-2, 0.0)
+
+
+def test_raises_and_deaths_share_one_retry_limit(store: ResultStore) -> None:
+    assign(store, "W1", retries=1)
+    run(store, "start", "t1", 1, "W1", 2.0, 111, 1)
+    assert retry(store, 1, limit=1)[0] == 1
+    assign(store, "W1", mode="retry", retries=1)
+    run(store, "start", "t1", 2, "W1", 3.0, 111, 1)
+    assert assign(store, "W2", dead_pid=111, retries=1) == [-2]  # its worker died: one failure too many
+    rec = store.record("t1")
+    assert rec["status"] == "failed"
+    assert rec["error"] == ("WorkerLost: the worker died while running this task 1 time(s) "
+                            "(and it raised 1 time(s)); the retry limit is 1")

@@ -78,9 +78,9 @@ def test_success_stores_json() -> None:
     assert run(Task("t", "add", [1, 2])) == ("success", {"result": "3"})
 
 
-def test_an_exception_is_recorded_with_its_traceback() -> None:
+def test_an_exception_is_recorded_with_its_traceback_and_may_be_retried() -> None:
     status, fields = run(Task("t", "boom"))
-    assert status == "failed"
+    assert status == "raised"
     assert fields["error"] == "ValueError: bad value"
     assert "Traceback" in fields["traceback"] and "boom" in fields["traceback"]
 
@@ -88,6 +88,11 @@ def test_an_exception_is_recorded_with_its_traceback() -> None:
 def test_a_result_that_is_not_json_fails_the_task() -> None:
     status, fields = run(Task("t", "unjsonable"))
     assert status == "failed" and fields["error"].startswith("TypeError: Object of type object")
+
+
+def test_wrong_arguments_fail_without_a_retry() -> None:
+    status, fields = run(Task("t", "add", [1]))
+    assert status == "failed" and fields["error"].startswith("InvalidMessage: wrong arguments for task 'add'")
 
 
 def test_the_time_limit_stops_a_long_task() -> None:
