@@ -10,13 +10,7 @@ prefix, so tests never see each other's messages.
 from __future__ import annotations
 
 import os
-import re
-import signal
 import socket
-import subprocess
-import sys
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,8 +23,9 @@ import yaml
 from kafka import KafkaAdminClient
 
 from client import Client, load_config
+from supervisor.harness import ROOT as ROOT  # re-exported for the tests
+from supervisor.harness import ClusterProcess
 
-ROOT = Path(__file__).resolve().parents[2]
 KAFKA = os.environ.get("YADTQ_TEST_KAFKA", "localhost:9092")
 REDIS = os.environ.get("YADTQ_TEST_REDIS", "redis://localhost:6379/15")
 
@@ -62,51 +57,13 @@ def services() -> None:
         pytest.skip(msg)
 
 
-class Cluster:
-    """A running `python -m supervisor FILE` with its own topics and key prefix."""
+class Cluster(ClusterProcess):
+    """A running `python -m supervisor FILE` with its own topics and key prefix, and a client."""
 
     def __init__(self, config_path: Path) -> None:
-        self.config_path = config_path
+        super().__init__(config_path)
         self.config = load_config(config_path)
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        # Its own session, so stop() can signal the whole process group as a terminal's Ctrl-C does.
-        self.proc = subprocess.Popen([sys.executable, "-m", "supervisor", str(config_path)], cwd=ROOT,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     start_new_session=True)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
         self.client = Client(self.config)
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-
-    def wait_line(self, pattern: str, timeout: float = 60, start: int = 0) -> re.Match[str]:
-        """Block until a supervisor output line (from index ``start``) matches ``pattern``."""
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for line in self.lines[start:]:
-                    if m := rx.search(line):
-                        return m
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    tail = "\n".join(self.lines[-40:])
-                    raise AssertionError(f"no line matching {pattern!r} within {timeout}s; output:\n{tail}")
-                self._cond.wait(min(left, 0.5))
-
-    def pid(self, name: str) -> int:
-        """The pid of the newest process started for ``name`` (scheduler, W1, ...)."""
-        with self._cond:
-            rx = re.compile(rf"started {re.escape(name)} \(pid (\d+)\)")
-            pids = [m.group(1) for line in self.lines if (m := rx.search(line))]
-        assert pids, f"{name} was never started"
-        return int(pids[-1])
 
     def child_pids(self) -> list[int]:
         try:
@@ -115,19 +72,9 @@ class Cluster:
             return []
 
     def stop(self, timeout: float = 30) -> int:
-        """SIGINT the supervisor's process group, as Ctrl-C does; return its exit code."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._reader.join(10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        code = super().stop(timeout)
         self.client.close()
-        return self.proc.returncode
+        return code
 
 
 def cluster_config(tmp_path: Path, count: int = 4, **sections: dict[str, Any]) -> Path:

@@ -1,0 +1,87 @@
+"""Run ``python -m supervisor FILE`` as a child process and watch what it says.
+
+For scripts that drive a whole cluster (the chaos run, the benchmark, the
+integration tests): start it, wait for the lines it prints, find its
+processes' pids, signal it, and stop it as a terminal's Ctrl-C does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class ClusterProcess:
+    """A running supervisor in its own session, its output lines kept in ``lines``."""
+
+    def __init__(self, config_path: str | Path, env: dict[str, str] | None = None) -> None:
+        self.config_path = Path(config_path)
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        # Its own session, so stop() can signal the whole process group as a terminal's Ctrl-C does.
+        self.proc = subprocess.Popen([sys.executable, "-m", "supervisor", str(self.config_path)], cwd=ROOT,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=True, env=env)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    def wait_line(self, pattern: str, timeout: float = 60, start: int = 0) -> re.Match[str]:
+        """Block until an output line (from index ``start``) matches ``pattern``; AssertionError if none does."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines[start:]:
+                    if m := rx.search(line):
+                        return m
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    tail = "\n".join(self.lines[-40:])
+                    raise AssertionError(f"no line matching {pattern!r} within {timeout}s; output:\n{tail}")
+                self._cond.wait(min(left, 0.5))
+
+    def mark(self) -> int:
+        """The index of the next line: pass it as ``start`` to wait for what comes after now."""
+        with self._cond:
+            return len(self.lines)
+
+    def pid(self, name: str) -> int:
+        """The pid of the newest process started for ``name`` (scheduler, W1, ...)."""
+        rx = re.compile(rf"started {re.escape(name)} \(pid (\d+)\)")
+        with self._cond:
+            pids = [m.group(1) for line in self.lines if (m := rx.search(line))]
+        if not pids:
+            raise AssertionError(f"{name} was never started")
+        return int(pids[-1])
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGINT the supervisor's process group, as Ctrl-C does; return its exit code.
+
+        Past ``timeout`` the whole group is killed.
+        """
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self._reader.join(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self.proc.returncode
