@@ -6,13 +6,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CONFIG ?= yadtq.yaml
 PYTEST_ARGS ?=
+CHAOS_ARGS ?=
 
-.PHONY: help install services services-down services-status run test unit lint format clean
+.PHONY: help install services services-down services-status run test unit chaos lint format clean
 
 help:
 	@echo "make run            install, start Kafka and Redis if needed, run the cluster from $(CONFIG)"
 	@echo "make test           install, start Kafka and Redis if needed, run all tests"
 	@echo "make unit           the unit tests only (no services needed)"
+	@echo "make chaos          kill workers and the scheduler while tasks run; CHAOS_ARGS='--tasks 20000'"
 	@echo "make lint           ruff and mypy"
 	@echo "make services       start local Kafka and Redis (idempotent); make services-down stops them"
 
@@ -38,6 +40,9 @@ run: services
 
 test: services
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+chaos: services
+	$(PY) -m scripts.chaos --config $(CONFIG) $(CHAOS_ARGS)
 
 unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
