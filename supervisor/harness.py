@@ -19,16 +19,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class ClusterProcess:
-    """A running supervisor in its own session, its output lines kept in ``lines``."""
+class WatchedProcess:
+    """A child process in its own session, its output lines (stdout and stderr) kept in ``lines``."""
 
-    def __init__(self, config_path: str | Path, env: dict[str, str] | None = None) -> None:
-        self.config_path = Path(config_path)
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
         self.lines: list[str] = []
         self._cond = threading.Condition()
         # Its own session, so stop() can signal the whole process group as a terminal's Ctrl-C does.
-        self.proc = subprocess.Popen([sys.executable, "-m", "supervisor", str(self.config_path)], cwd=ROOT,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True, env=env)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -60,22 +58,13 @@ class ClusterProcess:
         with self._cond:
             return len(self.lines)
 
-    def pid(self, name: str) -> int:
-        """The pid of the newest process started for ``name`` (scheduler, W1, ...)."""
-        rx = re.compile(rf"started {re.escape(name)} \(pid (\d+)\)")
-        with self._cond:
-            pids = [m.group(1) for line in self.lines if (m := rx.search(line))]
-        if not pids:
-            raise AssertionError(f"{name} was never started")
-        return int(pids[-1])
-
-    def stop(self, timeout: float = 30) -> int:
-        """SIGINT the supervisor's process group, as Ctrl-C does; return its exit code.
+    def stop(self, timeout: float = 30, sig: int = signal.SIGINT) -> int:
+        """Send ``sig`` to the process group (SIGINT: as Ctrl-C does); return the exit code.
 
         Past ``timeout`` the whole group is killed.
         """
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
+            os.killpg(self.proc.pid, sig)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -85,3 +74,20 @@ class ClusterProcess:
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         return self.proc.returncode
+
+
+class ClusterProcess(WatchedProcess):
+    """A running ``python -m supervisor FILE``."""
+
+    def __init__(self, config_path: str | Path, env: dict[str, str] | None = None) -> None:
+        self.config_path = Path(config_path)
+        super().__init__([sys.executable, "-m", "supervisor", str(self.config_path)], env)
+
+    def pid(self, name: str) -> int:
+        """The pid of the newest process started for ``name`` (scheduler, W1, ...)."""
+        rx = re.compile(rf"started {re.escape(name)} \(pid (\d+)\)")
+        with self._cond:
+            pids = [m.group(1) for line in self.lines if (m := rx.search(line))]
+        if not pids:
+            raise AssertionError(f"{name} was never started")
+        return int(pids[-1])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import signal
 import os
 import time
 
@@ -48,3 +50,20 @@ def flaky(failures: int) -> int:
     if runs <= failures:
         raise ConnectionError(f"run {runs}: the service is not there yet")
     return runs
+
+
+@task
+def counted(seconds: float) -> float:
+    """Count this run in ``<prefix>test:runs``, then sleep ``seconds``."""
+    r, prefix = _store()
+    r.hincrby(f"{prefix}test:runs", current_task().task_id, 1)
+    time.sleep(seconds)
+    return seconds
+
+
+@task
+def stuck_in_c(seconds: int) -> None:
+    """Sleep in C, holding the GIL, with SIGALRM blocked: neither the soft limit
+    nor the worker's heartbeat thread can act; only the supervisor can."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    ctypes.PyDLL(None).sleep(seconds)  # PyDLL: the call keeps the GIL

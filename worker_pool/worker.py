@@ -134,9 +134,12 @@ class Worker:
             if status == "retry":
                 self._report(a, status)
                 return
-        if self._finish(a, status, fields) == -1:
-            log.warning("task %s attempt %d was reassigned while it ran; result dropped", a.task.task_id, a.attempt)
-            return
+        code = self._finish(a, status, fields)
+        if code != 1:
+            what = "was reassigned" if code == -1 else "ended elsewhere"
+            log.warning("task %s attempt %d %s while it ran; result dropped", a.task.task_id, a.attempt, what)
+            if code == -1:
+                return
         self._report(a, status)
 
     def _retry_or_fail(self, a: Assignment, fields: dict[str, str]) -> tuple[str, dict[str, str]]:
