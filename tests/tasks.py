@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import signal
 import os
+import signal
 import time
 
 import redis
