@@ -72,6 +72,9 @@ def test_bad_yaml_says_where(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("text", "message"), [
     ("workers:\n  count: 0\n", "workers.count: expected an integer >= 1, got 0 (int)"),
+    ("workers:\n  count: four\n", "workers.count: expected an integer, got 'four' (str)"),
+    ("workers:\n  count: 4\n  colour: blue\n", "workers.colour: unknown key (known keys here: count,"),
+    ("workers: [count: 4\n", "not valid YAML at line 2, column 1"),
     ("tasks:\n  modules: [worker_pool.builtin_tasks, no_such_module]\n",
      "tasks.modules: cannot import 'no_such_module': ModuleNotFoundError"),
 ])
@@ -83,3 +86,11 @@ def test_supervisor_refuses_a_bad_file_before_starting_anything(tmp_path: Path, 
     assert out.returncode == 2
     assert message in out.stderr
     assert "started" not in out.stdout
+
+
+def test_supervisor_refuses_a_missing_file(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "supervisor", str(tmp_path / "nope.yaml")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert f"{tmp_path / 'nope.yaml'}: config file not found" in out.stderr
+    assert "Traceback" not in out.stderr
