@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from kafka.errors import KafkaError
 
 from client import kafka as kafka_io
 from client.config import Config, KafkaConfig, RedisConfig, load_config
 from client.errors import ResultTimeout, ServiceUnavailable, TaskFailed, TaskNotFound
 from client.protocol import Task, TaskOptions, check_task_id, encode_task, now
 from client.store import TERMINAL, Keys, ResultStore, connect, safe_url
+
+SUBMIT_TIMEOUT = 30.0  # seconds a submit waits for Kafka to take the tasks
 
 
 @dataclass(frozen=True)
@@ -118,9 +121,16 @@ class Client:
         tasks = [_to_task(s) for s in specs]
         at = now()
         prod = self._kafka()
-        futures = [prod.send(self.config.topics.tasks, encode_task(t)) for t in tasks]
-        prod.flush(timeout=30)
-        kafka_io.check_sent(futures, "the task")
+        try:
+            futures = [prod.send(self.config.topics.tasks, encode_task(t)) for t in tasks]
+            prod.flush(timeout=SUBMIT_TIMEOUT)
+            kafka_io.check_sent(futures, "the task")
+        except (KafkaError, ServiceUnavailable) as e:
+            # Some may have got through: resubmitting the same ids is safe, as
+            # a task id that is already known is not run again.
+            raise ServiceUnavailable(f"Kafka at {','.join(self.config.kafka.bootstrap_servers)} did not take "
+                                     f"{len(tasks)} task(s) within {SUBMIT_TIMEOUT:g}s ({e}); resubmit them "
+                                     "with the same task ids") from None
         # Kafka has the tasks; now the records say 'queued' (unless the scheduler
         # got there first: these writes never replace a field already set).
         pipe = self.redis.pipeline(transaction=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.process
 import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from supervisor.topics import ensure_topics
 from worker_pool.process import EXIT_HARD_LIMIT, EXIT_SERVICE_LOST
 from worker_pool.registry import default_registry
 from worker_pool.worker import run_worker
+
+PROBE_INTERVAL = 1.0  # seconds between checks that Kafka and Redis answer
 
 _spawn = multiprocessing.get_context("spawn")  # no fork: the parent holds Kafka threads and sockets
 _EXIT_MEANINGS = {EXIT_SERVICE_LOST: ": Kafka or Redis stopped answering", EXIT_HARD_LIMIT: ": hard time limit"}
@@ -85,6 +88,8 @@ class Supervisor:
         self._unannounced: list[WorkerDown] = []  # worker-down events Kafka has not taken yet
         self._last_status = 0.0
         self._ready = False
+        self._last_probe = 0.0
+        self.up = {"kafka": True, "redis": True}  # did each answer at the last probe?
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
 
@@ -126,6 +131,8 @@ class Supervisor:
 
     def loop(self, at: float) -> None:
         """One round: read heartbeats, replace dead children, print the status line."""
+        if at - self._last_probe >= PROBE_INTERVAL:
+            self._probe(at)
         self._read_heartbeats()
         self._send_announcements()
         for c in self.children.values():
@@ -161,6 +168,40 @@ class Supervisor:
                 c.process.kill()  # type: ignore[union-attr]
                 c.process.join(5)  # type: ignore[union-attr]
 
+    # --- services ---
+    def _probe(self, at: float) -> None:
+        """Check that Kafka and Redis answer; say so when either goes or comes back."""
+        self._last_probe = at
+        cfg = self.config
+        kafka_up = any(_answers(server) for server in cfg.kafka.bootstrap_servers)
+        try:
+            self.redis.ping()
+            redis_up = True
+        except redis.RedisError:
+            redis_up = False
+        where = {"kafka": ",".join(cfg.kafka.bootstrap_servers), "redis": safe_url(cfg.redis.url)}
+        for name, up in (("kafka", kafka_up), ("redis", redis_up)):
+            if up == self.up[name]:
+                continue
+            self.up[name] = up
+            if up:
+                self.say(f"{name} at {where[name]} answers again: resuming")
+                if name == "kafka":
+                    self._fresh_heartbeat_window(at)
+            else:
+                self.say(f"{name} at {where[name]} does not answer: tasks are kept, and the cluster resumes by "
+                         "itself once it is back")
+
+    def _fresh_heartbeat_window(self, at: float) -> None:
+        """Kafka is back: heartbeats could not flow while it was away, so judge them from now on."""
+        for c in self.children.values():
+            c.started = max(c.started, at)
+            if c.last_beat:
+                c.last_beat = max(c.last_beat, at)
+
+    def _services_up(self) -> bool:
+        return all(self.up.values())
+
     # --- children ---
     def _spawn(self, c: Child) -> None:
         c.process = _spawn.Process(target=c.target, args=c.args, name=f"yadtq-{c.name}", daemon=False)
@@ -172,7 +213,8 @@ class Supervisor:
         if self.stopping:  # children exiting now are doing what they were told
             return
         if c.process is None:
-            if at >= c.due and not self.stopping:
+            # While Kafka or Redis is away a new process could only exit again.
+            if at >= c.due and self._services_up():
                 self._spawn(c)
             return
         reason = self._death(c, at)
@@ -185,13 +227,16 @@ class Supervisor:
                 self.say(f"{c.name} (pid {c.pid}) has not died yet after SIGKILL; waiting")
                 return
         dead_pid = c.pid or 0
+        lost_service = c.process.exitcode == EXIT_SERVICE_LOST
         c.process.close()
         c.process = None
         self.say(f"{c.name} is dead ({reason})")
         if c.name != "scheduler":
             self._announce_down(c.name, reason, dead_pid)
         cfg = self.config.supervisor
-        c.due = at + restart_delay(c.restarts, at, cfg.max_restarts, cfg.restart_window, cfg.max_backoff)
+        # Losing Kafka or Redis is not a crash of its own: restart as soon as the service answers.
+        c.due = at if lost_service else at + restart_delay(c.restarts, at, cfg.max_restarts, cfg.restart_window,
+                                                            cfg.max_backoff)
         c.restarts = [t for t in c.restarts if at - t < cfg.restart_window] + [at]
         if c.due > at:
             self.say(f"{c.name} is crashing repeatedly: next start in {c.due - at:.0f}s")
@@ -201,6 +246,8 @@ class Supervisor:
         assert c.process is not None
         if not c.process.is_alive():
             return f"exit code {c.process.exitcode}{_EXIT_MEANINGS.get(c.process.exitcode or 0, '')}"
+        if not self.up["kafka"]:  # heartbeats cannot arrive now: their silence says nothing
+            return None
         if c.last_beat:
             if at - c.last_beat > self.config.workers.heartbeat_timeout:
                 return f"no heartbeat for {at - c.last_beat:.1f}s"
@@ -264,3 +311,12 @@ class Supervisor:
                 f"load {loads} | done {stats.get('success', 0)} failed {stats.get('failed', 0)} | "
                 f"restarts {restarts}")
 
+
+def _answers(server: str, timeout: float = 1.0) -> bool:
+    """Does something accept TCP connections at ``server`` (host:port)?"""
+    host, _, port = server.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
