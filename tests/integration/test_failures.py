@@ -28,10 +28,13 @@ def test_a_task_that_ignores_its_time_limit_is_ended_and_its_worker_replaced(sta
 
 
 def test_the_soft_time_limit_fails_the_task_and_keeps_the_worker(start_cluster: Any) -> None:
-    cluster = start_cluster(count=1)
-    [slow] = cluster.client.submit_many([TaskSpec("sleep", (30,), timeout=0.3)])
+    cluster = start_cluster(count=1, tasks={"time_limit": 1.5})
+    slow, slow_by_default = cluster.client.submit_many([TaskSpec("sleep", (30,), timeout=0.3), ("sleep", (30,))])
     with pytest.raises(TaskFailed, match=r"TaskTimeLimitExceeded: task ran past its time limit of 0\.3s"):
         slow.result(timeout=30)
+    with pytest.raises(TaskFailed, match=r"TaskTimeLimitExceeded: task ran past its time limit of 1\.5s"):
+        slow_by_default.result(timeout=30)
+    assert slow_by_default.record().get("retries") is None  # a time limit is not retried
     assert cluster.client.submit("add", 2, 2).result(timeout=30) == 4
     assert not any("is dead" in line for line in cluster.lines)
 
