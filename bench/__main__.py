@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import shutil
 import signal
@@ -65,6 +66,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="where JSON, plot and logs go")
     p.add_argument("--docs", type=Path, default=ROOT / "docs" / "BENCHMARKS.md", help="the Markdown file to write")
     p.add_argument("--no-docs", action="store_true", help="do not touch docs/")
+    p.add_argument("--from-json", type=Path, metavar="FILE",
+                   help="measure nothing: remake the table, plot and docs from a JSON file an earlier run wrote")
     ns = p.parse_args(argv)
     if ns.n < 1 or ns.runs < 1 or ns.round_trips < 1:
         p.error("--n, --runs and --round-trips must be >= 1")
@@ -182,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     ns = parse_args(argv)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     ns.out = ns.out.resolve()
+    if ns.from_json is not None:
+        finish(ns, json.loads(ns.from_json.read_text()), stamp)
+        return 0
     opts = options(ns, ns.out / "logs" / stamp)
     if (why := preflight(opts)) is not None:
         print(f"error: {why}", file=sys.stderr)

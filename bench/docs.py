@@ -31,7 +31,9 @@ make bench SYSTEMS=limit,yadtq BENCH_ARGS='--no-docs'
 matplotlib, pinned; none of them is a runtime dependency of YADTQ), then runs
 `.venv-bench/bin/python -m bench --n N --runs RUNS --workers WORKERS --systems SYSTEMS`.
 `python -m bench --help` lists every flag (`--round-trips`, `--timeout`,
-`--yadtq-config FILE` to try other YADTQ settings, `--no-docs`, ...).
+`--yadtq-config FILE` to try other YADTQ settings, `--from-json FILE` to remake
+the table, the plot and this file from an earlier run's JSON, `--no-docs`, ...).
+Each system's output goes to `bench/results/logs/<time>/`.
 It prints the table, writes every raw number and the machine to
 `bench/results/bench-<time>.json` with a plot beside it, and (unless
 `--no-docs`) copies both to `docs/benchmarks.json` and `docs/benchmarks.png`
@@ -68,6 +70,12 @@ as it can, then 300 sequential round trips. Every result is checked (`2*i`).
   `W<i>`; Celery and Huey: the largest pool process).
 - **runs ok**: runs that finished / runs tried; the other columns are over the
   runs that finished.
+
+The JSON file also holds, per run: `batch_s` (the batch's seconds),
+`cpu_<role>_s` (CPU seconds each role used during the batch, summed over its
+processes: YADTQ's `scheduler`, `worker`, `supervisor`; Celery's and Huey's
+`main` and `worker`; and `client`, the benchmark process that submits and
+waits) and `machine_busy_pct` (how busy all cores were meanwhile, whoever used them).
 
 Cells are the median of the runs, with (min-max) when there was more than one.
 Ratios are of medians: above 1x YADTQ has more throughput (or, for round trips, is slower).
@@ -115,9 +123,28 @@ def _load(machine: dict[str, Any], when: str) -> str:
     return " ".join(str(x) for x in values) if values else "-"
 
 
+FULL = {"n": 10_000, "runs": 3, "workers": [1, 2, 4, 8], "round_trips": 300}
+
+
+def caveats(results: Results) -> list[str]:
+    """Notes on a run that is smaller than the full benchmark, or that met a busy machine."""
+    p, m = results["params"], results["machine"]
+    notes = []
+    smaller = [f"{k}={p[k]}" for k, v in FULL.items() if p.get(k) != v]
+    if smaller or p.get("systems") != ["limit", "yadtq", "celery", "huey"] or p.get("yadtq_overrides"):
+        notes.append(f"**Not the full benchmark** ({', '.join(smaller) or 'other systems or settings'}): "
+                     "`make bench` with the defaults regenerates this file at full size.")
+    load = (m.get("load_average_at_start") or [0.0])[0]
+    cores = m.get("cores_logical") or 1
+    if load > 0.5 * cores:
+        notes.append(f"**The machine was busy** when this run started (load average {load} on {cores} cores): "
+                     "every system shared it with other work, so all numbers are lower than on an idle machine.")
+    return notes
+
+
 def render(results: Results, png_name: str, json_name: str) -> str:
     p = results["params"]
-    parts = [INTRO, "## Latest results\n",
+    parts = [INTRO, "## Latest results\n", *(f"> {n}\n" for n in caveats(results)),
              f"N = {p['n']} tasks, {p['round_trips']} round trips, {p['runs']} run(s), "
              f"YADTQ W = {', '.join(map(str, p['workers']))}; Celery and Huey with "
              f"{p['anchor_concurrency']} processes. Raw numbers: [`{json_name}`]({json_name}).\n",

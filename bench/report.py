@@ -221,6 +221,8 @@ def text_report(results: Results) -> str:
 
 # --- files ----------------------------------------------------------------
 def write_json(results: Results, path: Path) -> None:
+    derived = ("summary", "ratios", "targets")  # recomputed here, also when remade from an earlier file
+    results = {k: v for k, v in results.items() if k not in derived}
     out = {**results, "summary": [{"system": c["system"], "workers": c["workers"], "metrics": summarize(c),
                                    "errors": errors(c)} for c in results["cases"]],
            "ratios": ratio_rows(results), "targets": target_rows(results)}
@@ -264,7 +266,7 @@ def plot(results: Results, path: Path) -> None:
     _anchor_line(ax, results, "huey", {"color": "tab:orange", "linestyle": "--"})
     ax.set_yscale("log")
     ax.set_xscale("log", base=2)
-    ticks = sorted(set(ws) | {2})
+    ticks = sorted(set(ws) | {int(results["params"]["anchor_concurrency"])})
     ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.set_xlabel("worker processes (W)")
     ax.set_ylabel("end-to-end throughput, tasks/s (log scale)")
@@ -273,8 +275,7 @@ def plot(results: Results, path: Path) -> None:
                  f"{m['cpu']}, {m['cores_logical']} cores", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)

@@ -102,3 +102,14 @@ def test_text_and_markdown_render() -> None:
     md = docs.render(sample(), "benchmarks.png", "benchmarks.json")
     assert "![throughput against worker count](benchmarks.png)" in md
     assert "| YADTQ | 4 | 1/1 | 3,000 |" in md
+
+
+def test_docs_say_when_a_run_is_small_or_the_machine_busy() -> None:
+    full = sample()
+    full["params"].update(n=10_000, runs=3, workers=[1, 2, 4, 8], systems=["limit", "yadtq", "celery", "huey"])
+    assert docs.caveats(full) == []
+    small = sample()
+    small["machine"]["load_average_at_start"] = [3.0, 1.0, 1.0]
+    notes = docs.caveats(small)
+    assert "n=100" in notes[0] and "runs" not in notes[0]
+    assert "busy" in notes[1]
