@@ -1,5 +1,6 @@
-# YADTQ: `make run` starts a cluster from yadtq.yaml, `make test` runs the tests.
-# Both install what they need (a virtualenv in .venv, Kafka, Redis) on first use.
+# YADTQ: `make run` starts a cluster from yadtq.yaml, `make test` runs the tests,
+# `make bench` runs the benchmark (docs/BENCHMARKS.md).
+# They install what they need (virtualenvs in .venv and .venv-bench, Kafka, Redis) on first use.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,8 +8,16 @@ PY := $(VENV)/bin/python
 CONFIG ?= yadtq.yaml
 PYTEST_ARGS ?=
 CHAOS_ARGS ?=
+# make bench: its own virtualenv (YADTQ plus the anchors Celery and Huey, and matplotlib)
+BENCH_VENV ?= .venv-bench
+BENCH_PY := $(BENCH_VENV)/bin/python
+N ?= 10000
+RUNS ?= 3
+WORKERS ?= 1,2,4,8
+SYSTEMS ?= limit,yadtq,celery,huey
+BENCH_ARGS ?=
 
-.PHONY: help install services services-down services-status run test unit chaos lint format clean
+.PHONY: help install services services-down services-status run test unit chaos lint format clean bench bench-install
 
 help:
 	@echo "make run            install, start Kafka and Redis if needed, run the cluster from $(CONFIG)"
@@ -17,6 +26,8 @@ help:
 	@echo "make chaos          kill workers and the scheduler while tasks run; CHAOS_ARGS='--tasks 20000'"
 	@echo "make lint           ruff and mypy"
 	@echo "make services       start local Kafka and Redis (idempotent); make services-down stops them"
+	@echo "make bench          benchmark YADTQ against raw kafka-python, Celery and Huey (docs/BENCHMARKS.md);"
+	@echo "                    N=10000 RUNS=3 WORKERS=1,2,4,8 SYSTEMS=limit,yadtq,celery,huey BENCH_ARGS=..."
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +36,14 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	@touch $@
 
 install: $(VENV)/.installed
+
+$(BENCH_VENV)/.installed: setup.cfg pyproject.toml
+	@test -x $(BENCH_PY) || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_PY) -m pip install -q --upgrade pip
+	$(BENCH_PY) -m pip install -q -e '.[bench]'
+	@touch $@
+
+bench-install: $(BENCH_VENV)/.installed
 
 services: install
 	@eval "$$($(PY) scripts/addresses.py $(CONFIG))" && scripts/services.sh up
@@ -38,6 +57,9 @@ services-status: install
 run: services
 	$(PY) -m supervisor $(CONFIG)
 
+bench: services bench-install
+	$(BENCH_PY) -m bench --n $(N) --runs $(RUNS) --workers $(WORKERS) --systems $(SYSTEMS) --out bench/results $(BENCH_ARGS)
+
 test: services
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -48,11 +70,11 @@ unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check client worker_pool supervisor tests scripts
+	$(VENV)/bin/ruff check client worker_pool supervisor bench tests scripts
 	$(VENV)/bin/mypy
 
 format: install
-	$(VENV)/bin/ruff check --fix client worker_pool supervisor tests scripts
+	$(VENV)/bin/ruff check --fix client worker_pool supervisor bench tests scripts
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
