@@ -177,7 +177,10 @@ class Client:
         """Block until every task in ``task_ids`` has ended, or raise ResultTimeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         pending = set(task_ids)
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        # Subscribe confirmations are read and skipped here: with
+        # ignore_subscribe_messages, get_message returns None for each, which
+        # would look like a timeout and trigger a full re-check every time.
+        pubsub = self.redis.pubsub()  # type: ignore[no-untyped-call]
         channel_prefix = self.keys.done_channel("")
         try:
             for chunk in _chunks(sorted(pending), 1000):
@@ -190,10 +193,10 @@ class Client:
                     raise ResultTimeout(f"{len(pending)} task(s) not finished after {timeout}s, "
                                         f"e.g. {sorted(pending)[0]}")
                 msg = pubsub.get_message(timeout=min(left, 5.0) if left is not None else 5.0)
-                if msg is None:
-                    pending -= self._ended(sorted(pending))  # a cheap guard against a lost message
-                    continue
-                pending.discard(str(msg["channel"]).removeprefix(channel_prefix))
+                if msg is None:  # quiet for a while: a cheap guard against a lost message
+                    pending -= self._ended(sorted(pending))
+                elif msg["type"] == "message":
+                    pending.discard(str(msg["channel"]).removeprefix(channel_prefix))
         except redis.RedisError as e:
             raise self._redis_down(e) from None
         finally:
