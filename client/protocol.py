@@ -165,13 +165,23 @@ class Heartbeat:
 
 
 @dataclass(frozen=True)
-class TaskFinished:
-    """A worker wrote a terminal record for (task, attempt), or found one already there."""
+class TasksFinished:
+    """A worker is done with these assignments: ``tasks`` holds [task id, attempt,
+    status] for each, where status is 'success' or 'failed' (it wrote that
+    record), 'retry' (scheduled for a retry), or 'ended', 'fenced' (skipped).
 
-    task_id: str
+    One event per batch of tasks, not per task: the status topic, and every
+    reader of it, carry a fraction of the traffic.
+    """
+
     worker: str
-    attempt: int
-    status: str
+    tasks: list[list[Any]]
+
+    def __post_init__(self) -> None:
+        for item in self.tasks:
+            if (not isinstance(item, list) or len(item) != 3 or not isinstance(item[0], str)
+                    or isinstance(item[1], bool) or not isinstance(item[1], int) or not isinstance(item[2], str)):
+                raise TypeError(f"each of 'tasks' must be [task id, attempt, status], got {_short(item)}")
 
 
 @dataclass(frozen=True)
@@ -188,8 +198,8 @@ class WorkerDown:
     pid: int = 0
 
 
-Event = Heartbeat | TaskFinished | WorkerDown
-_EVENT_TYPES: dict[str, type] = {"heartbeat": Heartbeat, "task-finished": TaskFinished, "worker-down": WorkerDown}
+Event = Heartbeat | TasksFinished | WorkerDown
+_EVENT_TYPES: dict[str, type] = {"heartbeat": Heartbeat, "tasks-finished": TasksFinished, "worker-down": WorkerDown}
 _EVENT_NAMES = {v: k for k, v in _EVENT_TYPES.items()}
 
 
@@ -206,6 +216,8 @@ def parse_event(raw: bytes) -> Event:
     if cls is None:
         raise InvalidMessage(f"unknown status event type {_short(obj.get('type'))}")
     names = [f.name for f in dataclasses.fields(cls)]
+    if cls is TasksFinished and not isinstance(obj.get("tasks"), list):
+        raise InvalidMessage(f"bad tasks-finished event: 'tasks' must be a list, got {_short(obj.get('tasks'))}")
     try:
         return cls(**{n: obj[n.replace("_", "-")] for n in names if n.replace("_", "-") in obj})  # type: ignore[no-any-return]
     except TypeError as e:

@@ -7,6 +7,7 @@ terminal status can never be overwritten and a fenced attempt can never write.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import traceback as tb
 from dataclasses import dataclass
@@ -229,6 +230,28 @@ def failure_fields(exc: BaseException) -> dict[str, str]:
             "traceback": "".join(tb.format_exception(type(exc), exc, exc.__traceback__))}
 
 
+class _Script:
+    """A Lua script run by its SHA1 (EVALSHA), directly or queued on a pipeline.
+
+    redis-py's own Script makes every pipeline that holds one first ask
+    SCRIPT EXISTS: a round trip per task on the hot path. Here the scripts are
+    loaded only when Redis says it lacks them (NOSCRIPT, after a restart);
+    ``ResultStore.execute`` does that and runs the pipeline again.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha = hashlib.sha1(text.encode()).hexdigest()
+
+    def __call__(self, keys: list[Any], args: list[Any], client: Any) -> Any:
+        return client.evalsha(self.sha, len(keys), *keys, *args)
+
+
+_SCRIPTS = {name: _Script(text) for name, text in
+            (("assign", _ASSIGN), ("start", _START), ("finish", _FINISH), ("reject", _REJECT),
+             ("release", _RELEASE), ("retry", _RETRY))}
+
+
 class ResultStore:
     """Reads and atomically changes task records. Cheap to create; wraps one client."""
 
@@ -236,12 +259,35 @@ class ResultStore:
         self.redis = client
         self.keys = keys
         self.ttl = result_ttl
-        self._assign = client.register_script(_ASSIGN)
-        self._start = client.register_script(_START)
-        self._finish = client.register_script(_FINISH)
-        self._reject = client.register_script(_REJECT)
-        self._release = client.register_script(_RELEASE)
-        self._retry = client.register_script(_RETRY)
+        s = _SCRIPTS
+        self._assign, self._start, self._finish = s["assign"], s["start"], s["finish"]
+        self._reject, self._release, self._retry = s["reject"], s["release"], s["retry"]
+
+    def pipeline(self) -> Any:
+        """A pipeline (no MULTI) to queue the write methods below on; run it with ``execute``."""
+        return self.redis.pipeline(transaction=False)
+
+    def execute(self, pipe: Any) -> list[Any]:
+        """Run ``pipe``; if Redis lost the scripts (it restarted), load them and run it again.
+
+        Running it again is safe: a NOSCRIPT means no script in it ran (the
+        cache is lost whole), and the plain commands queued with scripts here
+        (HDEL, HSET of the same values) do the same thing twice.
+        """
+        stack = list(pipe.command_stack)
+        try:
+            return pipe.execute()  # type: ignore[no-any-return]
+        except redis.exceptions.NoScriptError:
+            for script in _SCRIPTS.values():
+                self.redis.script_load(script.text)
+            pipe.command_stack = stack
+            return pipe.execute()  # type: ignore[no-any-return]
+
+    def _call(self, script: _Script, keys: list[Any], args: list[Any]) -> Any:
+        """Run one script now (one round trip)."""
+        pipe = self.pipeline()
+        script(keys, args, pipe)
+        return self.execute(pipe)[0]
 
     # --- reads ---
     def record(self, task_id: str) -> dict[str, str]:
@@ -286,7 +332,7 @@ class ResultStore:
 
     def release(self, task_id: str, attempt: int, pid: int) -> int:
         """Hand back a task this process started but will not finish (graceful stop)."""
-        return int(self._release(keys=[self.keys.task(task_id)], args=[attempt, pid]))
+        return int(self._call(self._release, [self.keys.task(task_id)], [attempt, pid]))
 
     def retry(self, task_id: str, attempt: int, at: float, backoff: tuple[float, float], max_retries: int,
               fields: dict[str, str], payload: str) -> tuple[int, float]:
@@ -297,9 +343,9 @@ class ResultStore:
         fenced or (-2, 0) already ended.
         """
         k = self.keys
-        answer = self._retry(keys=[k.task(task_id), k.retries, k.retry_payloads, k.assignments],
-                             args=[task_id, attempt, repr(at), repr(backoff[0]), max_retries,
-                                   fields.get("error", ""), fields.get("traceback", ""), payload, repr(backoff[1])])
+        answer = self._call(self._retry, [k.task(task_id), k.retries, k.retry_payloads, k.assignments],
+                            [task_id, attempt, repr(at), repr(backoff[0]), max_retries,
+                             fields.get("error", ""), fields.get("traceback", ""), payload, repr(backoff[1])])
         return int(answer[0]), float(answer[1]) if len(answer) > 1 else 0.0
 
     def due_retries(self, at: float, limit: int) -> list[tuple[str, str | None]]:

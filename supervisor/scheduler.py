@@ -26,7 +26,7 @@ from client.config import Config
 from client.errors import InvalidMessage
 from client.protocol import (
     Heartbeat,
-    TaskFinished,
+    TasksFinished,
     WorkerDown,
     assignment_bytes,
     encode,
@@ -172,9 +172,10 @@ class Scheduler:
             return
         if isinstance(ev, Heartbeat) and ev.role == "worker":
             self.state.heartbeat(ev.sender, ev.ts)
-        elif isinstance(ev, TaskFinished):
-            if self.state.finished(ev.task_id, ev.attempt):
-                self._ended.append(ev.task_id)
+        elif isinstance(ev, TasksFinished):
+            for task_id, attempt, _ in ev.tasks:
+                if self.state.finished(task_id, attempt):
+                    self._ended.append(task_id)
         elif isinstance(ev, WorkerDown):
             moved = self.state.orphan(ev.worker)
             log.info("worker %s down (%s): reassigning %d task(s)", ev.worker, ev.reason, len(moved))
@@ -213,7 +214,7 @@ class Scheduler:
             self.store.assign(pipe, item.task_id, item.name, worker, item.payload, at, item.max_retries,
                               item.mode, item.dead_pid)
         if pipe.command_stack:
-            results = pipe.execute()
+            results = self.store.execute(pipe)
             self._send([(item, worker, results[i]) for i, item, worker in chosen])
         if self._sent:  # dead letters too: flushed before the offsets past them are committed
             self._flush()

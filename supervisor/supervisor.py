@@ -279,6 +279,8 @@ class Supervisor:
         assert self._consumer is not None
         for records in self._consumer.poll(timeout_ms=200).values():
             for r in records:
+                if b'"heartbeat"' not in r.value:  # most events here are the scheduler's business
+                    continue
                 try:
                     ev = parse_event(r.value)
                 except InvalidMessage:

@@ -25,7 +25,7 @@ from kafka.structs import OffsetAndMetadata
 from client import kafka as kafka_io
 from client.config import Config
 from client.errors import InvalidMessage, TaskTimeLimitExceeded
-from client.protocol import Assignment, Heartbeat, TaskFinished, encode, encode_event, now, parse_assignment
+from client.protocol import Assignment, Heartbeat, TasksFinished, encode, encode_event, now, parse_assignment
 from client.store import Keys, ResultStore, connect, failure_fields, result_fields
 from worker_pool.context import TaskContext, running
 from worker_pool.process import EXIT_HARD_LIMIT, exit_on_service_loss, process_setup
@@ -34,6 +34,7 @@ from worker_pool.registry import Registry, default_registry
 log = logging.getLogger("yadtq.worker")
 
 HARD_LIMIT_GRACE = 5.0  # seconds past its time limit before a task's process is ended
+REPORT_DELAY = 0.02  # seconds a finished task's report may wait to go out with others
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,16 @@ class _Running:
     hard_deadline: float
 
 
+@dataclass(frozen=True)
+class _Result:
+    """A task's outcome, not yet written to its record."""
+
+    assignment: Assignment
+    status: str
+    fields: dict[str, str]
+    at: float
+
+
 class Worker:
     """One worker: ``initialize()``, then ``loop()`` until ``stop()``, then ``shutdown()``."""
 
@@ -53,6 +64,9 @@ class Worker:
         self.id = worker_id
         self.registry = registry
         self.running: _Running | None = None  # read by the heartbeat thread
+        self._held: _Result | None = None  # the last result, until written with the next claim
+        self._done: list[list[Any]] = []  # reports not sent yet (see send_reports)
+        self._done_since = 0.0
         self._stop = threading.Event()     # leave the loop after the task in hand
         self._closed = threading.Event()   # the heartbeat thread's end
         self._stop_deadline: float | None = None  # monotonic: hand back the task in hand then
@@ -98,7 +112,10 @@ class Worker:
                 if self._stop.is_set():
                     break
                 self.handle(rec)
+                self.send_reports()
                 done = rec
+            self.write_held_result()  # before the commit: the offset covers only recorded work
+            self.send_reports(force=True)
             if done is not None:
                 self._consumer.commit({tp: OffsetAndMetadata(done.offset + 1, "", -1)})
 
@@ -134,13 +151,33 @@ class Worker:
             if status == "retry":
                 self._report(a, status)
                 return
-        code = self._finish(a, status, fields)
+        # Written with the next task's claim, in one round trip, or at the end
+        # of the batch: either way before any other task starts here.
+        self._held = _Result(a, status, fields, now())
+
+    def write_held_result(self) -> None:
+        """Write the result of the last task run, if ``handle`` still holds it."""
+        pipe = self.store.pipeline()
+        held = self._queue_held(pipe)
+        if held is not None:
+            self._finished(held, int(self.store.execute(pipe)[0]))
+
+    def _queue_held(self, pipe: Any) -> _Result | None:
+        held, self._held = self._held, None
+        if held is not None:
+            self.store.finish(pipe, held.assignment.task.task_id, held.assignment.attempt, held.status, held.at,
+                              held.fields)
+        return held
+
+    def _finished(self, held: _Result, code: int) -> None:
+        """Act on FINISH's answer: 1 written, 0 it had ended already, -1 fenced."""
+        a = held.assignment
         if code != 1:
             what = "was reassigned" if code == -1 else "ended elsewhere"
             log.warning("task %s attempt %d %s while it ran; result dropped", a.task.task_id, a.attempt, what)
             if code == -1:
                 return
-        self._report(a, status)
+        self._report(a, held.status)
 
     def _retry_or_fail(self, a: Assignment, fields: dict[str, str]) -> tuple[str, dict[str, str]]:
         """The task raised: schedule a retry ('retry', {}) or, with none left, ('failed', fields).
@@ -161,15 +198,20 @@ class Worker:
         return "failed", fields
 
     def _claim(self, a: Assignment) -> int:
-        pipe = self.redis.pipeline(transaction=False)
+        """START the task (and write the previous one's result in the same round trip)."""
+        pipe = self.store.pipeline()
+        held = self._queue_held(pipe)
         retries = self.config.tasks.retries_for(a.task.options)
         self.store.start(pipe, a.task.task_id, a.attempt, self.id, now(), os.getpid(), retries)
-        return int(pipe.execute()[0])
+        answers = self.store.execute(pipe)
+        if held is not None:
+            self._finished(held, int(answers[0]))
+        return int(answers[-1])
 
     def _finish(self, a: Assignment, status: str, fields: dict[str, str]) -> int:
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.store.pipeline()
         self.store.finish(pipe, a.task.task_id, a.attempt, status, now(), fields)
-        return int(pipe.execute()[0])
+        return int(self.store.execute(pipe)[0])
 
     def execute(self, a: Assignment) -> tuple[str, dict[str, str]]:
         """Run the task under its time limit: ('success', fields), ('raised',
@@ -200,9 +242,19 @@ class Worker:
             return "failed", failure_fields(e)
 
     def _report(self, a: Assignment, status: str) -> None:
-        assert self._producer is not None
-        ev = TaskFinished(a.task.task_id, self.id, a.attempt, status)
-        self._producer.send(self.config.topics.status, encode_event(ev))
+        """Tell the scheduler this assignment is done with, in the next tasks-finished event."""
+        if not self._done:
+            self._done_since = time.monotonic()
+        self._done.append([a.task.task_id, a.attempt, status])
+
+    def send_reports(self, force: bool = False) -> None:
+        """Send the reports gathered so far as one event: at the end of each
+        batch (``force``), or mid-batch once the oldest is REPORT_DELAY old, so
+        slow tasks do not hold back the scheduler's view of the load."""
+        if self._done and (force or time.monotonic() - self._done_since >= REPORT_DELAY):
+            assert self._producer is not None
+            done, self._done = self._done, []
+            self._producer.send(self.config.topics.status, encode_event(TasksFinished(self.id, done)))
 
     def _heartbeats(self) -> None:
         assert self._producer is not None
@@ -249,8 +301,9 @@ class Worker:
                  f"within {HARD_LIMIT_GRACE:g}s more; its worker process was ended and replaced")
         log.error("task %s: %s", a.task.task_id, error)
         if self._finish(a, "failed", {"error": error}) == 1:
-            self._report(a, "failed")
-            assert self._producer is not None
+            assert self._producer is not None  # the process ends next: this event goes out alone
+            self._producer.send(self.config.topics.status,
+                                encode_event(TasksFinished(self.id, [[a.task.task_id, a.attempt, "failed"]])))
             self._producer.flush(timeout=2)
 
     def _hand_back(self, running: _Running) -> None:

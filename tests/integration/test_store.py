@@ -30,7 +30,7 @@ def store(services: None) -> Iterator[ResultStore]:
 def run(store: ResultStore, op: str, *args: Any, **kwargs: Any) -> Any:
     pipe = store.redis.pipeline(transaction=False)
     getattr(store, op)(pipe, *args, **kwargs)
-    return pipe.execute()[0]
+    return store.execute(pipe)[0]
 
 
 def assign(store: ResultStore, worker: str, dead_pid: int | None = None, retries: int = 1,
@@ -160,3 +160,13 @@ def test_raises_and_deaths_share_one_retry_limit(store: ResultStore) -> None:
     assert rec["status"] == "failed"
     assert rec["error"] == ("WorkerLost: the worker died while running this task 1 time(s) "
                             "(and it raised 1 time(s)); the retry limit is 1")
+
+
+def test_scripts_are_loaded_again_when_redis_lost_them(store: ResultStore) -> None:
+    # A restarted Redis has an empty script cache: NOSCRIPT, load, run again.
+    store.redis.script_flush()
+    pipe = store.pipeline()
+    pipe.hset(store.keys.task("other"), "x", "1")
+    store.assign(pipe, "t1", "add", "W1", '{"task-id":"t1"}', 1.0, 1)
+    assert store.execute(pipe)[1] == [1, 1]
+    assert store.record("t1")["attempt"] == "1"  # ran once, not twice

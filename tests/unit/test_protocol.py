@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,8 +14,8 @@ from client.protocol import (
     Assignment,
     Heartbeat,
     Task,
-    TaskFinished,
     TaskOptions,
+    TasksFinished,
     WorkerDown,
     encode,
     encode_assignment,
@@ -55,7 +56,7 @@ def test_assignment_round_trip() -> None:
 
 @pytest.mark.parametrize("event", [
     Heartbeat("W1", "worker", 42, 1.5, None), Heartbeat("W1", "worker", 42, 1.5, "task-9"),
-    TaskFinished("t", "W1", 2, "success"), WorkerDown("W3", "exit code -9", 3.0),
+    TasksFinished("W1", [["t", 2, "success"], ["u", 1, "retry"]]), WorkerDown("W3", "exit code -9", 3.0),
 ])
 def test_event_round_trip(event: object) -> None:
     assert parse_event(encode_event(event)) == event  # type: ignore[arg-type]
@@ -93,6 +94,17 @@ def test_an_oversized_message_still_names_its_task() -> None:
 def test_unknown_event_type() -> None:
     with pytest.raises(InvalidMessage, match="unknown status event type"):
         parse_event(b'{"type": "gossip"}')
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    (b'{"type": "tasks-finished", "worker": "W1", "tasks": 5}', "'tasks' must be a list, got 5"),
+    (b'{"type": "tasks-finished", "worker": "W1", "tasks": [["t", "1", "success"]]}',
+     "each of 'tasks' must be [task id, attempt, status], got ['t', '1', 'success']"),
+    (b'{"type": "tasks-finished", "worker": "W1"}', "bad tasks-finished event"),
+])
+def test_a_bad_tasks_finished_event_says_why(raw: bytes, reason: str) -> None:
+    with pytest.raises(InvalidMessage, match=re.escape(reason)):
+        parse_event(raw)
 
 
 @given(st.binary(max_size=300))
