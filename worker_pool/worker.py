@@ -82,7 +82,8 @@ class Worker:
         self.redis = connect(self.config.redis.url)
         self.store = ResultStore(self.redis, Keys(self.config.redis.key_prefix), self.config.tasks.result_ttl)
         self._producer = kafka_io.producer(self.config.kafka)
-        self._consumer = kafka_io.consumer(self.config.kafka, f"yadtq-worker.{self.id}", max_poll_records=50)
+        self._consumer = kafka_io.consumer(self.config.kafka, f"yadtq-worker.{self.id}",
+                                           max_poll_records=self.config.workers.max_pending)
         kafka_io.assign_all(self._consumer, [self.id])
         self._beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
         self._beat.start()
