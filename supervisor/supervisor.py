@@ -25,7 +25,7 @@ from client import kafka as kafka_io
 from client.config import Config
 from client.errors import InvalidMessage, ServiceUnavailable
 from client.protocol import Heartbeat, WorkerDown, encode_event, now, parse_event
-from client.store import Keys, connect, ping, safe_url
+from client.store import Keys, connect, ping
 from supervisor.scheduler import run_scheduler
 from supervisor.topics import ensure_topics
 from worker_pool.process import EXIT_HARD_LIMIT, EXIT_SERVICE_LOST
@@ -92,14 +92,14 @@ class Supervisor:
     def start(self) -> None:
         cfg = self.config
         default_registry.load_modules(cfg.tasks.modules)  # a bad module is a config error: say so now
-        self.redis = connect(cfg.redis.url)
-        ping(self.redis, cfg.redis.url)
+        self.redis = connect(cfg.redis)
+        ping(self.redis, cfg.redis)
         topics = ensure_topics(cfg)
         self._producer = kafka_io.producer(cfg.kafka)
         self._consumer = kafka_io.consumer(cfg.kafka, None)
         parts = kafka_io.assign_all(self._consumer, [cfg.topics.status])
         self._consumer.seek_to_end(*parts)  # only heartbeats from now on matter
-        self.say(f"kafka {','.join(cfg.kafka.bootstrap_servers)} | redis {safe_url(cfg.redis.url)}"
+        self.say(f"kafka {cfg.kafka.describe()} | redis {cfg.redis.describe()}"
                  f"{' prefix ' + repr(cfg.redis.key_prefix) if cfg.redis.key_prefix else ''}")
         self.say(f"topics: {', '.join(topics)}")
         for c in self.children.values():
