@@ -34,10 +34,18 @@ port_of() { echo "${1##*:}"; }
 is_local() { case "$1" in localhost|127.*|::1|"") return 0 ;; *) return 1 ;; esac; }
 answers() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
+# Running, and not a zombie: a daemon this script started is reparented to
+# PID 1, which may take seconds to reap it after it has exited.
+running() {
+  kill -0 "$1" 2>/dev/null || return 1
+  local stat; stat=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 0
+  [ "${stat%% *}" != Z ]
+}
+
 wait_for() {  # wait_for NAME HOST PORT PIDFILE
   local deadline=$((SECONDS + START_TIMEOUT))
   until answers "$2" "$3"; do
-    if [ -f "$4" ] && ! kill -0 "$(cat "$4")" 2>/dev/null; then
+    if [ -f "$4" ] && ! running "$(cat "$4")"; then
       die "$1 exited while starting; see its log under $STATE"
     fi
     [ $SECONDS -lt $deadline ] || die "$1 did not answer on $2:$3 within ${START_TIMEOUT}s; see its log under $STATE"
@@ -202,10 +210,10 @@ kafka_up() {
 stop_pidfile() {  # stop_pidfile NAME PIDFILE
   [ -f "$2" ] || { say "$1 was not started here"; return; }
   local pid; pid=$(cat "$2")
-  if kill -0 "$pid" 2>/dev/null; then
+  if running "$pid"; then
     kill "$pid"  # SIGTERM: both Kafka and Redis shut down cleanly on it
-    for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+    for _ in $(seq 1 300); do running "$pid" || break; sleep 0.1; done
+    running "$pid" && kill -9 "$pid"
     say "$1 stopped (pid $pid)"
   else
     say "$1 was not running"
