@@ -29,6 +29,7 @@ import yaml
 from kafka import KafkaAdminClient
 
 from client import Client, load_config
+from tests.integration.private_services import private_services  # noqa: F401  (a fixture for every module here)
 
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA = os.environ.get("YADTQ_TEST_KAFKA", "localhost:9092")
