@@ -88,6 +88,27 @@ class _LoginFailures(logging.Handler):
 _login_failures = _LoginFailures()
 logging.getLogger("kafka.net").addHandler(_login_failures)
 
+_SECRET_OPTIONS = frozenset({"sasl_plain_password", "ssl_password"})
+
+
+class _RedactSecrets(logging.Filter):
+    """kafka-python's admin client logs its whole configuration at DEBUG, passwords
+    included; an application that turns DEBUG on for everything must not get them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        def redact(a: Any) -> Any:
+            if isinstance(a, dict):
+                return {k: "***" if k in _SECRET_OPTIONS and v else v for k, v in a.items()}
+            return a
+        if isinstance(record.args, dict):  # logging unwraps a lone mapping argument
+            record.args = redact(record.args)
+        elif isinstance(record.args, tuple):
+            record.args = tuple(redact(a) for a in record.args)
+        return True
+
+
+logging.getLogger("kafka.admin.client").addFilter(_RedactSecrets())
+
 
 def quiet_kafka_logs() -> None:
     """Silence kafka-python's own log lines.

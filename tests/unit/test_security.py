@@ -4,6 +4,7 @@ the safe YAML loader, and no code path that unpickles or evals."""
 from __future__ import annotations
 
 import ast
+import logging
 import pickle
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,16 @@ def test_passwords_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatch
     cfg = Config.from_dict({"kafka": kafka, "redis": {"password_env": "REDIS_PW"}})
     assert cfg.kafka.sasl_password.reveal() == "from-env-1"
     assert cfg.redis.password.reveal() == "from-env-2"
+
+
+def test_kafka_pythons_debug_log_of_its_configuration_hides_the_passwords(caplog: pytest.LogCaptureFixture) -> None:
+    cfg = Config.from_dict({"kafka": {**SASL, "security_protocol": "SASL_PLAINTEXT"}})
+    with caplog.at_level(logging.DEBUG, logger="kafka"):
+        # What KafkaAdminClient.__init__ logs first thing (kafka-python 3.0.12).
+        logging.getLogger("kafka.admin.client").debug("Starting KafkaAdminClient with configuration: %s",
+                                                      client_options(cfg.kafka))
+    assert "'sasl_plain_password': '***'" in caplog.text and "'sasl_plain_username': 'app'" in caplog.text
+    assert "kafka-pw-123" not in caplog.text
 
 
 def test_redis_connection_gets_user_and_password() -> None:
