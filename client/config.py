@@ -150,21 +150,18 @@ class KafkaConfig:
 
     def checked(self) -> KafkaConfig:
         """Check the keys that depend on each other; read passwords from the environment."""
-        sasl_password = _from_env(self, "sasl_password")
-        ssl_password = _from_env(self, "ssl_password")
         protocol = self.security_protocol
         # A SASL or TLS key that the protocol ignores is a mistake to point out:
         # the connection would go out without the protection it was meant to have.
-        for key, used, needs in (("sasl_mechanism", _SASL, "SASL_PLAINTEXT or SASL_SSL"),
-                                 ("sasl_username", _SASL, "SASL_PLAINTEXT or SASL_SSL"),
-                                 ("sasl_password", _SASL, "SASL_PLAINTEXT or SASL_SSL"),
-                                 ("ssl_cafile", _TLS, "SSL or SASL_SSL"),
-                                 ("ssl_certfile", _TLS, "SSL or SASL_SSL"),
-                                 ("ssl_keyfile", _TLS, "SSL or SASL_SSL"),
-                                 ("ssl_password", _TLS, "SSL or SASL_SSL")):
-            value = {"sasl_password": sasl_password, "ssl_password": ssl_password}.get(key, getattr(self, key))
-            if value and protocol not in used:
-                raise _Invalid(key, f"only used when kafka.security_protocol is {needs} (it is {protocol})")
+        for keys, used, needs in ((("sasl_mechanism", "sasl_username", "sasl_password", "sasl_password_env"),
+                                   _SASL, "SASL_PLAINTEXT or SASL_SSL"),
+                                  (("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password", "ssl_password_env"),
+                                   _TLS, "SSL or SASL_SSL")):
+            for key in keys:
+                if getattr(self, key) and protocol not in used:
+                    raise _Invalid(key, f"only used when kafka.security_protocol is {needs} (it is {protocol})")
+        sasl_password = _from_env(self, "sasl_password")
+        ssl_password = _from_env(self, "ssl_password")
         if protocol in _SASL:
             for key, value in (("sasl_mechanism", self.sasl_mechanism), ("sasl_username", self.sasl_username),
                                ("sasl_password", sasl_password)):

@@ -96,6 +96,8 @@ def test_redis_connection_gets_user_and_password() -> None:
     ({**SASL, "sasl_password": "", "sasl_password_env": "YADTQ_TEST_UNSET_VAR"},
      "kafka.sasl_password_env: the environment variable YADTQ_TEST_UNSET_VAR is not set"),
     ({"ssl_check_hostname": "no"}, "kafka.ssl_check_hostname: expected true or false, got 'no'"),
+    ({"sasl_password_env": "YADTQ_TEST_UNSET_VAR"}, "kafka.sasl_password_env: only used when "
+                                                    "kafka.security_protocol is SASL_PLAINTEXT or SASL_SSL"),
 ])
 def test_wrong_kafka_security_keys_are_named(kafka: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as e:
