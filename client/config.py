@@ -212,7 +212,7 @@ class RedisConfig:
     """
 
     url: str = field(default="redis://localhost:6379/0", metadata={
-        "check": (_redis_url, "a URL starting redis://, rediss:// or unix://")})
+        "check": (_redis_url, "a URL starting redis://, rediss:// or unix://"), "hide": safe_url})
     key_prefix: str = ""
     username: str = ""               # a Redis ACL user (default: the 'default' user)
     password: Secret = NO_SECRET
@@ -381,7 +381,8 @@ def _value(hint: Any, f: dataclasses.Field[Any], raw: Any, source: str, key: str
     value = _coerce(hint, raw, source, key)
     check = f.metadata.get("check")
     if check and not check[0](value):
-        raise ConfigError(f"{source}: {key}: expected {check[1]}, got {_show(raw)}")
+        hide = f.metadata.get("hide")  # a value that may hold a password is shown without it
+        raise ConfigError(f"{source}: {key}: expected {check[1]}, got {_show(hide(raw) if hide else raw)}")
     return value
 
 

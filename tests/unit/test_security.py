@@ -115,6 +115,8 @@ def test_wrong_kafka_security_keys_are_named(kafka: dict[str, Any], message: str
     ({"ssl_ca_certs": "/etc/hostname"}, "redis.ssl_ca_certs: only used with a rediss:// URL (TLS)"),
     ({"url": "rediss://h/0", "ssl_ca_certs": "/no/such/ca.pem"}, "redis.ssl_ca_certs: no such file: '/no/such/ca.pem'"),
     ({"password": 123456789}, "redis.password: expected a string, got a value of type int (not shown: it is a secret)"),
+    ({"url": "http://app:redis-pw-789@h/0"}, "redis.url: expected a URL starting redis://, rediss:// or unix://, "
+                                             "got 'http://***@h/0'"),
 ])
 def test_wrong_redis_security_keys_are_named(redis: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as e:
