@@ -9,6 +9,7 @@ consumer, admin) gets its address and security settings from ``client_options``.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from typing import Any
@@ -149,14 +150,25 @@ def check_sent(futures: list[Any], what: str) -> None:
             raise ServiceUnavailable(f"Kafka did not accept {what}: {f.exception or 'timed out'}")
 
 
+def _reachable(servers: list[str]) -> bool:
+    """Whether any of ``servers`` accepts a TCP connection at all."""
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=2):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
 def _unavailable(cfg: KafkaConfig, e: Exception, started: float) -> ServiceUnavailable:
     where = f"Kafka at {','.join(cfg.bootstrap_servers)}"
+    login = f"the login of user {cfg.sasl_username!r} ({cfg.security_protocol}, {cfg.sasl_mechanism})"
+    check = "check kafka.sasl_username and kafka.sasl_password (or kafka.sasl_password_env)"
     kind, reason = _login_failures.since(started) or ("", "")
     if kind == "login":
-        return ServiceUnavailable(
-            f"{where} refused the login of user {cfg.sasl_username!r} ({cfg.security_protocol}, "
-            f"{cfg.sasl_mechanism}): {reason}; check kafka.sasl_username and kafka.sasl_password "
-            "(or kafka.sasl_password_env)")
+        return ServiceUnavailable(f"{where} refused {login}: {reason}; {check}")
     if kind == "mechanism":
         return ServiceUnavailable(f"{where} does not offer SASL mechanism {cfg.sasl_mechanism} on this "
                                   "listener; check kafka.sasl_mechanism")
@@ -164,6 +176,17 @@ def _unavailable(cfg: KafkaConfig, e: Exception, started: float) -> ServiceUnava
         return ServiceUnavailable(f"{where}: TLS handshake failed: {reason.removeprefix('Handshake failed: ')} "
                                   f"(kafka.security_protocol is {cfg.security_protocol}; check it and the "
                                   "kafka.ssl_* keys)")
+    if cfg.security_protocol != "PLAINTEXT" and _reachable(cfg.bootstrap_servers):
+        # kafka-python drops a refusal that arrives together with the broker's
+        # close of the connection (it aborts on the end of the stream before
+        # handing over the bytes read with it), so a refused login can also
+        # look like this: the broker answers, yet no connection was made.
+        if cfg.security_protocol.startswith("SASL"):
+            return ServiceUnavailable(f"{where} answers, but {login} did not succeed ({e}); check "
+                                      "kafka.security_protocol, kafka.sasl_mechanism, kafka.sasl_username and "
+                                      "kafka.sasl_password (or kafka.sasl_password_env)")
+        return ServiceUnavailable(f"{where} answers, but no TLS connection succeeded ({e}); check "
+                                  "kafka.security_protocol and the kafka.ssl_* keys")
     return ServiceUnavailable(f"{where} does not answer: {e}")
 
 

@@ -11,6 +11,7 @@ user, not the secret, and no traceback.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import subprocess
@@ -102,6 +103,22 @@ def assert_refused_clearly(out: subprocess.CompletedProcess[str], message: str, 
     assert_no_secret(everything, *secrets)
 
 
+def assert_login_refused(message: str, ps: PrivateServices) -> None:
+    """The error names the broker, the user, and what to check.
+
+    Mostly it also quotes the broker's reason ("refused ...: Authentication
+    failed: Invalid username or password"), but kafka-python sometimes loses
+    that reply (see client.kafka._unavailable), and then it says the broker
+    answers but the login did not succeed: either is a clear error.
+    """
+    login = f"the login of user '{ps.sasl_user}' (SASL_PLAINTEXT, PLAIN)"
+    refused = f"Kafka at {ps.sasl_kafka} refused {login}: SaslAuthenticationFailedError: Authentication failed: " \
+              "Invalid username or password"
+    unanswered = f"Kafka at {ps.sasl_kafka} answers, but {login} did not succeed"
+    assert refused in message or unanswered in message, message
+    assert "kafka.sasl_username and kafka.sasl_password (or kafka.sasl_password_env)" in message
+
+
 def test_a_wrong_redis_password_is_named_not_shown(private_services: PrivateServices, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     ps = private_services
@@ -119,10 +136,9 @@ def test_a_wrong_kafka_password_is_named_not_shown(private_services: PrivateServ
     wrong = "wrong-" + secrets.token_hex(8)
     monkeypatch.setenv(KAFKA_PASSWORD_ENV, wrong)
     out, took = run_supervisor(secure_config(tmp_path, ps, ps.redis_password))
-    assert_refused_clearly(out, f"[yadtq] error: Kafka at {ps.sasl_kafka} refused the login of user "
-                                f"'{ps.sasl_user}' (SASL_PLAINTEXT, PLAIN): SaslAuthenticationFailedError: "
-                                "Authentication failed: Invalid username or password",
-                           wrong, ps.redis_password, ps.sasl_password)
+    assert_refused_clearly(out, f"[yadtq] error: Kafka at {ps.sasl_kafka} ", wrong, ps.redis_password,
+                           ps.sasl_password)
+    assert_login_refused(out.stderr, ps)
     # kafka-python retries a refused login until its bootstrap timeout (10 s): bounded, not a hang.
     assert took < 40
 
@@ -133,3 +149,49 @@ def test_an_unset_password_variable_stops_the_supervisor_before_anything(
     out, _ = run_supervisor(secure_config(tmp_path, private_services, private_services.redis_password))
     assert_refused_clearly(out, f"kafka.sasl_password_env: the environment variable {KAFKA_PASSWORD_ENV} "
                                 "is not set", private_services.redis_password)
+
+
+# Runs in its own process: kafka-python 3.0.12 leaves the IO thread and sockets
+# of a client whose constructor failed open until the process ends.
+_SUBMIT_WITH_EACH_CONFIG = """
+import json, sys
+from client import Client, Config, ServiceUnavailable
+from client import kafka as kafka_io
+kafka_io.quiet_kafka_logs()
+kafka_io.BOOTSTRAP_TIMEOUT_MS = 2000  # kafka-python retries a refused login until then
+out = {}
+for name, data in json.loads(sys.argv[1]).items():
+    try:
+        with Client(Config.from_dict(data)) as client:
+            out[name] = client.submit("add", 1, 2).id and "accepted"
+    except ServiceUnavailable as e:
+        out[name] = str(e)
+print(json.dumps(out))
+"""
+
+
+def test_the_client_library_says_why_kafka_refused_it(private_services: PrivateServices) -> None:
+    """A wrong password, a mechanism the listener does not offer, TLS to a plain
+    listener: each named, none showing a password; the right password works."""
+    ps = private_services
+    wrong = "wrong-" + secrets.token_hex(8)
+    redis = {"url": ps.redis_url, "password": ps.redis_password, "key_prefix": "probe:"}
+    sasl = {"bootstrap_servers": ps.sasl_kafka, "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
+            "sasl_username": ps.sasl_user, "sasl_password": ps.sasl_password}
+    configs = {"right": {"kafka": sasl, "redis": redis, "topics": {"tasks": "probe.TASKS"}},
+               "wrong": {"kafka": {**sasl, "sasl_password": wrong}, "redis": redis},
+               "scram": {"kafka": {**sasl, "sasl_mechanism": "SCRAM-SHA-256"}, "redis": redis},
+               "tls": {"kafka": {"bootstrap_servers": ps.kafka, "security_protocol": "SSL"}, "redis": redis}}
+    out = subprocess.run([sys.executable, "-c", _SUBMIT_WITH_EACH_CONFIG, json.dumps(configs)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert_no_secret(out.stdout + out.stderr, wrong, ps.sasl_password, ps.redis_password)
+    said = json.loads(out.stdout)
+    assert said["right"] == "accepted"
+    assert_login_refused(said["wrong"], ps)
+    assert (f"Kafka at {ps.sasl_kafka} does not offer SASL mechanism SCRAM-SHA-256 on this listener; "
+            "check kafka.sasl_mechanism" in said["scram"]
+            or ("(SASL_PLAINTEXT, SCRAM-SHA-256) did not succeed" in said["scram"]
+                and "kafka.sasl_mechanism" in said["scram"])), said["scram"]
+    assert re.fullmatch(rf"Kafka at {re.escape(ps.kafka)}: TLS handshake failed: .* \(kafka.security_protocol "
+                        r"is SSL; check it and the kafka.ssl_\* keys\)", said["tls"]), said["tls"]
