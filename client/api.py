@@ -74,7 +74,7 @@ class Client:
     def __init__(self, config: Config | None = None) -> None:
         self.config = config or Config()
         self.keys = Keys(self.config.redis.key_prefix)
-        self.redis = connect(self.config.redis.url)
+        self.redis = connect(self.config.redis)
         self.store = ResultStore(self.redis, self.keys, self.config.tasks.result_ttl)
         self._producer: Any = None
 

@@ -8,11 +8,13 @@ README's configuration table mirrors these defaults.
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
@@ -37,22 +39,217 @@ def _name() -> dict[str, Check]:
                       "a topic name of letters, digits, '.', '_' or '-'")}
 
 
+def _one_of(*choices: str) -> dict[str, Check]:
+    return {"check": (lambda v: v in choices, "one of " + ", ".join(c or "''" for c in choices))}
+
+
+class Secret:
+    """A password from the cluster file or the environment.
+
+    Its repr and str are ``***``, so a Config printed in a log line, an error
+    or a traceback never shows it; ``reveal()`` is for the one place that
+    hands it to a Kafka or Redis client. Immutable; empty means not set.
+    """
+
+    __slots__ = ("_value",)
+    _value: str
+
+    def __init__(self, value: str = "") -> None:
+        object.__setattr__(self, "_value", value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("a Secret cannot be changed")
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> tuple[type[Secret], tuple[str]]:
+        # The supervisor hands its Config to the processes it starts (multiprocessing pickles it).
+        return (Secret, (self._value,))
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+    def __str__(self) -> str:
+        return "***" if self._value else ""
+
+
+NO_SECRET = Secret()
+
+
+class _Invalid(Exception):
+    """A key of a section is wrong in a way only the whole section shows; the
+    loader adds the file and the section's name, as for every other error."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(problem)
+        self.key = key
+        self.problem = problem
+
+
+def _from_env(section: Any, key: str) -> Secret:
+    """The secret ``key`` of ``section``, or the one its ``key_env`` variable names.
+
+    Both may not be given: which one wins would be a guess.
+    """
+    secret: Secret = getattr(section, key)
+    env: str = getattr(section, key + "_env")
+    if not env:
+        return secret
+    if secret:
+        raise _Invalid(key + "_env", f"give {key} or {key}_env, not both")
+    value = os.environ.get(env, "")
+    if not value:
+        raise _Invalid(key + "_env", f"the environment variable {env} is not set (or empty)")
+    return Secret(value)
+
+
+def _files_exist(section: Any, *keys: str) -> None:
+    """Each named file must exist now, not on the first connection minutes later."""
+    for key in keys:
+        path = getattr(section, key)
+        if path and not Path(path).is_file():
+            raise _Invalid(key, f"no such file: {path!r}")
+
+
+_SASL = ("SASL_PLAINTEXT", "SASL_SSL")
+_TLS = ("SSL", "SASL_SSL")
+
+
 @dataclass(frozen=True)
 class KafkaConfig:
-    """How to reach the Kafka cluster."""
+    """How to reach the Kafka cluster, and how to prove who we are to it.
+
+    The ``*_password`` keys are Secrets; each may instead be read from the
+    environment variable its ``*_password_env`` key names, when the file is
+    loaded. kafka-python gets them all through ``client.kafka.client_options``.
+    """
 
     bootstrap_servers: list[str] = field(default_factory=lambda: ["localhost:9092"])
     client_id: str = "yadtq"
+    security_protocol: str = field(default="PLAINTEXT", metadata=_one_of("PLAINTEXT", "SSL", *_SASL))
+    sasl_mechanism: str = field(default="", metadata=_one_of("", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))
+    sasl_username: str = ""
+    sasl_password: Secret = NO_SECRET
+    sasl_password_env: str = ""
+    ssl_cafile: str = ""         # CA bundle to check the broker's certificate (default: the system's)
+    ssl_certfile: str = ""       # client certificate, for brokers that require one
+    ssl_keyfile: str = ""
+    ssl_password: Secret = NO_SECRET  # of ssl_keyfile, if it is encrypted
+    ssl_password_env: str = ""
+    ssl_check_hostname: bool = True
+
+    def checked(self) -> KafkaConfig:
+        """Check the keys that depend on each other; read passwords from the environment."""
+        protocol = self.security_protocol
+        # A SASL or TLS key that the protocol ignores is a mistake to point out:
+        # the connection would go out without the protection it was meant to have.
+        for keys, used, needs in ((("sasl_mechanism", "sasl_username", "sasl_password", "sasl_password_env"),
+                                   _SASL, "SASL_PLAINTEXT or SASL_SSL"),
+                                  (("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password", "ssl_password_env"),
+                                   _TLS, "SSL or SASL_SSL")):
+            for key in keys:
+                if getattr(self, key) and protocol not in used:
+                    raise _Invalid(key, f"only used when kafka.security_protocol is {needs} (it is {protocol})")
+        sasl_password = _from_env(self, "sasl_password")
+        ssl_password = _from_env(self, "ssl_password")
+        if protocol in _SASL:
+            for key, value in (("sasl_mechanism", self.sasl_mechanism), ("sasl_username", self.sasl_username),
+                               ("sasl_password", sasl_password)):
+                if not value:
+                    also = " (or kafka.sasl_password_env)" if key == "sasl_password" else ""
+                    raise _Invalid(key, f"required{also} when kafka.security_protocol is {protocol}")
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise _Invalid("ssl_keyfile", "needs kafka.ssl_certfile too (the certificate of that key)")
+        _files_exist(self, "ssl_cafile", "ssl_certfile", "ssl_keyfile")
+        return dataclasses.replace(self, sasl_password=sasl_password, ssl_password=ssl_password)
+
+    def describe(self) -> str:
+        """The brokers and how we log in, without secrets: for the supervisor's first line."""
+        how = self.security_protocol
+        if how in _SASL:
+            how += f" {self.sasl_mechanism} as {self.sasl_username}"
+        return f"{','.join(self.bootstrap_servers)} ({how})" if how != "PLAINTEXT" else ",".join(self.bootstrap_servers)
+
+
+def _redis_url(v: str) -> bool:
+    return v.split("://", 1)[0] in ("redis", "rediss", "unix")
+
+
+def safe_url(url: str) -> str:
+    """The URL without its user and password (``***``), fit for messages and logs.
+
+    redis-py also reads a ``password`` query parameter; that is hidden too.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    rest, q, query = rest.partition("?")
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    if query:
+        query = "&".join("password=***" if p.partition("=")[0].lower() == "password" else p
+                         for p in query.split("&"))
+    return f"{scheme}://{rest}{q}{query}"
 
 
 @dataclass(frozen=True)
 class RedisConfig:
-    """How to reach Redis, and the prefix put in front of every key YADTQ writes."""
+    """How to reach Redis, and the prefix put in front of every key YADTQ writes.
+
+    The password may be in the URL (``redis://:pw@host``), in ``password``, or
+    in the environment variable ``password_env`` names: one of them.
+    ``client.store.connect`` is the one place that uses these.
+    """
 
     url: str = field(default="redis://localhost:6379/0", metadata={
-        "check": (lambda v: v.split("://", 1)[0] in ("redis", "rediss", "unix"),
-                  "a URL starting redis://, rediss:// or unix://")})
+        "check": (_redis_url, "a URL starting redis://, rediss:// or unix://"), "hide": safe_url})
     key_prefix: str = ""
+    username: str = ""               # a Redis ACL user (default: the 'default' user)
+    password: Secret = NO_SECRET
+    password_env: str = ""
+    ssl_ca_certs: str = ""           # rediss:// only: CA bundle to check the server (default: the system's)
+    ssl_certfile: str = ""           # rediss:// only: client certificate, for servers that require one
+    ssl_keyfile: str = ""
+
+    def checked(self) -> RedisConfig:
+        """Check the keys that depend on each other; read the password from the environment."""
+        password = _from_env(self, "password")
+        parts = urlsplit(self.url)
+        in_url = bool(parts.password) or "password" in parse_qs(parts.query)
+        if in_url and password:
+            # redis-py would silently prefer the URL's: make the choice explicit.
+            key = "password_env" if self.password_env else "password"
+            raise _Invalid(key, "the URL holds a password already: give it in one place")
+        if self.username and not (password or in_url):
+            raise _Invalid("username", "needs a password (redis.password or redis.password_env)")
+        for key in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+            if getattr(self, key) and parts.scheme != "rediss":
+                raise _Invalid(key, "only used with a rediss:// URL (TLS)")
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise _Invalid("ssl_keyfile", "needs redis.ssl_certfile too (the certificate of that key)")
+        _files_exist(self, "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+        return dataclasses.replace(self, password=password)
+
+    def describe(self) -> str:
+        """The server and how we log in, without secrets: for the supervisor's first line."""
+        login = f"user {self.username}, password" if self.username else "password" if self.password else ""
+        return f"{safe_url(self.url)} ({login})" if login else safe_url(self.url)
+
+    def __repr__(self) -> str:
+        # The dataclass repr, but with the URL's password hidden (a Secret hides itself).
+        shown = ", ".join(f"{f.name}={safe_url(self.url) if f.name == 'url' else getattr(self, f.name)!r}"
+                          for f in dataclasses.fields(self))
+        return f"RedisConfig({shown})"
 
 
 @dataclass(frozen=True)
@@ -175,7 +372,13 @@ def _build(cls: type, data: Any, source: str, path: str) -> Any:
     hints = typing.get_type_hints(cls)
     values = {name: _value(hints[name], f, data[name], source, f"{path}{name}")
               for name, f in fields.items() if name in data}
-    return cls(**values)
+    built = cls(**values)
+    if hasattr(built, "checked"):  # a section whose keys depend on each other
+        try:
+            built = built.checked()
+        except _Invalid as e:
+            raise ConfigError(f"{source}: {path}{e.key}: {e.problem}") from None
+    return built
 
 
 def _value(hint: Any, f: dataclasses.Field[Any], raw: Any, source: str, key: str) -> Any:
@@ -184,7 +387,8 @@ def _value(hint: Any, f: dataclasses.Field[Any], raw: Any, source: str, key: str
     value = _coerce(hint, raw, source, key)
     check = f.metadata.get("check")
     if check and not check[0](value):
-        raise ConfigError(f"{source}: {key}: expected {check[1]}, got {_show(raw)}")
+        hide = f.metadata.get("hide")  # a value that may hold a password is shown without it
+        raise ConfigError(f"{source}: {key}: expected {check[1]}, got {_show(hide(raw) if hide else raw)}")
     return value
 
 
@@ -202,6 +406,11 @@ _EXPECTED = {bool: "true or false", int: "an integer", float: "a number", str: "
 
 
 def _coerce(hint: Any, raw: Any, source: str, key: str) -> Any:
+    if hint is Secret:
+        if not isinstance(raw, str):  # the error must not show it: it may be the real password
+            raise ConfigError(f"{source}: {key}: expected a string, got a value of type {type(raw).__name__} "
+                              "(not shown: it is a secret)")
+        return Secret(raw)
     if hint in _EXPECTED:
         if not _scalar_ok(hint, raw):
             raise ConfigError(f"{source}: {key}: expected {_EXPECTED[hint]}, got {_show(raw)}")

@@ -2,17 +2,26 @@
 
 Every producer here waits for the broker's acknowledgement from all in-sync
 replicas (``acks='all'``, idempotent), since a task the client was told is
-submitted must not be lost.
+submitted must not be lost. Every kafka-python client YADTQ builds (producer,
+consumer, admin) gets its address and security settings from ``client_options``.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 import time
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import (
+    IllegalSaslStateError,
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailedError,
+    UnsupportedSaslMechanismError,
+)
 
 from client.config import KafkaConfig
 from client.errors import ServiceUnavailable
@@ -20,9 +29,86 @@ from client.errors import ServiceUnavailable
 BOOTSTRAP_TIMEOUT_MS = 10_000  # how long to look for a broker before saying it does not answer
 
 
-def _common(cfg: KafkaConfig) -> dict[str, Any]:
-    return {"bootstrap_servers": cfg.bootstrap_servers, "client_id": cfg.client_id,
-            "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS}
+def client_options(cfg: KafkaConfig) -> dict[str, Any]:
+    """The kafka-python options every YADTQ client shares: address, id, SASL and TLS.
+
+    Only what the config sets is passed, so kafka-python's defaults stay in
+    force otherwise; the secrets are revealed here and nowhere else.
+    """
+    opts: dict[str, Any] = {"bootstrap_servers": cfg.bootstrap_servers, "client_id": cfg.client_id,
+                            "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
+                            "security_protocol": cfg.security_protocol}
+    if cfg.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        opts.update(sasl_mechanism=cfg.sasl_mechanism, sasl_plain_username=cfg.sasl_username,
+                    sasl_plain_password=cfg.sasl_password.reveal())
+    if cfg.security_protocol in ("SSL", "SASL_SSL"):
+        opts["ssl_check_hostname"] = cfg.ssl_check_hostname
+        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if getattr(cfg, key):
+                opts[key] = getattr(cfg, key)
+        if cfg.ssl_password:
+            opts["ssl_password"] = cfg.ssl_password.reveal()
+    return opts
+
+
+class _LoginFailures(logging.Handler):
+    """Remembers the last refused SASL login or failed TLS handshake kafka-python logged.
+
+    kafka-python retries a refused login until its bootstrap timeout and then
+    raises only "Unable to bootstrap"; the reason is in an ERROR record of its
+    ``kafka.net`` loggers, as the exception object among the record's args.
+    Those messages name the broker and the mechanism, never the password.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self._mutex = threading.Lock()
+        self._last: tuple[float, str, str] | None = None  # (monotonic time, kind, reason)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        for arg in record.args if isinstance(record.args, tuple) else ():
+            if isinstance(arg, UnsupportedSaslMechanismError):
+                kind = "mechanism"
+            elif isinstance(arg, (SaslAuthenticationFailedError, IllegalSaslStateError)):
+                kind = "login"
+            elif isinstance(arg, KafkaConnectionError) and "Handshake failed" in str(arg):
+                kind = "tls"
+            else:
+                continue
+            reason = str(arg.args[0]) if arg.args else type(arg).__name__
+            with self._mutex:
+                self._last = (time.monotonic(), kind, reason)
+
+    def since(self, t: float) -> tuple[str, str] | None:
+        """The last failure recorded at or after monotonic time ``t``: (kind, reason)."""
+        with self._mutex:
+            last = self._last
+        return (last[1], last[2]) if last is not None and last[0] >= t else None
+
+
+_login_failures = _LoginFailures()
+logging.getLogger("kafka.net").addHandler(_login_failures)
+
+_SECRET_OPTIONS = frozenset({"sasl_plain_password", "ssl_password"})
+
+
+class _RedactSecrets(logging.Filter):
+    """kafka-python's admin client logs its whole configuration at DEBUG, passwords
+    included; an application that turns DEBUG on for everything must not get them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        def redact(a: Any) -> Any:
+            if isinstance(a, dict):
+                return {k: "***" if k in _SECRET_OPTIONS and v else v for k, v in a.items()}
+            return a
+        if isinstance(record.args, dict):  # logging unwraps a lone mapping argument
+            record.args = redact(record.args)
+        elif isinstance(record.args, tuple):
+            record.args = tuple(redact(a) for a in record.args)
+        return True
+
+
+logging.getLogger("kafka.admin.client").addFilter(_RedactSecrets())
 
 
 def quiet_kafka_logs() -> None:
@@ -30,9 +116,13 @@ def quiet_kafka_logs() -> None:
 
     It logs every refused connection and coordinator move as a warning or
     error, even those it recovers from; YADTQ raises or reports the failures
-    that matter itself, with the address and what to do.
+    that matter itself, with the address and what to do. Its connection
+    errors are still recorded (not printed), so a refused login can be named.
     """
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    net = logging.getLogger("kafka.net")
+    net.setLevel(logging.ERROR)
+    net.propagate = False
 
 
 def close_producer(p: KafkaProducer, timeout: float = 5.0) -> bool:
@@ -60,28 +150,93 @@ def check_sent(futures: list[Any], what: str) -> None:
             raise ServiceUnavailable(f"Kafka did not accept {what}: {f.exception or 'timed out'}")
 
 
-def _unavailable(cfg: KafkaConfig, e: Exception) -> ServiceUnavailable:
-    return ServiceUnavailable(f"Kafka at {','.join(cfg.bootstrap_servers)} does not answer: {e}")
+def _reachable(servers: list[str]) -> bool:
+    """Whether any of ``servers`` accepts a TCP connection at all."""
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=2):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def _unavailable(cfg: KafkaConfig, e: Exception, started: float) -> ServiceUnavailable:
+    where = f"Kafka at {','.join(cfg.bootstrap_servers)}"
+    login = f"the login of user {cfg.sasl_username!r} ({cfg.security_protocol}, {cfg.sasl_mechanism})"
+    check = "check kafka.sasl_username and kafka.sasl_password (or kafka.sasl_password_env)"
+    kind, reason = _login_failures.since(started) or ("", "")
+    if kind == "login":
+        return ServiceUnavailable(f"{where} refused {login}: {reason}; {check}")
+    if kind == "mechanism":
+        return ServiceUnavailable(f"{where} does not offer SASL mechanism {cfg.sasl_mechanism} on this "
+                                  "listener; check kafka.sasl_mechanism")
+    if kind == "tls":
+        return ServiceUnavailable(f"{where}: TLS handshake failed: {reason.removeprefix('Handshake failed: ')} "
+                                  f"(kafka.security_protocol is {cfg.security_protocol}; check it and the "
+                                  "kafka.ssl_* keys)")
+    if cfg.security_protocol != "PLAINTEXT" and _reachable(cfg.bootstrap_servers):
+        # kafka-python drops a refusal that arrives together with the broker's
+        # close of the connection (it aborts on the end of the stream before
+        # handing over the bytes read with it), so a refused login can also
+        # look like this: the broker answers, yet no connection was made.
+        if cfg.security_protocol.startswith("SASL"):
+            return ServiceUnavailable(f"{where} answers, but {login} did not succeed ({e}); check "
+                                      "kafka.security_protocol, kafka.sasl_mechanism, kafka.sasl_username and "
+                                      "kafka.sasl_password (or kafka.sasl_password_env)")
+        return ServiceUnavailable(f"{where} answers, but no TLS connection succeeded ({e}); check "
+                                  "kafka.security_protocol and the kafka.ssl_* keys")
+    return ServiceUnavailable(f"{where} does not answer: {e}")
+
+
+def reachable(servers: list[str], timeout: float = 1.0) -> bool:
+    """Does any of ``servers`` (host:port) accept a TCP connection?"""
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=timeout):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def _build(cls: type[Any], cfg: KafkaConfig, **opts: Any) -> Any:
+    """``cls(...)`` with the shared options; ServiceUnavailable, with the reason, if it cannot connect."""
+    # Say so at once when nothing listens, rather than after the bootstrap
+    # timeout; and kafka-python leaks the sockets and thread of a client whose
+    # constructor fails, so better not to build one that cannot connect.
+    if not reachable(cfg.bootstrap_servers):
+        raise ServiceUnavailable(f"Kafka at {','.join(cfg.bootstrap_servers)} does not answer: "
+                                 "no broker accepts connections")
+    started = time.monotonic()
+    try:
+        return cls(**client_options(cfg), **opts)
+    except KafkaError as e:
+        raise _unavailable(cfg, e, started) from None
 
 
 def producer(cfg: KafkaConfig, **overrides: Any) -> KafkaProducer:
     """A producer for YADTQ messages; raise ServiceUnavailable if no broker answers."""
     opts: dict[str, Any] = {"acks": "all", "linger_ms": 2, "max_block_ms": 15000,
                             "request_timeout_ms": 15000, **overrides}
-    try:
-        return KafkaProducer(**_common(cfg), **opts)
-    except KafkaError as e:
-        raise _unavailable(cfg, e) from None
+    p: KafkaProducer = _build(KafkaProducer, cfg, **opts)
+    return p
 
 
 def consumer(cfg: KafkaConfig, group_id: str | None, **overrides: Any) -> KafkaConsumer:
     """A consumer with manual commits; the caller assigns its partitions."""
     opts: dict[str, Any] = {"enable_auto_commit": False, "auto_offset_reset": "earliest",
                             "fetch_max_wait_ms": 50, **overrides}
-    try:
-        return KafkaConsumer(**_common(cfg), group_id=group_id, **opts)
-    except KafkaError as e:
-        raise _unavailable(cfg, e) from None
+    c: KafkaConsumer = _build(KafkaConsumer, cfg, group_id=group_id, **opts)
+    return c
+
+
+def admin(cfg: KafkaConfig, **overrides: Any) -> KafkaAdminClient:
+    """An admin client (topic creation); raise ServiceUnavailable if no broker answers."""
+    a: KafkaAdminClient = _build(KafkaAdminClient, cfg, **overrides)
+    return a
 
 
 def partitions(c: KafkaConsumer, topic: str, timeout: float = 15.0) -> list[TopicPartition]:

@@ -15,6 +15,8 @@ from typing import Any
 
 import redis
 
+from client.config import RedisConfig
+from client.config import safe_url as safe_url  # re-exported: it lived here first
 from client.errors import ServiceUnavailable
 
 TERMINAL = ("success", "failed")
@@ -202,26 +204,38 @@ return 1
 """
 
 
-def connect(url: str) -> redis.Redis:
-    """A Redis client for ``url`` that returns str, with bounded timeouts."""
-    return redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5,
-                                socket_timeout=30, health_check_interval=30)
+def connect(cfg: RedisConfig | str) -> redis.Redis:
+    """A Redis client for the configured server that returns str, with bounded timeouts.
+
+    The one place that turns ``redis.*`` keys into a connection, password and
+    TLS included. A plain URL (tests, tools) means those keys' defaults.
+    """
+    if isinstance(cfg, str):
+        cfg = RedisConfig(url=cfg)
+    opts: dict[str, Any] = {}
+    if cfg.username:
+        opts["username"] = cfg.username
+    if cfg.password:
+        opts["password"] = cfg.password.reveal()
+    # Only a rediss:// URL takes TLS options (the config refuses them otherwise).
+    for key in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+        if getattr(cfg, key):
+            opts[key] = getattr(cfg, key)
+    return redis.Redis.from_url(cfg.url, decode_responses=True, socket_connect_timeout=5,
+                                socket_timeout=30, health_check_interval=30, **opts)
 
 
-def ping(client: redis.Redis, url: str) -> None:
-    """Raise ServiceUnavailable, naming ``url``, unless Redis answers."""
+def ping(client: redis.Redis, cfg: RedisConfig) -> None:
+    """Raise ServiceUnavailable, naming the server (never the password), unless Redis answers."""
     try:
         client.ping()
+    except redis.AuthenticationError as e:
+        # redis-py's message says which (WRONGPASS, NOAUTH) and never holds the password.
+        raise ServiceUnavailable(f"Redis at {safe_url(cfg.url)} refused the login (user "
+                                 f"{cfg.username or 'default'}): {str(e).rstrip('.')}; check redis.password or "
+                                 "redis.password_env") from None
     except redis.RedisError as e:
-        raise ServiceUnavailable(f"Redis at {safe_url(url)} does not answer: {e}") from None
-
-
-def safe_url(url: str) -> str:
-    """The URL without its password, fit for messages and logs."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+        raise ServiceUnavailable(f"Redis at {safe_url(cfg.url)} does not answer: {e}") from None
 
 
 def failure_fields(exc: BaseException) -> dict[str, str]:

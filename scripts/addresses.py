@@ -6,6 +6,7 @@ services exactly where yadtq.yaml expects them.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from urllib.parse import urlsplit
 
@@ -17,7 +18,8 @@ def main(path: str) -> int:
     try:
         cfg = load_config(path)
     except ConfigError as e:
-        print(f"echo 'error: {e}' >&2; false")
+        # Quoted for the shell that evaluates this: errors quote keys and paths.
+        print(f"echo {shlex.quote(f'error: {e}')} >&2; false")
         return 1
     kafka = cfg.kafka.bootstrap_servers[0]
     r = urlsplit(cfg.redis.url)

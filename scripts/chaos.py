@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kafka import KafkaAdminClient
 
 from client import Client, TaskSpec, load_config
+from client import kafka as kafka_io
 from client.config import Config
 from client.errors import ResultTimeout, YadtqError
 from client.store import connect
@@ -207,12 +207,12 @@ def _check_cluster(cluster: ClusterProcess, config: Config, summary: Summary) ->
 
 
 def _cleanup(config: Config) -> None:
-    r = connect(config.redis.url)
+    r = connect(config.redis)
     keys = list(r.scan_iter(match=f"{config.redis.key_prefix}*", count=1000))
     for i in range(0, len(keys), 500):
         r.delete(*keys[i:i + 500])
     r.close()
-    admin = KafkaAdminClient(bootstrap_servers=config.kafka.bootstrap_servers)
+    admin = kafka_io.admin(config.kafka)
     try:
         tag = config.topics.tasks.split(".")[0]
         names = [t for t in admin.list_topics() if t.startswith(tag + ".")]

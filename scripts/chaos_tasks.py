@@ -32,7 +32,7 @@ def chaos_work(n: int, seconds: float) -> int:
     """Count this run, sleep ``seconds`` (0: an instant task), return n * n."""
     ctx = current_task()
     url, prefix = ctx.config.redis.url, ctx.config.redis.key_prefix
-    r = _clients.get(url) or _clients.setdefault(url, connect(url))
+    r = _clients.get(url) or _clients.setdefault(url, connect(ctx.config.redis))
     pipe = r.pipeline(transaction=False)
     pipe.hincrby(runs_key(prefix), ctx.task_id, 1)
     pipe.hset(started_key(prefix), ctx.task_id, repr(now()))

@@ -3,15 +3,24 @@
 # single node) and a Redis server. Idempotent: a service that already answers at
 # its address is left alone, and only what this script started is stopped.
 #
-#   scripts/services.sh up|down|status
+#   scripts/services.sh up|down|status            both services (what `make` uses)
+#   scripts/services.sh kafka-up|kafka-down       one service; down is graceful
+#   scripts/services.sh redis-up|redis-down       (SIGTERM), and up again on the
+#                                                 same state dir keeps the data
 #
 # Addresses come from YADTQ_KAFKA and YADTQ_REDIS (host:port; the Makefile reads
-# them from yadtq.yaml). KAFKA_HOME, when set, names an installed Kafka whose
-# libs/ are used instead of the jars fetched from Maven Central.
+# them from yadtq.yaml); the KRaft controller listens on the Kafka port + 1.
+# KAFKA_HOME, when set, names an installed Kafka whose libs/ are used instead of
+# the jars fetched from Maven Central. For private instances (tests):
+#   YADTQ_SERVICES_DIR       state dir: data, logs, pid files (default .services/)
+#   YADTQ_KAFKA_SASL_PORT    also open a SASL_PLAINTEXT listener (mechanism PLAIN)
+#   YADTQ_KAFKA_SASL_USERS   on this port, for these users: "name:password,..."
+#   YADTQ_REDIS_PASSWORD     Redis requires this password (AUTH)
+#   YADTQ_KAFKA_JAVA_OPTS    the broker's JVM heap/GC/JIT flags, replacing the defaults
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-STATE="$ROOT/.services"                     # git-ignored: data, logs, pid files
+STATE=${YADTQ_SERVICES_DIR:-$ROOT/.services}   # default git-ignored: data, logs, pid files
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/scripts/kafka/pom.xml")
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/yadtq/kafka-$KAFKA_VERSION"
 KAFKA_ADDR=${YADTQ_KAFKA:-localhost:9092}
@@ -25,14 +34,22 @@ port_of() { echo "${1##*:}"; }
 is_local() { case "$1" in localhost|127.*|::1|"") return 0 ;; *) return 1 ;; esac; }
 answers() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
+# Running, and not a zombie: a daemon this script started is reparented to
+# PID 1, which may take seconds to reap it after it has exited.
+running() {
+  kill -0 "$1" 2>/dev/null || return 1
+  local stat; stat=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 0
+  [ "${stat%% *}" != Z ]
+}
+
 wait_for() {  # wait_for NAME HOST PORT PIDFILE
   local deadline=$((SECONDS + START_TIMEOUT))
   until answers "$2" "$3"; do
-    if [ -f "$4" ] && ! kill -0 "$(cat "$4")" 2>/dev/null; then
+    if [ -f "$4" ] && ! running "$(cat "$4")"; then
       die "$1 exited while starting; see its log under $STATE"
     fi
     [ $SECONDS -lt $deadline ] || die "$1 did not answer on $2:$3 within ${START_TIMEOUT}s; see its log under $STATE"
-    sleep 0.5
+    sleep 0.1
   done
 }
 
@@ -48,8 +65,16 @@ redis_up() {
       || die "could not install redis-server with apt-get (are you root?)"
   fi
   mkdir -p "$STATE/redis"
+  # The password goes in a file only its owner can read, not on the command
+  # line, where `ps` would show it to every user of the machine.
+  local conf=$STATE/redis/redis.conf
+  (umask 077; : >"$conf")
+  if [ -n "${YADTQ_REDIS_PASSWORD:-}" ]; then
+    case "$YADTQ_REDIS_PASSWORD" in *[[:space:]\"\\]*) die "YADTQ_REDIS_PASSWORD must not hold spaces, quotes or backslashes" ;; esac
+    echo "requirepass \"$YADTQ_REDIS_PASSWORD\"" >>"$conf"
+  fi
   # appendonly: a Redis restart keeps the scheduler's tables and the results.
-  redis-server --port "$port" --bind 127.0.0.1 --daemonize yes \
+  redis-server "$conf" --port "$port" --bind 127.0.0.1 --daemonize yes \
     --dir "$STATE/redis" --pidfile "$STATE/redis/redis.pid" --logfile "$STATE/redis/redis.log" \
     --appendonly yes --appendfsync everysec --save "" >/dev/null
   wait_for redis 127.0.0.1 "$port" "$STATE/redis/redis.pid"
@@ -75,16 +100,39 @@ kafka_classpath() {
   echo "$CACHE/libs/*"
 }
 
+sasl_jaas() {  # the PLAIN login module line for YADTQ_KAFKA_SASL_USERS ("name:password,...")
+  local entry name pw users=""
+  local IFS=,
+  for entry in $YADTQ_KAFKA_SASL_USERS; do
+    name=${entry%%:*}; pw=${entry#*:}
+    [ -n "$name" ] && [ "$name" != "$entry" ] || die "YADTQ_KAFKA_SASL_USERS: expected name:password,... (got an entry without ':')"
+    case "$name$pw" in *[[:space:]\"\\\;=]*) die "YADTQ_KAFKA_SASL_USERS: names and passwords must not hold spaces, quotes, backslashes, ';' or '='" ;; esac
+    users+=" user_$name=\"$pw\""
+  done
+  echo "org.apache.kafka.common.security.plain.PlainLoginModule required$users;"
+}
+
 kafka_config() {  # writes the broker's server.properties for PORT
-  local port=$1 dir=$STATE/kafka
+  local port=$1 dir=$STATE/kafka sasl=${YADTQ_KAFKA_SASL_PORT:-}
+  local listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$((port + 1))"
+  local advertised="PLAINTEXT://127.0.0.1:$port" map="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+  if [ -n "$sasl" ]; then
+    [ -n "${YADTQ_KAFKA_SASL_USERS:-}" ] || die "YADTQ_KAFKA_SASL_PORT is set but YADTQ_KAFKA_SASL_USERS is not"
+    listeners+=",SASL_PLAINTEXT://127.0.0.1:$sasl"
+    advertised+=",SASL_PLAINTEXT://127.0.0.1:$sasl"
+    map+=",SASL_PLAINTEXT:SASL_PLAINTEXT"
+  fi
+  # The file may hold the SASL users' passwords: only its owner reads it.
+  (umask 077; : >"$dir/server.properties")
   cat >"$dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$((port + 1))
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$((port + 1))
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=$listeners
+advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=$map
+# The plain listener stays the inter-broker one; only clients use SASL.
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$dir/data
 num.partitions=1
@@ -98,6 +146,35 @@ group.initial.rebalance.delay.ms=0
 num.network.threads=2
 num.io.threads=4
 PROPS
+  if [ -n "$sasl" ]; then
+    cat >>"$dir/server.properties" <<PROPS
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=$(sasl_jaas)
+PROPS
+  fi
+}
+
+# Class-data sharing (YADTQ_KAFKA_CDS=1): the broker's classes, parsed once and
+# mapped from a file on later starts, save about a second per start. A broker
+# started without the archive writes it when it stops (kafka-down moves it into
+# the cache); the JVM ignores an archive that does not match, so a stale one
+# only costs that second. Keyed by JVM and classpath.
+kafka_cds_file() {  # kafka_cds_file CLASSPATH
+  echo "$CACHE/broker-$( { java -version 2>&1; echo "$1"; } | sha1sum | cut -c1-12).jsa"
+}
+kafka_cds() {  # kafka_cds CLASSPATH DIR: prints the JVM flag to use
+  local jsa; jsa=$(kafka_cds_file "$1")
+  if [ -f "$jsa" ]; then echo "-XX:SharedArchiveFile=$jsa"
+  else echo "$jsa" >"$2/cds.target"; echo "-XX:ArchiveClassesAtExit=$2/broker.jsa"; fi
+}
+kafka_cds_keep() {  # after the broker stopped: publish the archive it wrote, atomically
+  local dir=$STATE/kafka target
+  [ -f "$dir/cds.target" ] || return 0
+  target=$(cat "$dir/cds.target"); rm -f "$dir/cds.target"
+  if [ -s "$dir/broker.jsa" ] && [ ! -f "$target" ]; then
+    mv "$dir/broker.jsa" "$target.$$" && mv -f "$target.$$" "$target"
+  fi
+  rm -f "$dir/broker.jsa"
 }
 
 kafka_up() {
@@ -109,16 +186,22 @@ kafka_up() {
   cp=$(kafka_classpath)
   mkdir -p "$dir/data"
   kafka_config "$port"
-  local java_opts=(-Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true
+  local tuning
+  read -r -a tuning <<<"${YADTQ_KAFKA_JAVA_OPTS:--Xms256m -Xmx768m -XX:+UseG1GC}"
+  local java_opts=("${tuning[@]}" -Djava.awt.headless=true
     "-Dkafka.logs.dir=$dir" "-Dlog4j2.configurationFile=$ROOT/scripts/kafka/log4j2.properties")
   if [ ! -f "$dir/data/meta.properties" ]; then
     # A KRaft node's storage is formatted once, as kafka-storage.sh format does.
     local cluster_id
     cluster_id=$(python3 -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
-    java "${java_opts[@]}" -cp "$cp" kafka.tools.StorageTool format -t "$cluster_id" \
+    local share=()
+    [ "${YADTQ_KAFKA_CDS:-}" = 1 ] && [ -f "$(kafka_cds_file "$cp")" ] && share=("-XX:SharedArchiveFile=$(kafka_cds_file "$cp")")
+    java "${java_opts[@]}" "${share[@]}" -cp "$cp" kafka.tools.StorageTool format -t "$cluster_id" \
       -c "$dir/server.properties" >"$dir/format.log" 2>&1 || die "formatting Kafka storage failed; see $dir/format.log"
   fi
-  nohup java "${java_opts[@]}" -cp "$cp" kafka.Kafka "$dir/server.properties" >"$dir/stdout.log" 2>&1 &
+  local cds=()
+  [ "${YADTQ_KAFKA_CDS:-}" = 1 ] && cds=("$(kafka_cds "$cp" "$dir")")
+  nohup java "${java_opts[@]}" "${cds[@]}" -cp "$cp" kafka.Kafka "$dir/server.properties" >"$dir/stdout.log" 2>&1 &
   echo $! >"$dir/kafka.pid"
   wait_for kafka 127.0.0.1 "$port" "$dir/kafka.pid"
   say "kafka $KAFKA_VERSION started on 127.0.0.1:$port (pid $(cat "$dir/kafka.pid"))"
@@ -127,10 +210,10 @@ kafka_up() {
 stop_pidfile() {  # stop_pidfile NAME PIDFILE
   [ -f "$2" ] || { say "$1 was not started here"; return; }
   local pid; pid=$(cat "$2")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid"
-    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+  if running "$pid"; then
+    kill "$pid"  # SIGTERM: both Kafka and Redis shut down cleanly on it
+    for _ in $(seq 1 300); do running "$pid" || break; sleep 0.1; done
+    running "$pid" && kill -9 "$pid"
     say "$1 stopped (pid $pid)"
   else
     say "$1 was not running"
@@ -147,9 +230,17 @@ status() {
   done
 }
 
+kafka_down() { stop_pidfile kafka "$STATE/kafka/kafka.pid"; kafka_cds_keep; }
+# SIGTERM is Redis's graceful shutdown: it writes and fsyncs the AOF before it exits.
+redis_down() { stop_pidfile redis "$STATE/redis/redis.pid"; }
+
 case "${1:-}" in
   up) redis_up; kafka_up ;;
-  down) stop_pidfile kafka "$STATE/kafka/kafka.pid"; stop_pidfile redis "$STATE/redis/redis.pid" ;;
+  down) kafka_down; redis_down ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  kafka-up) kafka_up ;;
+  kafka-down) kafka_down ;;
+  redis-up) redis_up ;;
+  redis-down) redis_down ;;
+  *) echo "usage: $0 up|down|status|kafka-up|kafka-down|redis-up|redis-down" >&2; exit 2 ;;
 esac

@@ -92,7 +92,7 @@ class Scheduler:
 
     def initialize(self) -> None:
         self.registry.load_modules(self.config.tasks.modules)
-        self.redis = connect(self.config.redis.url)
+        self.redis = connect(self.config.redis)
         self.keys = Keys(self.config.redis.key_prefix)
         self.store = ResultStore(self.redis, self.keys, self.config.tasks.result_ttl)
         self._producer = kafka_io.producer(self.config.kafka, linger_ms=1)

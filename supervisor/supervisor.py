@@ -11,7 +11,6 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.process
 import signal
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,10 +22,10 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
 from client import kafka as kafka_io
-from client.config import Config
+from client.config import Config, safe_url
 from client.errors import InvalidMessage, ServiceUnavailable
 from client.protocol import Heartbeat, WorkerDown, encode_event, now, parse_event
-from client.store import Keys, connect, ping, safe_url
+from client.store import Keys, connect, ping
 from supervisor.scheduler import run_scheduler
 from supervisor.topics import ensure_topics
 from worker_pool.process import EXIT_HARD_LIMIT, EXIT_SERVICE_LOST
@@ -97,14 +96,14 @@ class Supervisor:
     def start(self) -> None:
         cfg = self.config
         default_registry.load_modules(cfg.tasks.modules)  # a bad module is a config error: say so now
-        self.redis = connect(cfg.redis.url)
-        ping(self.redis, cfg.redis.url)
+        self.redis = connect(cfg.redis)
+        ping(self.redis, cfg.redis)
         topics = ensure_topics(cfg)
         self._producer = kafka_io.producer(cfg.kafka)
         self._consumer = kafka_io.consumer(cfg.kafka, None)
         parts = kafka_io.assign_all(self._consumer, [cfg.topics.status])
         self._consumer.seek_to_end(*parts)  # only heartbeats from now on matter
-        self.say(f"kafka {','.join(cfg.kafka.bootstrap_servers)} | redis {safe_url(cfg.redis.url)}"
+        self.say(f"kafka {cfg.kafka.describe()} | redis {cfg.redis.describe()}"
                  f"{' prefix ' + repr(cfg.redis.key_prefix) if cfg.redis.key_prefix else ''}")
         self.say(f"topics: {', '.join(topics)}")
         for c in self.children.values():
@@ -173,7 +172,7 @@ class Supervisor:
         """Check that Kafka and Redis answer; say so when either goes or comes back."""
         self._last_probe = at
         cfg = self.config
-        kafka_up = any(_answers(server) for server in cfg.kafka.bootstrap_servers)
+        kafka_up = kafka_io.reachable(cfg.kafka.bootstrap_servers)
         try:
             self.redis.ping()
             redis_up = True
@@ -240,6 +239,8 @@ class Supervisor:
         c.restarts = [t for t in c.restarts if at - t < cfg.restart_window] + [at]
         if c.due > at:
             self.say(f"{c.name} is crashing repeatedly: next start in {c.due - at:.0f}s")
+        if lost_service:
+            self._probe(at)  # now, so that no new process is started while the service is away
 
     def _death(self, c: Child, at: float) -> str | None:
         """Why ``c`` counts as dead now, or None if it is fine."""
@@ -313,12 +314,3 @@ class Supervisor:
                 f"load {loads} | done {stats.get('success', 0)} failed {stats.get('failed', 0)} | "
                 f"restarts {restarts}")
 
-
-def _answers(server: str, timeout: float = 1.0) -> bool:
-    """Does something accept TCP connections at ``server`` (host:port)?"""
-    host, _, port = server.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=timeout):
-            return True
-    except (OSError, ValueError):
-        return False

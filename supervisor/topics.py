@@ -7,7 +7,7 @@ import time
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import TopicAlreadyExistsError
 
 from client import kafka as kafka_io
 from client.config import Config
@@ -21,13 +21,7 @@ def topic_names(config: Config) -> list[str]:
 
 def ensure_topics(config: Config, timeout: float = 30.0) -> list[str]:
     """Create every topic the cluster uses that does not exist yet; return the names."""
-    servers = config.kafka.bootstrap_servers
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=servers, client_id=config.kafka.client_id,
-                                 request_timeout_ms=int(timeout * 1000),
-                                 bootstrap_timeout_ms=kafka_io.BOOTSTRAP_TIMEOUT_MS)
-    except KafkaError as e:
-        raise ServiceUnavailable(f"Kafka at {','.join(servers)} does not answer: {e}") from None
+    admin = kafka_io.admin(config.kafka, request_timeout_ms=int(timeout * 1000))
     try:
         names = topic_names(config)
         missing = [n for n in names if n not in set(admin.list_topics())]

@@ -38,7 +38,7 @@ def _store() -> tuple[redis.Redis, str]:
     """The cluster's Redis, and the key prefix under which tests may count things."""
     cfg = current_task().config
     if cfg.redis.url not in _redis:
-        _redis[cfg.redis.url] = connect(cfg.redis.url)
+        _redis[cfg.redis.url] = connect(cfg.redis)
     return _redis[cfg.redis.url], cfg.redis.key_prefix
 
 

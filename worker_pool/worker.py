@@ -79,7 +79,7 @@ class Worker:
 
     def initialize(self) -> None:
         self.registry.load_modules(self.config.tasks.modules)
-        self.redis = connect(self.config.redis.url)
+        self.redis = connect(self.config.redis)
         self.store = ResultStore(self.redis, Keys(self.config.redis.key_prefix), self.config.tasks.result_ttl)
         self._producer = kafka_io.producer(self.config.kafka)
         self._consumer = kafka_io.consumer(self.config.kafka, f"yadtq-worker.{self.id}",

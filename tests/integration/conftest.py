@@ -20,11 +20,13 @@ import psutil
 import pytest
 import redis
 import yaml
-from kafka import KafkaAdminClient
 
 from client import Client, load_config
+from client import kafka as kafka_io
+from client.store import connect
 from supervisor.harness import ROOT as ROOT  # re-exported for the tests
 from supervisor.harness import ClusterProcess
+from tests.integration.private_services import private_services  # noqa: F401  (a fixture for every module here)
 
 KAFKA = os.environ.get("YADTQ_TEST_KAFKA", "localhost:9092")
 REDIS = os.environ.get("YADTQ_TEST_REDIS", "redis://localhost:6379/15")
@@ -99,13 +101,13 @@ def cluster_config(tmp_path: Path, count: int = 4, **sections: dict[str, Any]) -
 
 def _cleanup(cluster: Cluster) -> None:
     cfg = cluster.config
-    r = redis.Redis.from_url(cfg.redis.url)
+    r = connect(cfg.redis)
     if cfg.redis.key_prefix:
         keys = list(r.scan_iter(match=f"{cfg.redis.key_prefix}*", count=1000))
         for i in range(0, len(keys), 500):
             r.delete(*keys[i:i + 500])
     r.close()
-    admin = KafkaAdminClient(bootstrap_servers=KAFKA)
+    admin = kafka_io.admin(cfg.kafka)
     try:
         names = [t for t in admin.list_topics() if t.startswith(cfg.topics.tasks.split(".")[0] + ".")]
         if names:
