@@ -18,9 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import redis
 import yaml
-from kafka import KafkaAdminClient
 
 from bench.common import (
     IDLE_PAUSE,
@@ -37,7 +35,8 @@ from bench.common import (
     round_trips,
 )
 from client import Client, TaskHandle, TaskSpec
-from client.config import Config, load_config
+from client.config import load_config
+from supervisor.harness import remove_cluster_data
 
 DB = 14
 _STARTED = re.compile(r"started (\S+) \(pid (\d+)\)")
@@ -100,23 +99,6 @@ def _measure(opts: Options, client: Client, sup: Child) -> Metrics:
     return m | rss.metrics()
 
 
-def cleanup(config: Config, tag: str) -> None:
-    """Delete the run's Redis keys (its key prefix) and Kafka topics (its topic prefix)."""
-    r = redis.Redis.from_url(config.redis.url)
-    try:
-        keys = list(r.scan_iter(match=f"{config.redis.key_prefix}*", count=1000))
-        for i in range(0, len(keys), 1000):
-            r.delete(*keys[i:i + 1000])
-    finally:
-        r.close()
-    admin = KafkaAdminClient(bootstrap_servers=config.kafka.bootstrap_servers)
-    try:
-        names = [t for t in admin.list_topics() if t.startswith(f"{tag}.")]
-        if names:
-            admin.delete_topics(names)
-    finally:
-        admin.close()
-
 
 def measure(opts: Options, workers: int, log: Path) -> Metrics:
     """Throughput, enqueue rate, idle round trips and peak RSS of a cluster of ``workers``."""
@@ -136,4 +118,4 @@ def measure(opts: Options, workers: int, log: Path) -> Metrics:
                 with contextlib.suppress(Exception):
                     client.close()
             sup.stop(signal.SIGINT, group=True, grace=config.workers.shutdown_grace + 15)
-            cleanup(config, tag)
+            remove_cluster_data(config)

@@ -30,12 +30,10 @@ from typing import Any
 import yaml
 
 from client import Client, TaskSpec, load_config
-from client import kafka as kafka_io
 from client.config import Config
 from client.errors import ResultTimeout, YadtqError
-from client.store import connect
 from scripts.chaos_tasks import runs_key, started_key
-from supervisor.harness import ClusterProcess
+from supervisor.harness import ClusterProcess, remove_cluster_data
 
 
 @dataclass
@@ -118,7 +116,7 @@ def run(opts: Options, base: Config) -> Summary:
             cluster.stop()
             client.close()
             if not opts.keep:
-                _cleanup(config)
+                remove_cluster_data(config)
         summary.restarts = sum(1 for line in cluster.lines if " is dead (" in line)
         if summary.re_executions > summary.restarts:
             summary.problems.append(f"{summary.re_executions} re-executions but only {summary.restarts} deaths")
@@ -204,22 +202,6 @@ def _check_cluster(cluster: ClusterProcess, config: Config, summary: Summary) ->
     except AssertionError:
         summary.live_workers = "not all"
         summary.problems.append(f"the supervisor did not get back to {n} live workers within 60s")
-
-
-def _cleanup(config: Config) -> None:
-    r = connect(config.redis)
-    keys = list(r.scan_iter(match=f"{config.redis.key_prefix}*", count=1000))
-    for i in range(0, len(keys), 500):
-        r.delete(*keys[i:i + 500])
-    r.close()
-    admin = kafka_io.admin(config.kafka)
-    try:
-        tag = config.topics.tasks.split(".")[0]
-        names = [t for t in admin.list_topics() if t.startswith(tag + ".")]
-        if names:
-            admin.delete_topics(names)
-    finally:
-        admin.close()
 
 
 def main(argv: list[str] | None = None) -> int:

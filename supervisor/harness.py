@@ -16,6 +16,10 @@ import threading
 import time
 from pathlib import Path
 
+from client import kafka as kafka_io
+from client.config import Config
+from client.store import connect
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -91,3 +95,29 @@ class ClusterProcess(WatchedProcess):
         if not pids:
             raise AssertionError(f"{name} was never started")
         return int(pids[-1])
+
+
+def remove_cluster_data(config: Config) -> None:
+    """Delete what a throw-away cluster left: every Redis key under its key
+    prefix, and every topic named like its tasks topic up to the first dot.
+
+    For clusters whose names all share one prefix (``tag.TASKS``, ``tag.W1``,
+    ``tag:`` keys), as tests, the chaos run and the benchmark make them.
+    """
+    if not config.redis.key_prefix or "." not in config.topics.tasks:
+        raise ValueError("remove_cluster_data needs a key prefix and a 'tag.'-prefixed tasks topic")
+    r = connect(config.redis)
+    try:
+        keys = list(r.scan_iter(match=f"{config.redis.key_prefix}*", count=1000))
+        for i in range(0, len(keys), 1000):
+            r.delete(*keys[i:i + 1000])
+    finally:
+        r.close()
+    admin = kafka_io.admin(config.kafka)
+    try:
+        tag = config.topics.tasks.split(".")[0] + "."
+        names = [t for t in admin.list_topics() if t.startswith(tag)]
+        if names:
+            admin.delete_topics(names)
+    finally:
+        admin.close()

@@ -10,7 +10,6 @@ prefix, so tests never see each other's messages.
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,30 +22,20 @@ import yaml
 
 from client import Client, load_config
 from client import kafka as kafka_io
-from client.store import connect
 from supervisor.harness import ROOT as ROOT  # re-exported for the tests
-from supervisor.harness import ClusterProcess
+from supervisor.harness import ClusterProcess, remove_cluster_data
 from tests.integration.private_services import private_services  # noqa: F401  (a fixture for every module here)
 
 KAFKA = os.environ.get("YADTQ_TEST_KAFKA", "localhost:9092")
 REDIS = os.environ.get("YADTQ_TEST_REDIS", "redis://localhost:6379/15")
 
 
-def _answers(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def services() -> None:
     """Kafka and Redis answer, or the test is skipped (failed under CI)."""
-    host, port = KAFKA.rsplit(":", 1)
     r = redis.Redis.from_url(REDIS)
     missing = []
-    if not _answers(host, int(port)):
+    if not kafka_io.reachable([KAFKA]):
         missing.append(f"Kafka at {KAFKA}")
     try:
         r.ping()
@@ -99,23 +88,6 @@ def cluster_config(tmp_path: Path, count: int = 4, **sections: dict[str, Any]) -
     return path
 
 
-def _cleanup(cluster: Cluster) -> None:
-    cfg = cluster.config
-    r = connect(cfg.redis)
-    if cfg.redis.key_prefix:
-        keys = list(r.scan_iter(match=f"{cfg.redis.key_prefix}*", count=1000))
-        for i in range(0, len(keys), 500):
-            r.delete(*keys[i:i + 500])
-    r.close()
-    admin = kafka_io.admin(cfg.kafka)
-    try:
-        names = [t for t in admin.list_topics() if t.startswith(cfg.topics.tasks.split(".")[0] + ".")]
-        if names:
-            admin.delete_topics(names)
-    finally:
-        admin.close()
-
-
 @pytest.fixture
 def start_cluster(services: None, tmp_path: Path) -> Iterator[Any]:
     """Factory: ``start_cluster(count=4, workers={...}, tasks={...})`` -> a ready Cluster.
@@ -138,4 +110,4 @@ def start_cluster(services: None, tmp_path: Path) -> Iterator[Any]:
     for c in started:
         c.stop()
     for c in {c.config_path: c for c in started}.values():
-        _cleanup(c)
+        remove_cluster_data(c.config)

@@ -40,6 +40,8 @@ import redis
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from client.kafka import reachable
+
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ROOT / "scripts" / "services.sh"
 # A small heap and the client JIT only: a test broker carries little load, and
@@ -49,12 +51,9 @@ START_TIMEOUT = 90.0  # seconds; a loaded 2-core machine can be slow
 STOP_TIMEOUT = 45.0   # services.sh waits 30 s for SIGTERM before SIGKILL
 
 
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
+def answers(port: int) -> bool:
+    """Does something accept connections on this local port?"""
+    return reachable([f"127.0.0.1:{port}"])
 
 
 def _bindable(port: int) -> bool:
@@ -177,7 +176,7 @@ class PrivateServices:
 
     def _wait_closed(self, name: str, *ports: int) -> None:
         deadline = time.monotonic() + 10
-        while any(_answers(p) for p in ports):
+        while any(answers(p) for p in ports):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{name} still answers on {ports} 10 s after it was stopped")
             time.sleep(0.05)

@@ -3,24 +3,15 @@ and a restart keeps what Kafka and Redis held."""
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from tests.integration.private_services import PrivateServices
+from tests.integration.private_services import PrivateServices, answers
 
 pytestmark = pytest.mark.integration
-
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def _first_message(servers: str, topic: str, timeout: float = 30) -> bytes:
@@ -48,9 +39,9 @@ def test_restarts_keep_the_data(private_services: PrivateServices) -> None:
     r.close()
 
     ps.stop_kafka()
-    assert not _answers(ps.kafka_port) and not _answers(ps.sasl_port)
+    assert not answers(ps.kafka_port) and not answers(ps.sasl_port)
     ps.stop_redis()
-    assert not _answers(ps.redis_port)
+    assert not answers(ps.redis_port)
 
     ps.start_redis()
     ps.start_kafka()
