@@ -103,16 +103,18 @@ def remove_cluster_data(config: Config) -> None:
 
     For clusters whose names all share one prefix (``tag.TASKS``, ``tag.W1``,
     ``tag:`` keys), as tests, the chaos run and the benchmark make them.
+    Without a key prefix no key is deleted: they could be anyone's.
     """
-    if not config.redis.key_prefix or "." not in config.topics.tasks:
-        raise ValueError("remove_cluster_data needs a key prefix and a 'tag.'-prefixed tasks topic")
-    r = connect(config.redis)
-    try:
-        keys = list(r.scan_iter(match=f"{config.redis.key_prefix}*", count=1000))
-        for i in range(0, len(keys), 1000):
-            r.delete(*keys[i:i + 1000])
-    finally:
-        r.close()
+    if "." not in config.topics.tasks:
+        raise ValueError("remove_cluster_data needs a 'tag.'-prefixed tasks topic")
+    if config.redis.key_prefix:
+        r = connect(config.redis)
+        try:
+            keys = list(r.scan_iter(match=f"{config.redis.key_prefix}*", count=1000))
+            for i in range(0, len(keys), 1000):
+                r.delete(*keys[i:i + 1000])
+        finally:
+            r.close()
     admin = kafka_io.admin(config.kafka)
     try:
         tag = config.topics.tasks.split(".")[0] + "."
