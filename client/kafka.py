@@ -226,9 +226,14 @@ def producer(cfg: KafkaConfig, **overrides: Any) -> KafkaProducer:
 
 
 def consumer(cfg: KafkaConfig, group_id: str | None, **overrides: Any) -> KafkaConsumer:
-    """A consumer with manual commits; the caller assigns its partitions."""
+    """A consumer with manual commits; the caller assigns its partitions.
+
+    The broker answers a fetch as soon as one record is there (fetch_min_bytes
+    1), so fetch_max_wait_ms only bounds how long an idle fetch is held: a
+    long wait costs no latency, and spares idle processes 20 fetches a second.
+    """
     opts: dict[str, Any] = {"enable_auto_commit": False, "auto_offset_reset": "earliest",
-                            "fetch_max_wait_ms": 50, **overrides}
+                            "fetch_max_wait_ms": 500, **overrides}
     c: KafkaConsumer = _build(KafkaConsumer, cfg, group_id=group_id, **opts)
     return c
 
