@@ -153,6 +153,8 @@ def render(results: Results, png_name: str, json_name: str) -> str:
         parts += ["### Ratios (medians)\n", render_markdown(*ratio_table(results)), ""]
     parts += ["### Targets\n", "From the issue: medians, same run, a 2-core machine.\n",
               render_markdown(*target_table(results)), "",
+              "Where the time goes, what was tried and what each change gave, and what bounds the "
+              "targets not met: [PERFORMANCE.md](PERFORMANCE.md).\n",
               "### Throughput against worker count\n", f"![throughput against worker count]({png_name})\n",
               "### Machine\n", _machine(results), ""]
     return "\n".join(parts)
