@@ -236,6 +236,8 @@ def _json_object(raw: bytes) -> dict[str, Any]:
         raise InvalidMessage("message is not UTF-8 text") from None
     except ValueError as e:
         raise InvalidMessage(f"message is not valid JSON: {e}") from None
+    except RecursionError:  # nesting deep enough to exhaust the parser's stack
+        raise InvalidMessage("message is nested too deeply to parse") from None
     if not isinstance(obj, dict):
         raise InvalidMessage(f"message must be a JSON object, got {type(obj).__name__}")
     return obj

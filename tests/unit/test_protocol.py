@@ -84,6 +84,16 @@ def test_invalid_messages_say_why(raw: bytes, reason: str, task_id: str | None) 
     assert e.value.task_id == task_id
 
 
+def test_deep_nesting_is_invalid_not_a_crash() -> None:
+    # Under the size limit, but deep enough to exhaust the JSON parser's stack:
+    # a RecursionError escaping here would crash-loop the scheduler.
+    raw = b'{"task-id": "a", "task": "add", "args": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(InvalidMessage, match="nested too deeply"):
+        parse_task(raw, max_bytes=1_000_000)
+    with pytest.raises(InvalidMessage, match="nested too deeply"):
+        parse_event(b'{"type": "heartbeat", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+
+
 def test_an_oversized_message_still_names_its_task() -> None:
     raw = encode({"task-id": "big-1", "task": "echo", "args": ["x" * LIMIT]})
     with pytest.raises(InvalidMessage, match=f"over the limit of {LIMIT}") as e:
