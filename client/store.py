@@ -94,14 +94,19 @@ end
 # if that process was running it, and leaves it alone if a newer process of the
 # same worker already runs it. Mode 'retry' takes a task that raised off the
 # retry schedule (KEYS[6], KEYS[7]). Returns {1, attempt} assigned, {0, attempt,
-# worker} already placed (send nothing), {-1} already ended, {-2} failed now,
-# {-3} no longer scheduled for a retry (taken already).
+# worker} already placed or running (send nothing), {-1} already ended, {-2}
+# failed now, {-3} not to be placed now: a 'retry' taken already, or a 'new' or
+# 'move' of a task that waits on the retry schedule.
 # A move, whatever its outcome, clears the task's mark in the orphans hash (KEYS[5]).
 _ASSIGN = _DIED + """
 if ARGV[8] == 'move' then redis.call('HDEL', KEYS[5], ARGV[1]) end
 if ARGV[8] == 'retry' then
   redis.call('HDEL', KEYS[7], ARGV[1])
   if redis.call('ZREM', KEYS[6], ARGV[1]) == 0 then return {-3} end
+elseif redis.call('ZSCORE', KEYS[6], ARGV[1]) then
+  -- It waits for its retry (its table entry is gone): a duplicate message or
+  -- a move must not place it before then; the schedule will.
+  return {-3}
 end
 local st = redis.call('HGET', KEYS[1], 'status')
 if st == 'success' or st == 'failed' then
@@ -115,7 +120,7 @@ if ARGV[8] == 'new' then
     return {0, tonumber(a), w}
   end
 elseif st == 'processing' then
-  if ARGV[9] ~= '0' and redis.call('HGET', KEYS[1], 'pid') ~= ARGV[9] then
+  if ARGV[8] == 'retry' or (ARGV[9] ~= '0' and redis.call('HGET', KEYS[1], 'pid') ~= ARGV[9]) then
     return {0, tonumber(redis.call('HGET', KEYS[1], 'attempt')), redis.call('HGET', KEYS[1], 'worker')}
   end
   if died(ARGV[5], ARGV[4], ARGV[6]) then

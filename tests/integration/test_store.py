@@ -149,6 +149,20 @@ def test_a_task_that_raised_is_retried_with_backoff_then_fails(store: ResultStor
     assert retry(store, 3) == (-2, 0.0)
 
 
+def test_a_task_waiting_for_its_retry_is_placed_only_by_the_schedule(store: ResultStore) -> None:
+    assign(store, "W1")
+    run(store, "start", "t1", 1, "W1", 2.0, 111, 2)
+    assert retry(store, 1, at=10.0)[0] == 1
+    # A duplicate message, and a move after its worker died, arrive before the
+    # scheduler heard of the retry: neither may place it, nor count a death.
+    assert assign(store, "W2") == [-3]
+    assert assign(store, "W2", dead_pid=111) == [-3]
+    assert "worker_deaths" not in store.record("t1")
+    assert assign(store, "W2", mode="retry") == [1, 2]
+    assert run(store, "start", "t1", 2, "W2", 12.0, 222, 2) == 1
+    assert assign(store, "W1", mode="retry") == [-3]  # no second copy from the schedule either
+
+
 def test_raises_and_deaths_share_one_retry_limit(store: ResultStore) -> None:
     assign(store, "W1", retries=1)
     run(store, "start", "t1", 1, "W1", 2.0, 111, 1)
