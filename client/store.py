@@ -287,20 +287,29 @@ class ResultStore:
         return self.redis.pipeline(transaction=False)
 
     def execute(self, pipe: Any) -> list[Any]:
-        """Run ``pipe``; if Redis lost the scripts (it restarted), load them and run it again.
+        """Run ``pipe``; re-run the scripts Redis did not know (NOSCRIPT, after a restart).
 
-        Running it again is safe: a NOSCRIPT means no script in it ran (the
-        cache is lost whole), and the plain commands queued with scripts here
-        (HDEL, HSET of the same values) do the same thing twice.
+        Only those commands run again, once the scripts are loaded: without
+        MULTI, others in the same pipeline may have run (Redis serves other
+        clients between chunks of a long pipeline, and any of them may load
+        the scripts meanwhile), and running those twice is not harmless.
         """
         stack = list(pipe.command_stack)
-        try:
-            return pipe.execute()  # type: ignore[no-any-return]
-        except redis.exceptions.NoScriptError:
+        answers: list[Any] = pipe.execute(raise_on_error=False)
+        missing = [i for i, a in enumerate(answers) if isinstance(a, redis.exceptions.NoScriptError)]
+        if missing:
             for script in _SCRIPTS.values():
                 self.redis.script_load(script.text)
-            pipe.command_stack = stack
-            return pipe.execute()  # type: ignore[no-any-return]
+            again = self.pipeline()
+            for i in missing:
+                args, options = stack[i]
+                again.execute_command(*args, **options)
+            for i, answer in zip(missing, again.execute(raise_on_error=False), strict=True):
+                answers[i] = answer
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
+        return answers
 
     def _call(self, script: _Script, keys: list[Any], args: list[Any]) -> Any:
         """Run one script now (one round trip)."""
