@@ -26,6 +26,7 @@ from kafka.errors import (
 from client.config import KafkaConfig
 from client.errors import ServiceUnavailable
 
+RECONNECT_BACKOFF_MAX_MS = 1000
 BOOTSTRAP_TIMEOUT_MS = 10_000  # how long to look for a broker before saying it does not answer
 
 
@@ -37,6 +38,9 @@ def client_options(cfg: KafkaConfig) -> dict[str, Any]:
     """
     opts: dict[str, Any] = {"bootstrap_servers": cfg.bootstrap_servers, "client_id": cfg.client_id,
                             "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
+                            # kafka-python backs off up to 30 s between reconnects; after a
+                            # broker restart the cluster should be back within a second or so.
+                            "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
                             "security_protocol": cfg.security_protocol}
     if cfg.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
         opts.update(sasl_mechanism=cfg.sasl_mechanism, sasl_plain_username=cfg.sasl_username,

@@ -8,6 +8,7 @@ that worker's unfinished tasks to live workers' topics.
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import multiprocessing.process
 import signal
@@ -89,6 +90,7 @@ class Supervisor:
         self._ready = False
         self._last_probe = 0.0
         self.up = {"kafka": True, "redis": True}  # did each answer at the last probe?
+        self._judge_from = 0.0  # wall clock: heartbeat lapses count from then on (see _probe)
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
 
@@ -189,13 +191,18 @@ class Supervisor:
             if up:
                 self.say(f"{name} at {where[name]} answers again: resuming")
                 if name == "kafka":
+                    # Judge heartbeats again once they flow (the first one read),
+                    # or at the latest after startup_timeout.
+                    self._judge_from = at + self.config.supervisor.startup_timeout
                     self._fresh_heartbeat_window(at)
             else:
+                if name == "kafka":
+                    self._judge_from = math.inf
                 self.say(f"{name} at {where[name]} does not answer: tasks are kept, and the cluster resumes by "
                          "itself once it is back")
 
     def _fresh_heartbeat_window(self, at: float) -> None:
-        """Kafka is back: heartbeats could not flow while it was away, so judge them from now on."""
+        """Heartbeats could not flow while Kafka was away: judge them from ``at`` on."""
         for c in self.children.values():
             c.started = max(c.started, at)
             if c.last_beat:
@@ -236,21 +243,24 @@ class Supervisor:
         if c.name != "scheduler":
             self._announce_down(c.name, reason, dead_pid)
         cfg = self.config.supervisor
-        # Losing Kafka or Redis is not a crash of its own: restart as soon as the service answers.
-        c.due = at if lost_service else at + restart_delay(c.restarts, at, cfg.max_restarts, cfg.restart_window,
-                                                            cfg.max_backoff)
+        if lost_service:
+            self._probe(at)  # now, so that no new process is started while the service is away
+        # A service that is away is not a crash of the child: it restarts as
+        # soon as the service answers. An exit 3 while both answer (an error
+        # the probe cannot see, e.g. a refused command) backs off like a crash.
+        held = lost_service and not self._services_up()
+        c.due = at if held else at + restart_delay(c.restarts, at, cfg.max_restarts, cfg.restart_window,
+                                                    cfg.max_backoff)
         c.restarts = [t for t in c.restarts if at - t < cfg.restart_window] + [at]
         if c.due > at:
             self.say(f"{c.name} is crashing repeatedly: next start in {c.due - at:.0f}s")
-        if lost_service:
-            self._probe(at)  # now, so that no new process is started while the service is away
 
     def _death(self, c: Child, at: float) -> str | None:
         """Why ``c`` counts as dead now, or None if it is fine."""
         assert c.process is not None
         if not c.process.is_alive():
             return f"exit code {c.process.exitcode}{_EXIT_MEANINGS.get(c.process.exitcode or 0, '')}"
-        if not self.up["kafka"]:  # heartbeats cannot arrive now: their silence says nothing
+        if at < self._judge_from:  # Kafka is away or just back: heartbeats' silence says nothing yet
             return None
         if c.last_beat:
             if at - c.last_beat > self.config.workers.heartbeat_timeout:
@@ -297,6 +307,9 @@ class Supervisor:
         if c is None or c.pid != hb.pid:
             return  # a process we already replaced, or another cluster's
         c.last_beat = max(c.last_beat, hb.ts)
+        if self._judge_from > hb.ts:  # the first heartbeat since Kafka came back: they flow again
+            self._judge_from = hb.ts
+            self._fresh_heartbeat_window(hb.ts)
         if not c.announced:
             c.announced = True
             again = " again" if c.restarts else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 
@@ -9,8 +10,8 @@ import pytest
 
 from client.config import Config
 from client.errors import ConfigError, InvalidMessage, UnknownTask
-from client.protocol import Assignment, Task, TaskOptions
-from supervisor.supervisor import restart_delay
+from client.protocol import Assignment, Heartbeat, Task, TaskOptions
+from supervisor.supervisor import Supervisor, restart_delay
 from worker_pool.registry import Registry
 from worker_pool.worker import Worker
 
@@ -109,3 +110,32 @@ def test_restart_delay_backs_off_after_the_budget() -> None:
 
     assert [delay(n) for n in range(7)] == [0, 0, 0, 1, 2, 4, 8]
     assert restart_delay([0.0] * 10, 1000.0, 3, 60, 8) == 0  # old restarts fall out of the window
+
+
+class _Alive:
+    """Stands in for a running child process."""
+
+    pid = 42
+    exitcode = None
+
+    def is_alive(self) -> bool:
+        return True
+
+
+def test_heartbeat_silence_counts_only_once_heartbeats_flow_after_kafka_returns() -> None:
+    sup = Supervisor(Config(), say=lambda line: None)  # heartbeat_timeout 6, startup_timeout 30
+    w1 = sup.children["W1"]
+    w1.process, w1.last_beat = _Alive(), 100.0  # type: ignore[assignment]
+    assert sup._death(w1, 107.0) == "no heartbeat for 7.0s"
+
+    sup._judge_from = math.inf  # Kafka went away: silence says nothing
+    assert sup._death(w1, 200.0) is None
+    sup._judge_from = 230.0  # back at 200: judged again at the latest after startup_timeout
+    sup._fresh_heartbeat_window(200.0)
+    assert sup._death(w1, 229.0) is None
+    assert sup._death(w1, 231.0) == "no heartbeat for 31.0s"
+
+    sup._on_heartbeat(Heartbeat("W1", "worker", 42, 205.0))  # ... or as soon as one arrives
+    assert sup._judge_from == 205.0
+    assert sup._death(w1, 210.0) is None
+    assert sup._death(w1, 211.5) == "no heartbeat for 6.5s"

@@ -30,7 +30,8 @@ def test_defaults_are_plaintext_without_secrets() -> None:
     assert cfg.kafka.security_protocol == "PLAINTEXT" and not cfg.kafka.sasl_password
     assert not cfg.redis.password and cfg.redis.username == ""
     assert client_options(cfg.kafka) == {"bootstrap_servers": ["localhost:9092"], "client_id": "yadtq",
-                                         "bootstrap_timeout_ms": 10_000, "security_protocol": "PLAINTEXT"}
+                                         "bootstrap_timeout_ms": 10_000, "reconnect_backoff_max_ms": 1000,
+                                         "security_protocol": "PLAINTEXT"}
 
 
 def test_kafka_options_use_kafka_pythons_own_names(tmp_path: Path) -> None:
