@@ -122,6 +122,11 @@ class Worker:
 
     def shutdown(self) -> None:
         self._stop.set()
+        try:  # a result still held (the loop ended by an error) would otherwise count as a death
+            self.write_held_result()
+            self.send_reports(force=True)
+        except Exception as e:  # Redis or Kafka is what failed: the task then runs again, as after a crash
+            log.error("could not record the last result before stopping: %s", e)
         self._closed.set()
         if self._producer is not None:
             kafka_io.close_producer(self._producer)
@@ -139,6 +144,7 @@ class Worker:
             return
         with self._gate:
             claim = self._claim(a)
+        self.send_reports()  # the previous task's, written with this claim, if they are due
         if claim != 1:
             # Reported all the same, so the scheduler drops the placement: 0 the
             # task already ended, -2 it just failed for good, -1 it was fenced.
@@ -158,6 +164,8 @@ class Worker:
 
     def write_held_result(self) -> None:
         """Write the result of the last task run, if ``handle`` still holds it."""
+        if self._held is None:
+            return
         pipe = self.store.pipeline()
         held = self._queue_held(pipe)
         if held is not None:
