@@ -58,6 +58,7 @@ class _Pending:
     offset: int = -1
     mode: str = "new"
     dead_pid: int = 0  # for a move: the dead process it is taken from (0: unknown)
+    retry_id: str = ""  # for a retry: its id on the retry schedule
     task_id: str = ""
     name: str = ""
     payload: str = ""
@@ -237,6 +238,10 @@ class Scheduler:
         return True
 
     def _reject(self, item: _Pending, e: InvalidMessage, pipe: Any, at: float) -> None:
+        if item.retry_id:  # e.g. its task is no longer registered: off the schedule, or it comes back for ever
+            pipe.zrem(self.keys.retries, item.retry_id)
+            pipe.hdel(self.keys.retry_payloads, item.retry_id)
+            self._retrying.discard(item.retry_id)
         if e.task_id:
             log.warning("task %s rejected: %s", e.task_id, e.reason)
             # Fails its record, unless that id is already placed or ended: a bad
@@ -318,7 +323,7 @@ class Scheduler:
                 self.redis.zrem(self.keys.retries, task_id)
                 continue
             self._retrying.add(task_id)
-            self.waiting.append(_Pending(payload.encode(), mode="retry"))
+            self.waiting.append(_Pending(payload.encode(), mode="retry", retry_id=task_id))
 
     def _reconcile(self, at: float) -> None:
         """Drop placed tasks that ended or left the table, in case an event was lost.
