@@ -133,11 +133,11 @@ class Client:
                                      "with the same task ids") from None
         # Kafka has the tasks; now the records say 'queued' (unless the scheduler
         # got there first: these writes never replace a field already set).
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.store.pipeline()
         for t in tasks:
             self.store.mark_queued(pipe, t.task_id, t.name, at)
         try:
-            pipe.execute()
+            self.store.execute(pipe)
         except redis.RedisError as e:
             raise ServiceUnavailable(f"tasks submitted, but Redis at {safe_url(self.config.redis.url)} "
                                      f"failed: {e}") from None

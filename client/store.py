@@ -184,6 +184,19 @@ redis.call('HDEL', KEYS[4], ARGV[1])
 return {1, due}
 """
 
+# A client submitted the task: its record says 'queued', unless the scheduler
+# (or an earlier submit of the same id) wrote it first. One command per task
+# instead of three HSETNX: the client's share of the work is mostly packing.
+_QUEUED = """
+if redis.call('HSETNX', KEYS[1], 'status', 'queued') == 1 then
+  redis.call('HSET', KEYS[1], 'task', ARGV[1], 'submitted_at', ARGV[2])
+else  -- fill in what the scheduler's write left out, never replacing a field
+  redis.call('HSETNX', KEYS[1], 'task', ARGV[1])
+  redis.call('HSETNX', KEYS[1], 'submitted_at', ARGV[2])
+end
+return 0
+"""
+
 # Fail a task the scheduler refused (invalid message): 1 written, 0 already
 # terminal, -1 the id belongs to a placed task (a bad duplicate must not touch it).
 _REJECT = """
@@ -268,7 +281,7 @@ class _Script:
 
 _SCRIPTS = {name: _Script(text) for name, text in
             (("assign", _ASSIGN), ("start", _START), ("finish", _FINISH), ("reject", _REJECT),
-             ("release", _RELEASE), ("retry", _RETRY))}
+             ("release", _RELEASE), ("retry", _RETRY), ("queued", _QUEUED))}
 
 
 class ResultStore:
@@ -280,7 +293,7 @@ class ResultStore:
         self.ttl = result_ttl
         s = _SCRIPTS
         self._assign, self._start, self._finish = s["assign"], s["start"], s["finish"]
-        self._reject, self._release, self._retry = s["reject"], s["release"], s["retry"]
+        self._reject, self._release, self._retry, self._queued = s["reject"], s["release"], s["retry"], s["queued"]
 
     def pipeline(self) -> Any:
         """A pipeline (no MULTI) to queue the write methods below on; run it with ``execute``."""
@@ -331,10 +344,7 @@ class ResultStore:
     # --- writes (each takes an optional pipeline to batch round trips) ---
     def mark_queued(self, pipe: Any, task_id: str, name: str, at: float) -> None:
         """Create the record of a newly submitted task, leaving an existing one alone."""
-        key = self.keys.task(task_id)
-        pipe.hsetnx(key, "status", "queued")
-        pipe.hsetnx(key, "task", name)
-        pipe.hsetnx(key, "submitted_at", repr(at))
+        self._queued(keys=[self.keys.task(task_id)], args=[name, repr(at)], client=pipe)
 
     def assign(self, pipe: Any, task_id: str, name: str, worker: str, payload: str, at: float,
                max_retries: int, mode: str = "new", dead_pid: int = 0) -> None:

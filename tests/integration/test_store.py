@@ -198,3 +198,16 @@ def test_only_the_scripts_that_missed_run_again(store: ResultStore) -> None:
         store.execute(pipe)
     record = store.record("t1")
     assert record["status"] == "processing" and "worker_deaths" not in record
+
+
+def test_a_submit_marks_queued_but_never_replaces_what_the_scheduler_wrote(store: ResultStore) -> None:
+    run(store, "mark_queued", "t0", "add", 5.0)
+    assert store.record("t0") == {"status": "queued", "task": "add", "submitted_at": "5.0"}
+    assign(store, "W1")  # the scheduler got to t1 before the client's write
+    run(store, "start", "t1", 1, "W1", 2.0, 111, 1)
+    run(store, "mark_queued", "t1", "add", 0.5)
+    assert (store.record("t1")["status"], store.record("t1")["submitted_at"]) == ("processing", "1.0")
+    run(store, "reject", "t2", 3.0, "InvalidMessage: bad")  # refused before the client's write
+    run(store, "mark_queued", "t2", "add", 2.5)
+    record = store.record("t2")
+    assert (record["status"], record["task"], record["submitted_at"]) == ("failed", "add", "2.5")
