@@ -6,7 +6,6 @@ flushed before and after each measurement.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
@@ -18,7 +17,6 @@ import redis
 from bench.common import (
     IDLE_PAUSE,
     WARM_UP,
-    BenchError,
     Child,
     Deadline,
     Metrics,
@@ -27,6 +25,7 @@ from bench.common import (
     batch,
     check_sum,
     cpu_during,
+    load_app,
     round_trips,
     tree_roles,
     until_ready,
@@ -34,15 +33,6 @@ from bench.common import (
 
 DB = 13
 ENV = "YADTQ_BENCH_CELERY_URL"
-
-
-def _app(url: str) -> Any:
-    os.environ[ENV] = url  # read when bench.celery_app is first imported
-    from bench import celery_app
-
-    if url != celery_app.URL:
-        raise BenchError(f"bench.celery_app was imported for {celery_app.URL}, not {url}")
-    return celery_app
 
 
 def _measure(opts: Options, mod: Any, worker: Child) -> Metrics:
@@ -68,7 +58,7 @@ def measure(opts: Options, log: Path) -> Metrics:
     from celery.exceptions import TimeoutError as CeleryTimeout
 
     url = opts.redis_url(DB)
-    mod = _app(url)
+    mod = load_app("celery_app", ENV, url)
     r = redis.Redis.from_url(url)
     r.flushdb()
     celery = str(Path(sys.executable).parent / "celery")

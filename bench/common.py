@@ -5,6 +5,7 @@ own session, and peak-RSS sampling."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 import os
 import re
@@ -302,3 +303,16 @@ def tree_roles(child: Child, main: str, others: str) -> Callable[[], dict[int, s
     def roles() -> dict[int, str]:
         return {p.pid: (main if p.pid == child.proc.pid else others) for p in child.tree()}
     return roles
+
+
+def load_app(module: str, env: str, url: str) -> Any:
+    """Import ``bench.<module>`` (a Celery or Huey app) set up for the Redis at ``url``.
+
+    The app reads its URL from ``env`` when it is first imported, which is also
+    how the worker processes started for it find it.
+    """
+    os.environ[env] = url
+    mod = importlib.import_module(f"bench.{module}")
+    if url != mod.URL:
+        raise BenchError(f"bench.{module} was imported for {mod.URL}, not {url}")
+    return mod

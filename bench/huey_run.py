@@ -7,7 +7,6 @@ store holds N entries (HLEN, polled every 5 ms: Huey has no bulk wait).
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
@@ -19,7 +18,6 @@ import redis
 from bench.common import (
     IDLE_PAUSE,
     WARM_UP,
-    BenchError,
     Child,
     Deadline,
     Metrics,
@@ -28,6 +26,7 @@ from bench.common import (
     batch,
     check_sum,
     cpu_during,
+    load_app,
     round_trips,
     tree_roles,
     until_ready,
@@ -36,15 +35,6 @@ from bench.common import (
 
 DB = 12
 ENV = "YADTQ_BENCH_HUEY_URL"
-
-
-def _app(url: str) -> Any:
-    os.environ[ENV] = url  # read when bench.huey_app is first imported
-    from bench import huey_app
-
-    if url != huey_app.URL:
-        raise BenchError(f"bench.huey_app was imported for {huey_app.URL}, not {url}")
-    return huey_app
 
 
 def _measure(opts: Options, mod: Any, consumer: Child) -> Metrics:
@@ -73,7 +63,7 @@ def measure(opts: Options, log: Path) -> Metrics:
     from huey.exceptions import ResultTimeout
 
     url = opts.redis_url(DB)
-    mod = _app(url)
+    mod = load_app("huey_app", ENV, url)
     r = redis.Redis.from_url(url)
     r.flushdb()
     consumer_bin = str(Path(sys.executable).parent / "huey_consumer")
