@@ -104,7 +104,7 @@ class Supervisor:
         self._producer = kafka_io.producer(cfg.kafka)
         # Heartbeats need no millisecond latency here (the timeout is seconds),
         # so fetch in bigger, rarer gulps: the status topic also carries every
-        # task-finished event, and fetching them is most of this process's CPU.
+        # tasks-finished event, and fetching them is most of this process's CPU.
         self._consumer = kafka_io.consumer(cfg.kafka, None, fetch_max_wait_ms=250, fetch_min_bytes=65536)
         parts = kafka_io.assign_all(self._consumer, [cfg.topics.status])
         self._consumer.seek_to_end(*parts)  # only heartbeats from now on matter
