@@ -77,7 +77,7 @@ redis_up() {
     case "$YADTQ_REDIS_PASSWORD" in *[[:space:]\"\\]*) die "YADTQ_REDIS_PASSWORD must not hold spaces, quotes or backslashes" ;; esac
     echo "requirepass \"$YADTQ_REDIS_PASSWORD\"" >>"$conf"
   fi
-  # A pid file left by a Redis that was killed would make wait_for take the
+  # A pid file left by a Redis that was killed could make wait_for take the
   # new one for dead before it has written its own.
   rm -f "$STATE/redis/redis.pid"
   # appendonly: a Redis restart keeps the scheduler's tables and the results.
