@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 from client.errors import ConfigError
-from client.protocol import TaskOptions
+from client.protocol import DEFAULT_LIMITS, TaskLimits, TaskOptions
 
 Check = tuple[Callable[[Any], bool], str]
 
@@ -292,6 +292,24 @@ class TasksConfig:
     # At most Kafka's default message size limit, so a refused task's dead letter still fits.
     max_message_bytes: int = field(default=1_000_000, metadata={
         "check": (lambda v: 64 <= v <= 1_000_000, "an integer from 64 to 1000000")})
+    # The most a submitter may ask for in a task's options: options.timeout
+    # and options.max_retries above these are refused with a clear error.
+    max_timeout: float = field(default=DEFAULT_LIMITS.max_timeout, metadata=_positive())
+    max_retries_cap: int = field(default=DEFAULT_LIMITS.max_retries, metadata=_at_least(0))
+
+    def checked(self) -> TasksConfig:
+        """The defaults must be within the caps a task's own options are held to."""
+        if self.time_limit > self.max_timeout:
+            raise _Invalid("time_limit", f"expected at most tasks.max_timeout ({self.max_timeout:g}), "
+                                         f"got {self.time_limit:g}")
+        if self.max_retries > self.max_retries_cap:
+            raise _Invalid("max_retries", f"expected at most tasks.max_retries_cap ({self.max_retries_cap}), "
+                                          f"got {self.max_retries}")
+        return self
+
+    def limits(self) -> TaskLimits:
+        """The bounds every parse of a task message is checked against."""
+        return TaskLimits(self.max_message_bytes, self.max_timeout, self.max_retries_cap)
 
     def retries_for(self, options: TaskOptions) -> int:
         """The retry limit of a task: its own ``options.max_retries``, else this default."""

@@ -75,6 +75,7 @@ class Scheduler:
         w = config.workers
         self.state = SchedulerState(config.worker_ids(), w.max_pending, w.heartbeat_timeout)
         self.waiting: deque[_Pending] = deque()
+        self._limits = config.tasks.limits()
         self._stop = threading.Event()
         self._next_offset: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
@@ -223,7 +224,7 @@ class Scheduler:
     def _admit(self, item: _Pending, pipe: Any, at: float) -> bool:
         """Check a message and fill in ``item``; fail or dead-letter it if invalid."""
         try:
-            task = parse_task(item.raw, max_bytes=self.config.tasks.max_message_bytes)
+            task = parse_task(item.raw, self._limits)
         except InvalidMessage as e:
             self._reject(item, e, pipe, at)
             return False

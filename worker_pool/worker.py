@@ -24,9 +24,19 @@ from kafka.structs import OffsetAndMetadata
 
 from client import kafka as kafka_io
 from client.config import Config
-from client.errors import InvalidMessage, TaskTimeLimitExceeded
-from client.protocol import Assignment, Heartbeat, TasksFinished, encode, encode_event, now, parse_assignment
-from client.store import Keys, ResultStore, connect, failure_fields, result_fields
+from client.errors import InvalidMessage, InvalidResult, TaskTimeLimitExceeded
+from client.protocol import (
+    Assignment,
+    Heartbeat,
+    TasksFinished,
+    encode,
+    encode_event,
+    encode_result,
+    now,
+    parse_assignment,
+    safe_text,
+)
+from client.store import Keys, ResultStore, connect, failure_fields
 from worker_pool.context import TaskContext, running
 from worker_pool.process import EXIT_HARD_LIMIT, exit_on_service_loss, process_setup
 from worker_pool.registry import Registry, default_registry
@@ -137,7 +147,7 @@ class Worker:
     # --- one assignment ---
     def handle(self, rec: ConsumerRecord) -> None:
         try:
-            a = parse_assignment(rec.value)
+            a = parse_assignment(rec.value, self.config.tasks.limits())
         except InvalidMessage as e:
             # Only the scheduler writes here, so this is a bug or a stray producer.
             log.error("skipping invalid message at %s:%d: %s", rec.topic, rec.offset, e.reason)
@@ -240,15 +250,16 @@ class Worker:
             with running(TaskContext(t.task_id, t.name, a.attempt, self.id, self.config)), _time_limit(limit):
                 value = fn(*t.args, **t.kwargs)
         except (InvalidMessage, TaskTimeLimitExceeded) as e:  # running it again would end the same way
-            return "failed", {"error": f"{type(e).__name__}: {e}"}
+            return "failed", {"error": safe_text(f"{type(e).__name__}: {e}")}
         except Exception as e:  # the task's own error: recorded, never fatal to the worker
-            return "raised", failure_fields(e)
+            # Its message may hold text Redis cannot take (a lone surrogate).
+            return "raised", {k: safe_text(v) for k, v in failure_fields(e).items()}
         finally:
             self.running = None
         try:
-            return "success", result_fields(value)
-        except (TypeError, ValueError) as e:  # the same value again next time: no retry
-            return "failed", failure_fields(e)
+            return "success", {"result": encode_result(value)}
+        except InvalidResult as e:  # the same value again next time: no retry
+            return "failed", {"error": f"InvalidResult: {e}"}
 
     def _report(self, a: Assignment, status: str) -> None:
         """Tell the scheduler this assignment is done with, in the next tasks-finished event."""
