@@ -78,7 +78,7 @@ class Scheduler:
         self._limits = config.tasks.limits()
         self._stop = threading.Event()
         self._next_offset: dict[TopicPartition, int] = {}
-        self._committed: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, tuple[int, float]] = {}  # offset, when committed
         self._ended: list[str] = []  # finished tasks to drop from the Redis table
         self._sent: list[Any] = []  # produce futures to check after the next flush
         self._orphaned: list[tuple[str, int]] = []  # (task, dead pid) taken from dead workers, to mark in Redis
@@ -105,6 +105,8 @@ class Scheduler:
         kafka_io.assign_all(self._tasks_in, [self.topics.tasks])
         self._status_in = kafka_io.consumer(self.config.kafka, group)
         kafka_io.assign_all(self._status_in, [self.topics.status])
+        # Committed again now and then even while idle (see _commit_changed).
+        self._next_offset.update({**kafka_io.positions(self._tasks_in), **kafka_io.positions(self._status_in)})
         self._reload()
         log.info("scheduler ready (pid %d): %d tasks in flight", os.getpid(), len(self.state.tasks))
 
@@ -300,16 +302,18 @@ class Scheduler:
             else:
                 first_waiting = next((w.offset for w in self.waiting if w.tp == tp), None)
                 tasks[tp] = first_waiting if first_waiting is not None else nxt
-        self._commit_changed(self._tasks_in, tasks)
+        self._commit_changed(self._tasks_in, tasks, at)
         if self._commit_status_now or at - self._last_status_commit >= 1.0:
             self._last_status_commit, self._commit_status_now = at, False
-            self._commit_changed(self._status_in, status)
+            self._commit_changed(self._status_in, status, at)
 
-    def _commit_changed(self, consumer: KafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
-        changed = {tp: o for tp, o in offsets.items() if self._committed.get(tp) != o}
-        if changed:
-            consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in changed.items()})
-            self._committed.update(changed)
+    def _commit_changed(self, consumer: KafkaConsumer, offsets: dict[TopicPartition, int], at: float) -> None:
+        """Commit the offsets that moved, and every OFFSET_REFRESH seconds the
+        others too: an idle group's offsets must not expire in Kafka."""
+        due = kafka_io.offsets_due(offsets, self._committed, at)
+        if due:
+            consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in due.items()})
+            self._committed.update({tp: (o, at) for tp, o in due.items()})
 
     def _take_due_retries(self, at: float) -> None:
         """Queue the tasks whose retry time has come (ASSIGN takes them off the schedule)."""

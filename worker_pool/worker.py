@@ -86,6 +86,7 @@ class Worker:
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
         self._beat: threading.Thread | None = None
+        self._last_commit = time.monotonic()
 
     def initialize(self) -> None:
         self.registry.load_modules(self.config.tasks.modules)
@@ -117,6 +118,8 @@ class Worker:
         """One poll: run the assignments it returns, then commit past them."""
         assert self._consumer is not None
         batches = self._consumer.poll(timeout_ms=200)
+        if not batches and not self._stop.is_set():
+            self._recommit()
         for tp, records in batches.items():
             done = None
             for rec in records:
@@ -129,6 +132,19 @@ class Worker:
             self.send_reports(force=True)
             if done is not None:
                 self._consumer.commit({tp: OffsetAndMetadata(done.offset + 1, "", -1)})
+                self._last_commit = time.monotonic()
+
+    def _recommit(self) -> None:
+        """Idle: commit the position again every OFFSET_REFRESH seconds, so that
+        Kafka never expires this worker's offset (a restart would then replay
+        its topic). Every record before the position is handled: an empty poll
+        comes only after whole batches."""
+        assert self._consumer is not None
+        if time.monotonic() - self._last_commit < kafka_io.OFFSET_REFRESH:
+            return
+        at = kafka_io.positions(self._consumer)
+        self._consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in at.items()})
+        self._last_commit = time.monotonic()
 
     def shutdown(self) -> None:
         self._stop.set()
