@@ -388,6 +388,13 @@ def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def parse_pid(text: str | None) -> int:
+    """A process id read back from Redis (e.g. the orphans table); 0 (unknown)
+    for anything that is not one, such as a value an older release stored
+    from a bad event."""
+    return int(text) if text is not None and text.isascii() and text.isdigit() and len(text) < 10 else 0
+
+
 def now() -> float:
     """Wall-clock seconds; the timestamps in records and events."""
     return time.time()

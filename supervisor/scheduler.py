@@ -33,6 +33,7 @@ from client.protocol import (
     encode_event,
     now,
     parse_event,
+    parse_pid,
     parse_task,
 )
 from client.store import TERMINAL, Keys, ResultStore, connect
@@ -122,7 +123,7 @@ class Scheduler:
         for task_id, text in table.items():
             p = decode_placement(text)
             if task_id in orphans or p.worker not in self.state.load:  # a dead worker's, or an unknown one's
-                self.waiting.append(_Pending(p.payload.encode(), mode="move", dead_pid=int(orphans.get(task_id, 0))))
+                self.waiting.append(_Pending(p.payload.encode(), mode="move", dead_pid=parse_pid(orphans.get(task_id))))
                 continue
             self.state.place(task_id, p)
             self._sent.append(self._producer.send(p.worker, assignment_bytes(p.payload, p.attempt, p.worker)))

@@ -28,6 +28,7 @@ from client.protocol import (
     encode_task,
     parse_assignment,
     parse_event,
+    parse_pid,
     parse_task,
     safe_text,
 )
@@ -367,3 +368,10 @@ def test_encode_result_is_json_text() -> None:
 def test_safe_text_escapes_only_what_utf8_cannot_hold() -> None:
     assert safe_text("ok ü") == "ok ü"
     assert safe_text("bad \udcff") == "bad \\udcff"
+
+
+@pytest.mark.parametrize(("text", "pid"), [("123", 123), ("0", 0), (None, 0), ("abc", 0), ("-5", 0), ("1.5", 0),
+                                          ("\u0663", 0), ("9" * 40, 0)])
+def test_a_pid_read_back_from_redis_is_an_int_or_unknown(text: str | None, pid: int) -> None:
+    # Defect 2: a bad pid from an event went into the orphans hash, and int() of it crashed every restart.
+    assert parse_pid(text) == pid
