@@ -28,6 +28,10 @@ _RESERVED = "yadtq:"
 # Worker ids and other senders of status events: Kafka topic names.
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 MAX_NAME_CHARS = 200  # a task's registered name
+# Deepest nesting of lists and objects in a message. What json.loads accepts
+# (up to ~1000 levels) can still exhaust the stack when encoded again from a
+# deeper call, in the scheduler or in redis-py: so far less, and checked here.
+MAX_DEPTH = 100
 ROLES = ("worker", "scheduler")
 # What a worker reports for each assignment it is done with (see TasksFinished).
 REPORT_STATUSES = ("success", "failed", "retry", "ended", "fenced")
@@ -411,7 +415,20 @@ def _json_object(raw: bytes) -> dict[str, Any]:
         raise InvalidMessage("message is nested too deeply to parse") from None
     if not isinstance(obj, dict):
         raise InvalidMessage(f"message must be a JSON object, got {type(obj).__name__}")
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(obj) > MAX_DEPTH:  # cheap test first
+        raise InvalidMessage(f"message is nested too deeply (more than {MAX_DEPTH} levels of lists and objects)")
     return obj
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in ``value``: without recursion, so any depth is safe."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _no_constant(name: str) -> Any:

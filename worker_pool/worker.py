@@ -87,6 +87,7 @@ class Worker:
         self._producer: KafkaProducer | None = None
         self._beat: threading.Thread | None = None
         self._last_commit = time.monotonic()
+        self._limits = config.tasks.limits()
 
     def initialize(self) -> None:
         self.registry.load_modules(self.config.tasks.modules)
@@ -163,7 +164,7 @@ class Worker:
     # --- one assignment ---
     def handle(self, rec: ConsumerRecord) -> None:
         try:
-            a = parse_assignment(rec.value, self.config.tasks.limits())
+            a = parse_assignment(rec.value, self._limits)
         except InvalidMessage as e:
             # Only the scheduler writes here, so this is a bug or a stray producer.
             log.error("skipping invalid message at %s:%d: %s", rec.topic, rec.offset, e.reason)

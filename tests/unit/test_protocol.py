@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from client.errors import InvalidMessage, InvalidResult
 from client.protocol import (
+    MAX_DEPTH,
     REPORT_STATUSES,
     Assignment,
     Heartbeat,
@@ -375,3 +376,22 @@ def test_safe_text_escapes_only_what_utf8_cannot_hold() -> None:
 def test_a_pid_read_back_from_redis_is_an_int_or_unknown(text: str | None, pid: int) -> None:
     # Defect 2: a bad pid from an event went into the orphans hash, and int() of it crashed every restart.
     assert parse_pid(text) == pid
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH, 900])  # 900: json.loads takes it, a later encode may not
+def test_nesting_is_bounded_so_that_a_parsed_task_can_be_encoded_from_any_depth(depth: int) -> None:
+    raw = b'{"task-id": "a", "task": "echo", "args": ' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+    if depth > MAX_DEPTH:
+        with pytest.raises(InvalidMessage, match="nested too deeply") as e:
+            parse_task(raw, max_bytes=LIMIT)
+        assert e.value.task_id is None
+        return
+    task = parse_task(raw, max_bytes=LIMIT)
+
+    def encode_from(frames: int) -> bytes:  # the scheduler encodes from deep in its own calls
+        return encode_task(task) if frames == 0 else encode_from(frames - 1)
+    assert encode_from(500) == encode(task.to_wire())
+
+
+def test_many_lists_side_by_side_are_not_deep() -> None:
+    assert parse({"task-id": "a", "task": "echo", "args": [[1]] * 500}).args == [[1]] * 500
