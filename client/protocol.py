@@ -32,6 +32,9 @@ MAX_NAME_CHARS = 200  # a task's registered name
 # (up to ~1000 levels) can still exhaust the stack when encoded again from a
 # deeper call, in the scheduler or in redis-py: so far less, and checked here.
 MAX_DEPTH = 100
+# Largest return value a record takes (JSON bytes): far below Redis's 512 MB,
+# whose error on FINISH would look like a lost Redis and restart the worker.
+MAX_RESULT_BYTES = 64 * 1024 * 1024
 ROLES = ("worker", "scheduler")
 # What a worker reports for each assignment it is done with (see TasksFinished).
 REPORT_STATUSES = ("success", "failed", "retry", "ended", "fenced")
@@ -223,7 +226,7 @@ def parse_assignment(raw: bytes, limits: TaskLimits | None = None) -> Assignment
     return Assignment(task, attempt, worker)
 
 
-def encode_result(value: Any, max_bytes: int | None = None) -> str:
+def encode_result(value: Any, max_bytes: int | None = MAX_RESULT_BYTES) -> str:
     """A task's return value as the JSON text stored in its record.
 
     Raises InvalidResult for a value that cannot be stored: not JSON (a set,

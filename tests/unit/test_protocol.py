@@ -361,6 +361,11 @@ def test_a_return_value_that_cannot_be_stored_raises_invalid_result(value: objec
     str(e.value).encode("utf-8")  # the error can go into the record
 
 
+def test_a_result_is_capped_by_default_far_below_what_redis_takes() -> None:
+    with pytest.raises(InvalidResult, match="over the limit of 67108864"):
+        encode_result("x" * (64 * 1024 * 1024))
+
+
 def test_encode_result_is_json_text() -> None:
     assert encode_result(3) == "3"
     assert encode_result({"a": ["ü", 1.5, None]}) == '{"a":["ü",1.5,null]}'
