@@ -153,7 +153,7 @@ def parse_task(raw: bytes, limits: TaskLimits | None = None, *, max_bytes: int |
     obj = _json_object(raw)
     task_id = check_task_id(obj.get("task-id"))
     try:
-        _check_utf8(obj, raw)
+        _check_whole(obj, raw)
         return _task_fields(obj, task_id, limits)
     except InvalidMessage as e:
         raise InvalidMessage(e.reason, task_id) from None
@@ -217,7 +217,7 @@ def parse_assignment(raw: bytes, limits: TaskLimits | None = None) -> Assignment
     """
     limits = limits or DEFAULT_LIMITS
     obj = _json_object(raw)
-    _check_utf8(obj, raw)
+    _check_whole(obj, raw)
     task = _task_fields(obj, check_task_id(obj.get("task-id")), limits)
     attempt, worker = obj.get("attempt"), obj.get("worker")
     if not _is_int(attempt) or attempt < 1 or not _is_name(worker):
@@ -304,7 +304,7 @@ def parse_event(raw: bytes) -> Event:
     integers, timestamps finite, task ids valid.
     """
     obj = _json_object(raw)
-    _check_utf8(obj, raw)
+    _check_whole(obj, raw)
     _check_version(obj)
     kind = obj.get("type")
     parse = _EVENT_PARSERS.get(kind) if isinstance(kind, str) else None
@@ -418,8 +418,6 @@ def _json_object(raw: bytes) -> dict[str, Any]:
         raise InvalidMessage("message is nested too deeply to parse") from None
     if not isinstance(obj, dict):
         raise InvalidMessage(f"message must be a JSON object, got {type(obj).__name__}")
-    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(obj) > MAX_DEPTH:  # cheap test first
-        raise InvalidMessage(f"message is nested too deeply (more than {MAX_DEPTH} levels of lists and objects)")
     return obj
 
 
@@ -445,10 +443,12 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _check_utf8(obj: dict[str, Any], raw: bytes) -> None:
-    """Every text in ``obj`` (parsed from ``raw``) must be encodable as UTF-8:
-    a lone surrogate, from a JSON escape like \\ud800, would make every later
-    encode of it raise."""
+def _check_whole(obj: dict[str, Any], raw: bytes) -> None:
+    """``obj``, parsed from ``raw``, must be fit to encode again anywhere: at most
+    MAX_DEPTH deep, and every text in it encodable as UTF-8 (a lone surrogate,
+    from a JSON escape like \\ud800, would make every later encode raise)."""
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(obj) > MAX_DEPTH:  # cheap test first
+        raise InvalidMessage(f"message is nested too deeply (more than {MAX_DEPTH} levels of lists and objects)")
     if not _SURROGATE_ESCAPE.search(raw):  # the common case: no full check needed
         return
     try:
