@@ -119,10 +119,16 @@ def test_poison_tasks_events_and_results_neither_stop_nor_restart_any_process(st
                            "options.timeout 1e+09 is over this cluster's limit (tasks.max_timeout = 86400)"),
         f"{tag}-retries": (task_json(f"{tag}-retries", task="add", args=[1, 2], options={"max_retries": 10**9}),
                            "(tasks.max_retries_cap = 100)"),
+        f"{tag}-deep": (f'{{"task-id": "{tag}-deep", "task": "echo", "args": {"[" * 900}{"]" * 900}}}'.encode(),
+                        "InvalidMessage: message is nested too deeply"),
     }
     # no task id can be read: dead-lettered (NaN is not JSON, so the message is not either)
-    no_id = [f'{{"task-id": "{tag}-nan", "task": "add", "args": [NaN, 1]}}'.encode(),
-             f'{{"task-id": "{tag}-inf", "task": "add", "args": [1], "options": {{"timeout": Infinity}}}}'.encode()]
+    no_id = [(f'{{"task-id": "{tag}-nan", "task": "add", "args": [NaN, 1]}}'.encode(),
+              "message is not valid JSON: NaN is not a JSON number"),
+             (f'{{"task-id": "{tag}-inf", "task": "add", "args": [1], "options": {{"timeout": Infinity}}}}'.encode(),
+              "message is not valid JSON: Infinity is not a JSON number"),
+             (task_json(f"{tag}.b:yadtq:assignments", task="add", args=[1, 2]),  # another cluster's internal key
+              "'task-id' may not start with or contain 'yadtq:'")]
     beat = {"type": "heartbeat", "sender": "W1", "role": "worker", "pid": 1, "ts": 1.0}
     events = [  # defect 2: each crashed the scheduler on every restart, or the supervisor
         {**beat, "ts": "soon"}, {**beat, "sender": ["W1"]}, {**beat, "pid": "abc"}, {**beat, "ts": 1e308 * 10},
@@ -134,7 +140,7 @@ def test_poison_tasks_events_and_results_neither_stop_nor_restart_any_process(st
     good: list[tuple[str, int]] = []
     producer = KafkaProducer(bootstrap_servers=KAFKA)
     try:
-        bad = [m for m, _ in tasks.values()] + no_id
+        bad = [m for m, _ in tasks.values()] + [m for m, _ in no_id]
         for i, message in enumerate(bad + [json.dumps(e).encode() for e in events]):
             if i < len(bad):
                 producer.send(topics.tasks, message)
@@ -161,9 +167,8 @@ def test_poison_tasks_events_and_results_neither_stop_nor_restart_any_process(st
     assert name["status"] == "failed" and "InvalidResult: the task's return value cannot be stored as JSON: " \
         "'utf-8' codec can't encode character '\\udce9'" in name["error"]
     assert deep["attempt"] == name["attempt"] == "1"  # failed once, no retry, not a death
-    for _ in no_id:
-        cluster.wait_line(r"dead-lettered to \S+: message is not valid JSON: (NaN|Infinity) is not a JSON number",
-                          timeout=10, start=start)
+    for _, reason in no_id:
+        cluster.wait_line(rf"dead-lettered to \S+: {re.escape(reason)}", timeout=10, start=start)
     for _ in events:
         cluster.wait_line(r"ignoring invalid status event: bad (heartbeat|worker-down|tasks-finished) event",
                           timeout=10, start=start)
