@@ -21,8 +21,8 @@ from kafka.errors import KafkaError
 
 from client import kafka as kafka_io
 from client.config import Config, KafkaConfig, RedisConfig, load_config
-from client.errors import ResultTimeout, ServiceUnavailable, TaskFailed, TaskNotFound
-from client.protocol import Task, TaskOptions, check_task_id, encode_task, now
+from client.errors import InvalidMessage, ResultTimeout, ServiceUnavailable, TaskFailed, TaskNotFound
+from client.protocol import Task, TaskLimits, TaskOptions, check_task, check_task_id, now
 from client.store import TERMINAL, Keys, ResultStore, connect, safe_url
 
 SUBMIT_TIMEOUT = 30.0  # seconds a submit waits for Kafka to take the tasks
@@ -117,12 +117,14 @@ class Client:
         """Submit many tasks with one Redis round trip and one Kafka flush.
 
         Each item is a TaskSpec, or a tuple ``(name, args)`` / ``(name, args, kwargs)``.
+        Every task is checked first, as the scheduler will check it: if one is
+        invalid, InvalidMessage says which and why, and none is submitted.
         """
-        tasks = [_to_task(s) for s in specs]
+        tasks, messages = _checked(list(specs), self.config.tasks.limits())
         at = now()
         prod = self._kafka()
         try:
-            futures = [prod.send(self.config.topics.tasks, encode_task(t)) for t in tasks]
+            futures = [prod.send(self.config.topics.tasks, m) for m in messages]
             prod.flush(timeout=SUBMIT_TIMEOUT)
             kafka_io.check_sent(futures, "the task")
         except (KafkaError, ServiceUnavailable) as e:
@@ -222,12 +224,34 @@ def _value(task_id: str, rec: dict[str, str]) -> Any:
     return json.loads(rec["result"])
 
 
+def _checked(specs: list[TaskSpec | tuple[Any, ...]], limits: TaskLimits) -> tuple[list[Task], list[bytes]]:
+    """Each spec as a Task and its message, checked as the scheduler checks them;
+    InvalidMessage naming the first bad spec (by its place in ``specs``)."""
+    tasks, messages = [], []
+    for i, spec in enumerate(specs):
+        try:
+            task = _to_task(spec)
+            messages.append(check_task(task, limits))
+        except InvalidMessage as e:
+            raise InvalidMessage(f"task {i + 1} of {len(specs)} is invalid, so none was submitted: {e.reason}",
+                                 e.task_id) from None
+        tasks.append(task)
+    return tasks, messages
+
+
 def _to_task(spec: TaskSpec | tuple[Any, ...]) -> Task:
-    if isinstance(spec, tuple):
-        spec = TaskSpec(*spec)
-    task_id = check_task_id(spec.task_id) if spec.task_id else str(uuid.uuid4())
-    return Task(task_id, spec.name, list(spec.args), dict(spec.kwargs or {}),
-                TaskOptions(spec.timeout, spec.max_retries))
+    try:
+        if isinstance(spec, tuple):
+            spec = TaskSpec(*spec)
+        task_id = check_task_id(spec.task_id) if spec.task_id is not None else str(uuid.uuid4())
+        if spec.kwargs is not None and not isinstance(spec.kwargs, dict):
+            raise InvalidMessage(f"kwargs must be a dict, got {type(spec.kwargs).__name__}")
+        if isinstance(spec.args, (str, bytes, dict)):  # a sequence, but surely not what was meant
+            raise InvalidMessage(f"args must be a list or tuple, got {type(spec.args).__name__}")
+        return Task(task_id, spec.name, list(spec.args), dict(spec.kwargs or {}),
+                    TaskOptions(spec.timeout, spec.max_retries))
+    except TypeError as e:  # TaskSpec(*spec) with too many items, args that is not a sequence...
+        raise InvalidMessage(f"not a task spec: {e}") from None
 
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:

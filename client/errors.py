@@ -56,3 +56,7 @@ class ResultTimeout(TaskError):
 
 class TaskTimeLimitExceeded(YadtqError):
     """Raised inside a running task when it passes its time limit."""
+
+
+class InvalidResult(YadtqError):
+    """A task's return value cannot be stored: not JSON, not UTF-8, too deep or too large."""

@@ -33,6 +33,7 @@ from client.protocol import (
     encode_event,
     now,
     parse_event,
+    parse_pid,
     parse_task,
 )
 from client.store import TERMINAL, Keys, ResultStore, connect
@@ -75,9 +76,10 @@ class Scheduler:
         w = config.workers
         self.state = SchedulerState(config.worker_ids(), w.max_pending, w.heartbeat_timeout)
         self.waiting: deque[_Pending] = deque()
+        self._limits = config.tasks.limits()
         self._stop = threading.Event()
         self._next_offset: dict[TopicPartition, int] = {}
-        self._committed: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, tuple[int, float]] = {}  # offset, when committed
         self._ended: list[str] = []  # finished tasks to drop from the Redis table
         self._sent: list[Any] = []  # produce futures to check after the next flush
         self._orphaned: list[tuple[str, int]] = []  # (task, dead pid) taken from dead workers, to mark in Redis
@@ -104,6 +106,8 @@ class Scheduler:
         kafka_io.assign_all(self._tasks_in, [self.topics.tasks])
         self._status_in = kafka_io.consumer(self.config.kafka, group)
         kafka_io.assign_all(self._status_in, [self.topics.status])
+        # Committed again now and then even while idle (see _commit_changed).
+        self._next_offset.update({**kafka_io.positions(self._tasks_in), **kafka_io.positions(self._status_in)})
         self._reload()
         log.info("scheduler ready (pid %d): %d tasks in flight", os.getpid(), len(self.state.tasks))
 
@@ -119,7 +123,7 @@ class Scheduler:
         for task_id, text in table.items():
             p = decode_placement(text)
             if task_id in orphans or p.worker not in self.state.load:  # a dead worker's, or an unknown one's
-                self.waiting.append(_Pending(p.payload.encode(), mode="move", dead_pid=int(orphans.get(task_id, 0))))
+                self.waiting.append(_Pending(p.payload.encode(), mode="move", dead_pid=parse_pid(orphans.get(task_id))))
                 continue
             self.state.place(task_id, p)
             self._sent.append(self._producer.send(p.worker, assignment_bytes(p.payload, p.attempt, p.worker)))
@@ -223,7 +227,7 @@ class Scheduler:
     def _admit(self, item: _Pending, pipe: Any, at: float) -> bool:
         """Check a message and fill in ``item``; fail or dead-letter it if invalid."""
         try:
-            task = parse_task(item.raw, max_bytes=self.config.tasks.max_message_bytes)
+            task = parse_task(item.raw, self._limits)
         except InvalidMessage as e:
             self._reject(item, e, pipe, at)
             return False
@@ -299,16 +303,18 @@ class Scheduler:
             else:
                 first_waiting = next((w.offset for w in self.waiting if w.tp == tp), None)
                 tasks[tp] = first_waiting if first_waiting is not None else nxt
-        self._commit_changed(self._tasks_in, tasks)
+        self._commit_changed(self._tasks_in, tasks, at)
         if self._commit_status_now or at - self._last_status_commit >= 1.0:
             self._last_status_commit, self._commit_status_now = at, False
-            self._commit_changed(self._status_in, status)
+            self._commit_changed(self._status_in, status, at)
 
-    def _commit_changed(self, consumer: KafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
-        changed = {tp: o for tp, o in offsets.items() if self._committed.get(tp) != o}
-        if changed:
-            consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in changed.items()})
-            self._committed.update(changed)
+    def _commit_changed(self, consumer: KafkaConsumer, offsets: dict[TopicPartition, int], at: float) -> None:
+        """Commit the offsets that moved, and every OFFSET_REFRESH seconds the
+        others too: an idle group's offsets must not expire in Kafka."""
+        due = kafka_io.offsets_due(offsets, self._committed, at)
+        if due:
+            consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in due.items()})
+            self._committed.update({tp: (o, at) for tp, o in due.items()})
 
     def _take_due_retries(self, at: float) -> None:
         """Queue the tasks whose retry time has come (ASSIGN takes them off the schedule)."""

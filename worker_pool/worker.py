@@ -24,9 +24,19 @@ from kafka.structs import OffsetAndMetadata
 
 from client import kafka as kafka_io
 from client.config import Config
-from client.errors import InvalidMessage, TaskTimeLimitExceeded
-from client.protocol import Assignment, Heartbeat, TasksFinished, encode, encode_event, now, parse_assignment
-from client.store import Keys, ResultStore, connect, failure_fields, result_fields
+from client.errors import InvalidMessage, InvalidResult, TaskTimeLimitExceeded
+from client.protocol import (
+    Assignment,
+    Heartbeat,
+    TasksFinished,
+    encode,
+    encode_event,
+    encode_result,
+    now,
+    parse_assignment,
+    safe_text,
+)
+from client.store import Keys, ResultStore, connect, failure_fields
 from worker_pool.context import TaskContext, running
 from worker_pool.process import EXIT_HARD_LIMIT, exit_on_service_loss, process_setup
 from worker_pool.registry import Registry, default_registry
@@ -76,6 +86,8 @@ class Worker:
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
         self._beat: threading.Thread | None = None
+        self._last_commit = time.monotonic()
+        self._limits = config.tasks.limits()
 
     def initialize(self) -> None:
         self.registry.load_modules(self.config.tasks.modules)
@@ -107,6 +119,8 @@ class Worker:
         """One poll: run the assignments it returns, then commit past them."""
         assert self._consumer is not None
         batches = self._consumer.poll(timeout_ms=200)
+        if not batches and not self._stop.is_set():
+            self._recommit()
         for tp, records in batches.items():
             done = None
             for rec in records:
@@ -119,6 +133,19 @@ class Worker:
             self.send_reports(force=True)
             if done is not None:
                 self._consumer.commit({tp: OffsetAndMetadata(done.offset + 1, "", -1)})
+                self._last_commit = time.monotonic()
+
+    def _recommit(self) -> None:
+        """Idle: commit the position again every OFFSET_REFRESH seconds, so that
+        Kafka never expires this worker's offset (a restart would then replay
+        its topic). Every record before the position is handled: an empty poll
+        comes only after whole batches."""
+        assert self._consumer is not None
+        if time.monotonic() - self._last_commit < kafka_io.OFFSET_REFRESH:
+            return
+        at = kafka_io.positions(self._consumer)
+        self._consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in at.items()})
+        self._last_commit = time.monotonic()
 
     def shutdown(self) -> None:
         self._stop.set()
@@ -137,7 +164,7 @@ class Worker:
     # --- one assignment ---
     def handle(self, rec: ConsumerRecord) -> None:
         try:
-            a = parse_assignment(rec.value)
+            a = parse_assignment(rec.value, self._limits)
         except InvalidMessage as e:
             # Only the scheduler writes here, so this is a bug or a stray producer.
             log.error("skipping invalid message at %s:%d: %s", rec.topic, rec.offset, e.reason)
@@ -240,15 +267,16 @@ class Worker:
             with running(TaskContext(t.task_id, t.name, a.attempt, self.id, self.config)), _time_limit(limit):
                 value = fn(*t.args, **t.kwargs)
         except (InvalidMessage, TaskTimeLimitExceeded) as e:  # running it again would end the same way
-            return "failed", {"error": f"{type(e).__name__}: {e}"}
+            return "failed", {"error": safe_text(f"{type(e).__name__}: {e}")}
         except Exception as e:  # the task's own error: recorded, never fatal to the worker
-            return "raised", failure_fields(e)
+            # Its message may hold text Redis cannot take (a lone surrogate).
+            return "raised", {k: safe_text(v) for k, v in failure_fields(e).items()}
         finally:
             self.running = None
         try:
-            return "success", result_fields(value)
-        except (TypeError, ValueError) as e:  # the same value again next time: no retry
-            return "failed", failure_fields(e)
+            return "success", {"result": encode_result(value)}
+        except InvalidResult as e:  # the same value again next time: no retry
+            return "failed", {"error": f"InvalidResult: {e}"}
 
     def _report(self, a: Assignment, status: str) -> None:
         """Tell the scheduler this assignment is done with, in the next tasks-finished event."""

@@ -100,3 +100,79 @@ def test_bad_messages_fail_clearly_and_the_good_ones_around_them_succeed(start_c
 
     # And the cluster still takes work as usual.
     assert c.submit_many([TaskSpec("mul", (6, 7))])[0].result(timeout=30) == 42
+
+
+def test_poison_tasks_events_and_results_neither_stop_nor_restart_any_process(start_cluster: Any) -> None:
+    """Defects 1, 2 and 8, each of which crashed the scheduler, the supervisor or a worker."""
+    cluster = start_cluster(count=2)
+    c = cluster.client
+    assert c.submit("add", 1, 1).result(timeout=60) == 2
+    start = cluster.mark()
+    tag = uuid.uuid4().hex[:8]
+    topics = cluster.config.topics
+    # task id -> (message to TASKS, the error its record must hold)
+    tasks: dict[str, tuple[bytes, str]] = {
+        f"{tag}-sur": (task_json(f"{tag}-sur", task="echo", args=["\ud800"]),   # defect 1, as reported
+                       "InvalidMessage: message holds text that is not valid Unicode"),
+        f"{tag}-sur-key": (task_json(f"{tag}-sur-key", task="echo", kwargs={"\udc80": 1}), "not valid Unicode"),
+        f"{tag}-timeout": (task_json(f"{tag}-timeout", task="add", args=[1, 2], options={"timeout": 1e9}),
+                           "options.timeout 1e+09 is over this cluster's limit (tasks.max_timeout = 86400)"),
+        f"{tag}-retries": (task_json(f"{tag}-retries", task="add", args=[1, 2], options={"max_retries": 10**9}),
+                           "(tasks.max_retries_cap = 100)"),
+        f"{tag}-deep": (f'{{"task-id": "{tag}-deep", "task": "echo", "args": {"[" * 900}{"]" * 900}}}'.encode(),
+                        "InvalidMessage: message is nested too deeply"),
+    }
+    # no task id can be read: dead-lettered (NaN is not JSON, so the message is not either)
+    no_id = [(f'{{"task-id": "{tag}-nan", "task": "add", "args": [NaN, 1]}}'.encode(),
+              "message is not valid JSON: NaN is not a JSON number"),
+             (f'{{"task-id": "{tag}-inf", "task": "add", "args": [1], "options": {{"timeout": Infinity}}}}'.encode(),
+              "message is not valid JSON: Infinity is not a JSON number"),
+             (task_json(f"{tag}.b:yadtq:assignments", task="add", args=[1, 2]),  # another cluster's internal key
+              "'task-id' may not start with or contain 'yadtq:'")]
+    beat = {"type": "heartbeat", "sender": "W1", "role": "worker", "pid": 1, "ts": 1.0}
+    events = [  # defect 2: each crashed the scheduler on every restart, or the supervisor
+        {**beat, "ts": "soon"}, {**beat, "sender": ["W1"]}, {**beat, "pid": "abc"}, {**beat, "ts": 1e308 * 10},
+        {"type": "worker-down", "worker": "W1", "reason": "x", "ts": 1.0, "pid": "abc"},
+        {"type": "worker-down", "worker": ["W1"], "reason": "x", "ts": 1.0},
+        {"type": "tasks-finished", "worker": "W1", "tasks": [[["t"], 1, "success"]]},
+        {**beat, "sender": "W\ud800"},
+    ]
+    good: list[tuple[str, int]] = []
+    producer = KafkaProducer(bootstrap_servers=KAFKA)
+    try:
+        bad = [m for m, _ in tasks.values()] + [m for m, _ in no_id]
+        for i, message in enumerate(bad + [json.dumps(e).encode() for e in events]):
+            if i < len(bad):
+                producer.send(topics.tasks, message)
+            else:  # json.dumps writes 1e309 as Infinity: not JSON, as some producers do
+                producer.send(topics.status, message)
+            good_id = f"{tag}-good-{i}"
+            producer.send(topics.tasks, task_json(good_id, task="add", args=[i, 1000]))
+            good.append((good_id, i + 1000))
+        producer.flush(10)
+    finally:
+        producer.close()
+    # Defect 8: return values that no record can hold fail their task once, without killing the worker.
+    results = c.submit_many([TaskSpec("unstorable", ("deep",), max_retries=3),
+                             TaskSpec("unstorable", ("file-name",), max_retries=3)])
+
+    c.wait([t for t, _ in good] + list(tasks) + [h.id for h in results], timeout=60)
+    assert [c.result(t) for t, _ in good] == [v for _, v in good]
+    for task_id, (_, error) in tasks.items():
+        record = c.record(task_id)
+        assert record["status"] == "failed" and error in record["error"], (task_id, record)
+    deep, name = (h.record() for h in results)
+    assert deep["status"] == "failed" and deep["error"] == (
+        "InvalidResult: the task's return value is nested too deeply to store as JSON")
+    assert name["status"] == "failed" and "InvalidResult: the task's return value cannot be stored as JSON: " \
+        "'utf-8' codec can't encode character '\\udce9'" in name["error"]
+    assert deep["attempt"] == name["attempt"] == "1"  # failed once, no retry, not a death
+    for _, reason in no_id:
+        cluster.wait_line(rf"dead-lettered to \S+: {re.escape(reason)}", timeout=10, start=start)
+    for _ in events:
+        cluster.wait_line(r"ignoring invalid status event: bad (heartbeat|worker-down|tasks-finished) event",
+                          timeout=10, start=start)
+    # Nothing died, crashed or restarted.
+    trouble = [line for line in cluster.lines[start:] if re.search(r"is dead|crashing|exit code|Traceback", line)]
+    assert trouble == []
+    assert c.submit("mul", 6, 7).result(timeout=30) == 42
