@@ -36,7 +36,7 @@ from bench.common import (
 )
 from client import Client, TaskHandle, TaskSpec
 from client.config import load_config
-from supervisor.harness import remove_cluster_data
+from tests.support.harness import remove_cluster_data
 
 DB = 14
 _STARTED = re.compile(r"started (\S+) \(pid (\d+)\)")

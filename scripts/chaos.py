@@ -33,7 +33,7 @@ from client import Client, TaskSpec, load_config
 from client.config import Config
 from client.errors import ResultTimeout, YadtqError
 from scripts.chaos_tasks import runs_key, started_key
-from supervisor.harness import ClusterProcess, remove_cluster_data
+from tests.support.harness import ClusterProcess, remove_cluster_data
 
 
 @dataclass

@@ -10,101 +10,115 @@ from typing import Any
 import pytest
 import redis
 
-from client.store import Keys, ResultStore, connect
+from client.store import (
+    Assign,
+    AssignResult,
+    Claim,
+    Finish,
+    Keys,
+    Reject,
+    Release,
+    Retry,
+    RetryResult,
+    TaskStore,
+    connect,
+)
 from tests.integration.conftest import REDIS
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def store(services: None) -> Iterator[ResultStore]:
+def store(services: None) -> Iterator[TaskStore]:
     prefix = f"t{uuid.uuid4().hex[:10]}:"
     client = connect(REDIS)
-    yield ResultStore(client, Keys(prefix), result_ttl=60)
+    yield TaskStore(client, Keys(prefix), result_ttl=60)
     keys = list(client.scan_iter(match=f"{prefix}*"))
     if keys:
         client.delete(*keys)
     client.close()
 
 
-def run(store: ResultStore, op: str, *args: Any, **kwargs: Any) -> Any:
-    pipe = store.redis.pipeline(transaction=False)
-    getattr(store, op)(pipe, *args, **kwargs)
-    return store.execute(pipe)[0]
+def run(store: TaskStore, op: str, *args: Any, **kwargs: Any) -> Any:
+    """Run one lifecycle script now; its decoded answer."""
+    pipe = store.pipeline()
+    reply = getattr(store, op)(pipe, *args, **kwargs)
+    store.execute(pipe)
+    return reply.value
 
 
-def assign(store: ResultStore, worker: str, dead_pid: int | None = None, retries: int = 1,
-           mode: str | None = None) -> list[Any]:
+def assign(store: TaskStore, worker: str, dead_pid: int | None = None, retries: int = 1,
+           mode: str | None = None) -> AssignResult:
     mode = mode or ("new" if dead_pid is None else "move")
-    return list(run(store, "assign", "t1", "add", worker, '{"task-id":"t1"}', 1.0, retries, mode, dead_pid or 0))
+    return run(store, "assign", "t1", "add", worker, '{"task-id":"t1"}', 1.0, retries, mode, dead_pid or 0)  # type: ignore[no-any-return]
 
 
-def retry(store: ResultStore, attempt: int, at: float = 10.0, limit: int = 2) -> tuple[int, float]:
+def retry(store: TaskStore, attempt: int, at: float = 10.0, limit: int = 2) -> RetryResult:
     return store.retry("t1", attempt, at, (1.0, 3.0), limit, {"error": "ValueError: x", "traceback": "tb"},
                        '{"task-id":"t1"}')
 
 
-def test_a_redelivered_task_keeps_its_placement(store: ResultStore) -> None:
-    assert assign(store, "W1") == [1, 1]
-    assert assign(store, "W2") == [0, 1, "W1"]  # same message read again: no new attempt
+def test_a_redelivered_task_keeps_its_placement(store: TaskStore) -> None:
+    assert assign(store, "W1") == AssignResult(Assign.ASSIGNED, 1)
+    assert assign(store, "W2") == AssignResult(Assign.PLACED, 1, "W1", '{"task-id":"t1"}')  # same message read again: no new attempt
     assert store.record("t1")["attempt"] == "1"
 
 
-def test_a_terminal_record_is_final(store: ResultStore) -> None:
+def test_a_terminal_record_is_final(store: TaskStore) -> None:
     assign(store, "W1")
-    assert run(store, "start", "t1", 1, "W1", 2.0, 111, 1) == 1
-    assert run(store, "finish", "t1", 1, "success", 3.0, {"result": "3"}) == 1
-    assert run(store, "finish", "t1", 1, "failed", 4.0, {"error": "late"}) == 0
-    assert run(store, "reject", "t1", 4.0, "InvalidMessage: late") == 0
-    assert assign(store, "W2") == [-1]
-    assert run(store, "start", "t1", 1, "W1", 5.0, 111, 1) == 0
+    assert run(store, "claim", "t1", 1, "W1", 2.0, 111, 1) is Claim.RUN
+    assert run(store, "finish", "t1", 1, "success", 3.0, {"result": "3"}) is Finish.WRITTEN
+    assert run(store, "finish", "t1", 1, "failed", 4.0, {"error": "late"}) is Finish.ENDED
+    assert run(store, "reject", "t1", 4.0, "InvalidMessage: late") is Reject.ENDED
+    assert assign(store, "W2") == AssignResult(Assign.ENDED)
+    assert run(store, "claim", "t1", 1, "W1", 5.0, 111, 1) is Claim.ENDED
     rec = store.record("t1")
     assert (rec["status"], rec["result"], rec.get("error")) == ("success", "3", None)
     assert 0 < store.redis.ttl(store.keys.task("t1")) <= 60
     assert not store.redis.hexists(store.keys.assignments, "t1")
 
 
-def test_a_moved_task_fences_the_old_attempt(store: ResultStore) -> None:
+def test_a_moved_task_fences_the_old_attempt(store: TaskStore) -> None:
     assign(store, "W1")
-    assert assign(store, "W2", dead_pid=111) == [1, 2]  # queued on W1, never started: no death counted
-    assert run(store, "start", "t1", 1, "W1", 2.0, 222, 1) == -1
-    assert run(store, "finish", "t1", 1, "success", 2.0, {"result": "0"}) == -1
-    assert run(store, "start", "t1", 2, "W2", 2.0, 333, 1) == 1
+    assert assign(store, "W2", dead_pid=111) == AssignResult(Assign.ASSIGNED, 2)  # queued on W1, never started: no death counted
+    assert run(store, "claim", "t1", 1, "W1", 2.0, 222, 1) is Claim.FENCED
+    assert run(store, "finish", "t1", 1, "success", 2.0, {"result": "0"}) is Finish.FENCED
+    assert run(store, "claim", "t1", 2, "W2", 2.0, 333, 1) is Claim.RUN
     assert store.record("t1").get("worker_deaths") is None
 
 
-def test_deaths_count_once_each_and_end_in_failed(store: ResultStore) -> None:
+def test_deaths_count_once_each_and_end_in_failed(store: TaskStore) -> None:
     assign(store, "W1")
-    assert run(store, "start", "t1", 1, "W1", 2.0, 111, 1) == 1
+    assert run(store, "claim", "t1", 1, "W1", 2.0, 111, 1) is Claim.RUN
     # pid 111 died; a newer W1 (pid 222) re-reads the message first: one death.
-    assert run(store, "start", "t1", 1, "W1", 3.0, 222, 1) == 1
+    assert run(store, "claim", "t1", 1, "W1", 3.0, 222, 1) is Claim.RUN
     # The scheduler's move for pid 111 arrives late: pid 222 runs it, so it stays.
-    assert assign(store, "W2", dead_pid=111) == [0, 1, "W1"]
+    assert assign(store, "W2", dead_pid=111) == AssignResult(Assign.PLACED, 1, "W1", '{"task-id":"t1"}')
     # pid 222 dies too: the second death passes the limit of 1.
-    assert assign(store, "W2", dead_pid=222) == [-2]
+    assert assign(store, "W2", dead_pid=222) == AssignResult(Assign.FAILED_NOW)
     rec = store.record("t1")
     assert rec["status"] == "failed"
     assert rec["error"] == "WorkerLost: the worker died while running this task 2 time(s); the retry limit is 1"
     assert store.redis.hget(store.keys.stats, "failed") == "1"
 
 
-def test_a_bad_duplicate_of_a_placed_task_does_not_touch_it(store: ResultStore) -> None:
+def test_a_bad_duplicate_of_a_placed_task_does_not_touch_it(store: TaskStore) -> None:
     assign(store, "W1")
-    assert run(store, "reject", "t1", 2.0, "InvalidMessage: bad args") == -1
+    assert run(store, "reject", "t1", 2.0, "InvalidMessage: bad args") is Reject.ACCEPTED
     assert store.record("t1")["status"] == "queued"
 
 
-def test_a_handed_back_task_runs_again_without_counting_a_death(store: ResultStore) -> None:
+def test_a_handed_back_task_runs_again_without_counting_a_death(store: TaskStore) -> None:
     assign(store, "W1")
-    assert run(store, "start", "t1", 1, "W1", 2.0, 111, 0) == 1
-    assert store.release("t1", 1, 222) == 0  # not the process that runs it
-    assert store.release("t1", 1, 111) == 1
+    assert run(store, "claim", "t1", 1, "W1", 2.0, 111, 0) is Claim.RUN
+    assert store.release("t1", 1, 222) is Release.NOT_HELD  # not the process that runs it
+    assert store.release("t1", 1, 111) is Release.RELEASED
     assert store.record("t1")["status"] == "queued"
-    assert run(store, "start", "t1", 1, "W1", 3.0, 333, 0) == 1  # retry limit 0, and still allowed
+    assert run(store, "claim", "t1", 1, "W1", 3.0, 333, 0) is Claim.RUN  # retry limit 0, and still allowed
     assert store.record("t1").get("worker_deaths") is None
 
 
-def test_results_wake_subscribers(store: ResultStore) -> None:
+def test_results_wake_subscribers(store: TaskStore) -> None:
     sub = store.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
     sub.subscribe(store.keys.done_channel("t2"))
     run(store, "reject", "t2", 1.0, "InvalidMessage: x")
@@ -125,86 +139,86 @@ def test_the_redis_url_password_is_never_shown() -> None:
         connect("redis://localhost:1/0").ping()
 
 
-def test_a_task_that_raised_is_retried_with_backoff_then_fails(store: ResultStore) -> None:
+def test_a_task_that_raised_is_retried_with_backoff_then_fails(store: TaskStore) -> None:
     assign(store, "W1")
-    assert run(store, "start", "t1", 1, "W1", 2.0, 111, 2) == 1
-    assert retry(store, 1, at=10.0) == (1, 11.0)  # first retry after the base delay
+    assert run(store, "claim", "t1", 1, "W1", 2.0, 111, 2) is Claim.RUN
+    assert retry(store, 1, at=10.0) == RetryResult(Retry.SCHEDULED, due=11.0)  # first retry after the base delay
     rec = store.record("t1")
     assert (rec["status"], rec["retries"], rec["error"], rec["retry_at"]) == ("queued", "1", "ValueError: x", "11")
     assert not store.redis.hexists(store.keys.assignments, "t1")  # off the scheduler's table
     assert store.due_retries(10.5, 10) == []
     assert store.due_retries(11.0, 10) == [("t1", '{"task-id":"t1"}')]
 
-    assert assign(store, "W2", mode="retry") == [1, 2]
-    assert assign(store, "W2", mode="retry") == [-3]  # taken already: not placed twice
+    assert assign(store, "W2", mode="retry") == AssignResult(Assign.ASSIGNED, 2)
+    assert assign(store, "W2", mode="retry") == AssignResult(Assign.NOT_NOW)  # taken already: not placed twice
     assert store.due_retries(99.0, 10) == []
-    assert run(store, "start", "t1", 1, "W1", 12.0, 111, 2) == -1  # the old attempt is fenced
-    assert run(store, "start", "t1", 2, "W2", 12.0, 222, 2) == 1
-    assert retry(store, 1) == (-1, 0.0)
-    assert retry(store, 2, at=20.0) == (1, 22.0)  # doubled
+    assert run(store, "claim", "t1", 1, "W1", 12.0, 111, 2) is Claim.FENCED  # the old attempt is fenced
+    assert run(store, "claim", "t1", 2, "W2", 12.0, 222, 2) is Claim.RUN
+    assert retry(store, 1) == RetryResult(Retry.FENCED)
+    assert retry(store, 2, at=20.0) == RetryResult(Retry.SCHEDULED, due=22.0)  # doubled
     assign(store, "W1", mode="retry")
-    run(store, "start", "t1", 3, "W1", 30.0, 333, 2)
-    assert retry(store, 3, at=30.0) == (0, 2.0)  # two retries used: the limit
-    assert run(store, "finish", "t1", 3, "failed", 31.0, {"error": "ValueError: x (gave up)"}) == 1
-    assert retry(store, 3) == (-2, 0.0)
+    run(store, "claim", "t1", 3, "W1", 30.0, 333, 2)
+    assert retry(store, 3, at=30.0) == RetryResult(Retry.EXHAUSTED, used=2)  # two retries used: the limit
+    assert run(store, "finish", "t1", 3, "failed", 31.0, {"error": "ValueError: x (gave up)"}) is Finish.WRITTEN
+    assert retry(store, 3) == RetryResult(Retry.ENDED)
 
 
-def test_a_task_waiting_for_its_retry_is_placed_only_by_the_schedule(store: ResultStore) -> None:
+def test_a_task_waiting_for_its_retry_is_placed_only_by_the_schedule(store: TaskStore) -> None:
     assign(store, "W1")
-    run(store, "start", "t1", 1, "W1", 2.0, 111, 2)
-    assert retry(store, 1, at=10.0)[0] == 1
+    run(store, "claim", "t1", 1, "W1", 2.0, 111, 2)
+    assert retry(store, 1, at=10.0).kind is Retry.SCHEDULED
     # A duplicate message, and a move after its worker died, arrive before the
     # scheduler heard of the retry: neither may place it, nor count a death.
-    assert assign(store, "W2") == [-3]
-    assert assign(store, "W2", dead_pid=111) == [-3]
+    assert assign(store, "W2") == AssignResult(Assign.NOT_NOW)
+    assert assign(store, "W2", dead_pid=111) == AssignResult(Assign.NOT_NOW)
     assert "worker_deaths" not in store.record("t1")
-    assert assign(store, "W2", mode="retry") == [1, 2]
-    assert run(store, "start", "t1", 2, "W2", 12.0, 222, 2) == 1
-    assert assign(store, "W1", mode="retry") == [-3]  # no second copy from the schedule either
+    assert assign(store, "W2", mode="retry") == AssignResult(Assign.ASSIGNED, 2)
+    assert run(store, "claim", "t1", 2, "W2", 12.0, 222, 2) is Claim.RUN
+    assert assign(store, "W1", mode="retry") == AssignResult(Assign.NOT_NOW)  # no second copy from the schedule either
 
 
-def test_raises_and_deaths_share_one_retry_limit(store: ResultStore) -> None:
+def test_raises_and_deaths_share_one_retry_limit(store: TaskStore) -> None:
     assign(store, "W1", retries=1)
-    run(store, "start", "t1", 1, "W1", 2.0, 111, 1)
-    assert retry(store, 1, limit=1)[0] == 1
+    run(store, "claim", "t1", 1, "W1", 2.0, 111, 1)
+    assert retry(store, 1, limit=1).kind is Retry.SCHEDULED
     assign(store, "W1", mode="retry", retries=1)
-    run(store, "start", "t1", 2, "W1", 3.0, 111, 1)
-    assert assign(store, "W2", dead_pid=111, retries=1) == [-2]  # its worker died: one failure too many
+    run(store, "claim", "t1", 2, "W1", 3.0, 111, 1)
+    assert assign(store, "W2", dead_pid=111, retries=1) == AssignResult(Assign.FAILED_NOW)  # its worker died: one failure too many
     rec = store.record("t1")
     assert rec["status"] == "failed"
     assert rec["error"] == ("WorkerLost: the worker died while running this task 1 time(s) "
                             "(and it raised 1 time(s)); the retry limit is 1")
 
 
-def test_scripts_are_loaded_again_when_redis_lost_them(store: ResultStore) -> None:
+def test_scripts_are_loaded_again_when_redis_lost_them(store: TaskStore) -> None:
     # A restarted Redis has an empty script cache: NOSCRIPT, load, run again.
     store.redis.script_flush()
     pipe = store.pipeline()
-    pipe.hincrby(store.keys.task("other"), "x", 1)
+    pipe.pipe.hincrby(store.keys.task("other"), "x", 1)
     store.assign(pipe, "t1", "add", "W1", '{"task-id":"t1"}', 1.0, 1)
-    assert store.execute(pipe) == [1, [1, 1]]
+    assert store.execute(pipe) == [1, ["assigned", 1]]
     assert store.record("t1")["attempt"] == "1"  # ran once, not twice
     assert store.redis.hget(store.keys.task("other"), "x") == "1"  # and so did the plain command
 
 
-def test_only_the_scripts_that_missed_run_again(store: ResultStore) -> None:
+def test_only_the_scripts_that_missed_run_again(store: TaskStore) -> None:
     # Another client may load the scripts while a long pipeline is being read:
     # some scripts in it then run and others miss. Only those run again.
     assign(store, "W1")
     pipe = store.pipeline()
-    store.start(pipe, "t1", 1, "W1", 2.0, 111, 3)  # run twice, START would count a death
-    pipe.evalsha("0" * 40, 0)  # a script Redis does not know, standing in for one that missed
+    store.claim(pipe, "t1", 1, "W1", 2.0, 111, 3)  # run twice, START would count a death
+    pipe.pipe.evalsha("0" * 40, 0)  # a script Redis does not know, standing in for one that missed
     with pytest.raises(redis.exceptions.NoScriptError):  # the unknown one stays unknown
         store.execute(pipe)
     record = store.record("t1")
     assert record["status"] == "processing" and "worker_deaths" not in record
 
 
-def test_a_submit_marks_queued_but_never_replaces_what_the_scheduler_wrote(store: ResultStore) -> None:
+def test_a_submit_marks_queued_but_never_replaces_what_the_scheduler_wrote(store: TaskStore) -> None:
     run(store, "mark_queued", "t0", "add", 5.0)
-    assert store.record("t0") == {"status": "queued", "task": "add", "submitted_at": "5.0"}
+    assert store.record("t0") == {"yadtq": "1", "status": "queued", "task": "add", "submitted_at": "5.0"}
     assign(store, "W1")  # the scheduler got to t1 before the client's write
-    run(store, "start", "t1", 1, "W1", 2.0, 111, 1)
+    run(store, "claim", "t1", 1, "W1", 2.0, 111, 1)
     run(store, "mark_queued", "t1", "add", 0.5)
     assert (store.record("t1")["status"], store.record("t1")["submitted_at"]) == ("processing", "1.0")
     run(store, "reject", "t2", 3.0, "InvalidMessage: bad")  # refused before the client's write
