@@ -60,7 +60,8 @@ def retry(store: TaskStore, attempt: int, at: float = 10.0, limit: int = 2) -> R
 
 def test_a_redelivered_task_keeps_its_placement(store: TaskStore) -> None:
     assert assign(store, "W1") == AssignResult(Assign.ASSIGNED, 1)
-    assert assign(store, "W2") == AssignResult(Assign.PLACED, 1, "W1", '{"task-id":"t1"}')  # same message read again: no new attempt
+    # The same message read again: no new attempt.
+    assert assign(store, "W2") == AssignResult(Assign.PLACED, 1, "W1", '{"task-id":"t1"}')
     assert store.record("t1")["attempt"] == "1"
 
 
@@ -80,7 +81,8 @@ def test_a_terminal_record_is_final(store: TaskStore) -> None:
 
 def test_a_moved_task_fences_the_old_attempt(store: TaskStore) -> None:
     assign(store, "W1")
-    assert assign(store, "W2", dead_pid=111) == AssignResult(Assign.ASSIGNED, 2)  # queued on W1, never started: no death counted
+    # Queued on W1, never started: no death counted.
+    assert assign(store, "W2", dead_pid=111) == AssignResult(Assign.ASSIGNED, 2)
     assert run(store, "claim", "t1", 1, "W1", 2.0, 222, 1) is Claim.FENCED
     assert run(store, "finish", "t1", 1, "success", 2.0, {"result": "0"}) is Finish.FENCED
     assert run(store, "claim", "t1", 2, "W2", 2.0, 333, 1) is Claim.RUN
@@ -183,7 +185,8 @@ def test_raises_and_deaths_share_one_retry_limit(store: TaskStore) -> None:
     assert retry(store, 1, limit=1).kind is Retry.SCHEDULED
     assign(store, "W1", mode="retry", retries=1)
     run(store, "claim", "t1", 2, "W1", 3.0, 111, 1)
-    assert assign(store, "W2", dead_pid=111, retries=1) == AssignResult(Assign.FAILED_NOW)  # its worker died: one failure too many
+    # Its worker died: one failure too many.
+    assert assign(store, "W2", dead_pid=111, retries=1) == AssignResult(Assign.FAILED_NOW)
     rec = store.record("t1")
     assert rec["status"] == "failed"
     assert rec["error"] == ("WorkerLost: the worker died while running this task 1 time(s) "
@@ -225,3 +228,153 @@ def test_a_submit_marks_queued_but_never_replaces_what_the_scheduler_wrote(store
     run(store, "mark_queued", "t2", "add", 2.5)
     record = store.record("t2")
     assert (record["status"], record["task"], record["submitted_at"]) == ("failed", "add", "2.5")
+
+
+# --- a task id that names a key YADTQ does not own (defect 5) ---
+
+def snapshot(key: str) -> tuple[Any, ...]:
+    """The key byte for byte: its type, serialized value and time to live."""
+    raw = redis.Redis.from_url(REDIS)
+    try:
+        return raw.type(key), raw.dump(key), raw.ttl(key)
+    finally:
+        raw.close()
+
+
+def every_script(store: TaskStore, task_id: str) -> list[Any]:
+    """Each lifecycle script's answer for ``task_id``, every ASSIGN mode included."""
+    p = '{"task-id":"x"}'
+    answers = [run(store, "assign", task_id, "add", "W1", p, 1.0, 1, mode) for mode in ("new", "move")]
+    answers += [run(store, "assign", task_id, "add", "W1", p, 1.0, 1, "retry"),
+                run(store, "claim", task_id, 1, "W1", 2.0, 111, 1),
+                run(store, "finish", task_id, 1, "success", 3.0, {"result": "1"}),
+                run(store, "reject", task_id, 3.0, "InvalidMessage: x"),
+                run(store, "mark_queued", task_id, "add", 1.0),
+                store.release(task_id, 1, 111),
+                store.retry(task_id, 1, 4.0, (1.0, 3.0), 2, {"error": "E"}, p).kind]
+    return answers
+
+
+def assert_refused_untouched(store: TaskStore, task_id: str, key_type: str) -> None:
+    key = store.keys.task(task_id)
+    own_schedule = key in (store.keys.retries, store.keys.retry_payloads)
+    if not own_schedule:  # so that ASSIGN's 'retry' gets past the schedule (else it answers not_now)
+        store.redis.zadd(store.keys.retries, {task_id: 1.0})
+        store.redis.hset(store.keys.retry_payloads, task_id, "{}")
+    before = snapshot(key)
+    sub = store.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    sub.subscribe(store.keys.done_channel(task_id))
+    try:
+        assert store.foreign_ids([task_id, "free-id"]) == {task_id: key_type}
+        answers = every_script(store, task_id)
+        assert answers[0] == AssignResult(Assign.NOT_OURS, key_type=key_type)
+        if own_schedule:
+            assert answers.pop(2) == AssignResult(Assign.NOT_NOW)
+        assert all(str(a.kind if isinstance(a, AssignResult) else a) == "not_ours" for a in answers), answers
+        assert snapshot(key) == before
+        assert sub.get_message(timeout=0.2) is None  # nothing published on its channel
+    finally:
+        sub.close()
+    assert not store.redis.hexists(store.keys.assignments, task_id)
+    assert store.redis.hget(store.keys.stats, "failed") is None
+
+
+def test_an_id_naming_another_applications_string_is_refused_and_left_alone(store: TaskStore) -> None:
+    store.redis.set(store.keys.task("session:42"), "another app's value")
+    assert_refused_untouched(store, "session:42", "string")
+
+
+def test_an_id_naming_another_applications_hash_is_refused_and_left_alone(store: TaskStore) -> None:
+    # Even one with YADTQ-like fields: without the marker it is not a YADTQ record.
+    store.redis.hset(store.keys.task("user:7"), mapping={"name": "ann", "status": "queued", "attempt": "1"})
+    store.redis.expire(store.keys.task("user:7"), 1000)
+    assert_refused_untouched(store, "user:7", "hash")
+
+
+def test_an_id_naming_a_yadtq_internal_key_is_refused_and_left_alone(store: TaskStore) -> None:
+    # This cluster's own tables, and those of another cluster in the same
+    # database whose prefix extends this one's.
+    other = TaskStore(store.redis, Keys(f"{store.keys.prefix}p2:"), 60)
+    for s in (store, other):
+        run(s, "assign", "t1", "add", "W1", '{"task-id":"t1"}', 1.0, 1)
+        run(s, "claim", "t1", 1, "W1", 2.0, 111, 2)
+        assert s.retry("t1", 1, 10.0, (1.0, 3.0), 2, {"error": "E"}, "{}").kind is Retry.SCHEDULED
+    assert_refused_untouched(store, "yadtq:retry-payloads", "hash")
+    assert_refused_untouched(store, "p2:yadtq:retries", "zset")
+    assert_refused_untouched(store, "yadtq:retries", "zset")
+
+
+def test_a_record_is_marked_as_yadtqs_by_each_script_that_creates_one(store: TaskStore) -> None:
+    run(store, "mark_queued", "a", "add", 1.0)
+    run(store, "assign", "b", "add", "W1", "{}", 1.0, 1)
+    run(store, "reject", "c", 1.0, "InvalidMessage: x")
+    assert [store.record(t).get("yadtq") for t in "abc"] == ["1", "1", "1"]
+    assert store.foreign_ids(["a", "b", "c"]) == {}
+
+
+# --- a duplicate message must not replace an in-flight task's payload (defect 6) ---
+
+def test_a_duplicate_gets_the_stored_payload_back_not_its_own(store: TaskStore) -> None:
+    first, dup = '{"task-id":"t1","task":"add","args":[1,2]}', '{"task-id":"t1","task":"rm","args":["/"]}'
+    assert run(store, "assign", "t1", "add", "W1", first, 1.0, 1) == AssignResult(Assign.ASSIGNED, 1)
+    assert run(store, "assign", "t1", "rm", "W2", dup, 2.0, 1) == AssignResult(Assign.PLACED, 1, "W1", first)
+    run(store, "claim", "t1", 1, "W1", 2.0, 111, 1)
+    run(store, "claim", "t1", 1, "W1", 3.0, 222, 1)  # a newer W1 process runs it
+    # The move for the dead pid 111 finds it running elsewhere: the stored payload again.
+    moved = run(store, "assign", "t1", "rm", "W2", dup, 4.0, 1, "move", 111)
+    assert moved == AssignResult(Assign.PLACED, 1, "W1", first)
+    assert store.placements()[0]["t1"].payload == first
+
+
+def test_an_unreadable_placement_is_dropped_and_replaced(store: TaskStore) -> None:
+    store.redis.hset(store.keys.assignments, mapping={"bad": "no bars here", "t1": "W1|1|{}"})
+    store.redis.hset(store.keys.orphans, mapping={"t1": "not a pid"})
+    placed, orphans = store.placements()
+    assert list(placed) == ["t1"] and orphans == {"t1": 0}
+    assert not store.redis.hexists(store.keys.assignments, "bad")
+
+
+# --- a malformed duplicate must not fail a task that was accepted (defect 7) ---
+
+def test_a_bad_duplicate_of_a_task_waiting_for_its_retry_does_not_touch_it(store: TaskStore) -> None:
+    assign(store, "W1")
+    run(store, "claim", "t1", 1, "W1", 2.0, 111, 2)
+    assert retry(store, 1, at=10.0).kind is Retry.SCHEDULED  # off the table, on the schedule
+    before = store.record("t1")
+    assert run(store, "reject", "t1", 11.0, "InvalidMessage: bad args") is Reject.ACCEPTED
+    assert store.record("t1") == before
+    assert store.due_retries(99.0, 10) == [("t1", '{"task-id":"t1"}')]
+    # Even once taken off the schedule (between that and its placement), it has an attempt.
+    assert assign(store, "W1", mode="retry") == AssignResult(Assign.ASSIGNED, 2)
+    store.redis.hdel(store.keys.assignments, "t1")
+    assert run(store, "reject", "t1", 12.0, "InvalidMessage: bad args") is Reject.ACCEPTED
+    assert store.record("t1")["status"] == "queued"
+
+
+def test_only_a_never_accepted_record_is_failed_by_reject(store: TaskStore) -> None:
+    run(store, "mark_queued", "t3", "add", 1.0)  # only the client's write
+    assert run(store, "reject", "t3", 2.0, "InvalidMessage: x") is Reject.FAILED
+    assert run(store, "reject", "t4", 2.0, "InvalidMessage: x") is Reject.FAILED  # no record at all
+    assert [store.record(t)["status"] for t in ("t3", "t4")] == ["failed", "failed"]
+
+
+# --- an older generation of the cluster cannot write (the fencing epoch) ---
+
+def test_a_caller_of_an_older_epoch_is_refused_and_touches_nothing(store: TaskStore) -> None:
+    assign(store, "W1")
+    store.redis.set(store.keys.epoch, "5")
+    old = TaskStore(store.redis, store.keys, 60, epoch=4)
+    before = store.record("t1")
+    p = '{"task-id":"t1"}'
+    assert [run(old, "assign", t, "add", "W2", p, 2.0, 1, m) for t, m in (("t1", "move"), ("t9", "new"))] == \
+        [AssignResult(Assign.STALE_EPOCH)] * 2
+    assert run(old, "claim", "t1", 1, "W1", 2.0, 111, 1) is Claim.STALE_EPOCH
+    assert run(old, "finish", "t1", 1, "success", 3.0, {"result": "1"}) is Finish.STALE_EPOCH
+    assert run(old, "reject", "t8", 3.0, "InvalidMessage: x") is Reject.STALE_EPOCH
+    assert old.release("t1", 1, 111) is Release.STALE_EPOCH
+    assert old.retry("t1", 1, 4.0, (1.0, 3.0), 2, {"error": "E"}, p).kind is Retry.STALE_EPOCH
+    assert store.record("t1") == before
+    assert store.record("t8") == {} and store.record("t9") == {}
+    current = TaskStore(store.redis, store.keys, 60, epoch=5)
+    assert run(current, "claim", "t1", 1, "W1", 2.0, 111, 1) is Claim.RUN
+    assert run(store, "claim", "t1", 1, "W1", 2.0, 111, 1) is Claim.STALE_EPOCH  # epoch 0 once a lease exists
