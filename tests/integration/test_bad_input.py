@@ -136,6 +136,8 @@ def test_ids_naming_keys_yadtq_does_not_own_are_refused_and_the_keys_left_alone(
         producer.close()
     c.wait(good, timeout=60)
     assert [c.result(t) for t in good] == [i + 1000 for i in range(len(foreign))]
+    assert not [line for line in cluster.lines if " is dead " in line or "exiting" in line]
+    assert snapshot() == before
 
     consumer = KafkaConsumer(cluster.config.topics.dead_letter, bootstrap_servers=KAFKA,
                              auto_offset_reset="earliest", consumer_timeout_ms=20000)
@@ -150,6 +152,4 @@ def test_ids_naming_keys_yadtq_does_not_own_are_refused_and_the_keys_left_alone(
         assert "set redis.key_prefix when sharing a database" in errors[task_id]
     for task_id in ("foreign-string", "foreign-hash"):
         assert f"does not own (a {foreign[task_id]}); refused, the key is left as it was" in errors[task_id]
-    assert snapshot() == before
-    assert not [line for line in cluster.lines if " is dead " in line or "exiting" in line]
     raw.close()
