@@ -441,14 +441,21 @@ class TaskStore:
 
     # --- reads ---
     def record(self, task_id: str) -> dict[str, str]:
-        """The task's record as stored (empty if unknown or expired)."""
-        return self.redis.hgetall(self.keys.task(task_id))  # type: ignore[return-value]
+        """The task's record as stored; empty if unknown, expired, or if the id
+        names a key that is not a YADTQ record (another type, or a hash without
+        the marker): that is never shown as a task."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.task(task_id))
+        [record] = pipe.execute(raise_on_error=False)
+        return record if isinstance(record, dict) and "yadtq" in record else {}
 
     def statuses(self, task_ids: list[str]) -> list[str | None]:
+        """Each task's status; None if it has no YADTQ record (see ``record``)."""
         pipe = self.redis.pipeline(transaction=False)
         for t in task_ids:
-            pipe.hget(self.keys.task(t), "status")
-        return pipe.execute()
+            pipe.hmget(self.keys.task(t), "status", "yadtq")
+        return [a[0] if isinstance(a, list) and a[1] is not None else None
+                for a in pipe.execute(raise_on_error=False)]
 
     def foreign_ids(self, task_ids: list[str]) -> dict[str, str]:
         """The ids among ``task_ids`` that name a Redis key YADTQ does not own, with

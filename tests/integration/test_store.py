@@ -378,3 +378,11 @@ def test_a_caller_of_an_older_epoch_is_refused_and_touches_nothing(store: TaskSt
     current = TaskStore(store.redis, store.keys, 60, epoch=5)
     assert run(current, "claim", "t1", 1, "W1", 2.0, 111, 1) is Claim.RUN
     assert run(store, "claim", "t1", 1, "W1", 2.0, 111, 1) is Claim.STALE_EPOCH  # epoch 0 once a lease exists
+
+
+def test_reading_an_id_that_names_a_foreign_key_shows_no_record(store: TaskStore) -> None:
+    store.redis.set(store.keys.task("s"), "x")
+    store.redis.hset(store.keys.task("h"), mapping={"status": "success", "result": "1"})
+    run(store, "mark_queued", "t", "add", 1.0)
+    assert [store.record(t) for t in ("s", "h")] == [{}, {}]
+    assert store.statuses(["s", "h", "t", "none"]) == [None, None, "queued", None]
