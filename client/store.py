@@ -503,11 +503,13 @@ class TaskStore:
                            [attempt, str(status), repr(at), self.ttl, self.epoch, *flat], batch.pipe)
         return batch.expect(decode_finish)
 
-    def reject(self, batch: Batch, task_id: str, at: float, error: str) -> Reply[Reject]:
-        """Fail a task the scheduler refused, unless that id was ever accepted or has ended."""
+    def reject(self, batch: Batch, task_id: str, at: float, error: str, mode: str = "new") -> Reply[Reject]:
+        """Fail a task the scheduler refused: mode 'new' (a message from TASKS)
+        unless that id was ever accepted or has ended; mode 'retry' (its retry,
+        taken off the schedule, cannot run) unless it ended or is placed."""
         k = self.keys
         _SCRIPTS["reject"]([k.task(task_id), k.stats, k.done_channel(task_id), k.assignments, k.retries, k.epoch],
-                           [task_id, repr(at), self.ttl, error, self.epoch], batch.pipe)
+                           [task_id, repr(at), self.ttl, error, self.epoch, mode], batch.pipe)
         return batch.expect(decode_reject)
 
     def release(self, task_id: str, attempt: int, pid: int) -> Release:
@@ -546,7 +548,16 @@ class TaskStore:
                 self.redis.hdel(self.keys.assignments, task_id)
             else:
                 placed[task_id] = p
-        return placed, {t: _int(pid) for t, pid in orphans.items()}
+        return placed, {t: self._pid(t, pid) for t, pid in orphans.items()}
+
+    @staticmethod
+    def _pid(task_id: str, text: str) -> int:
+        pid = _int(text, -1)
+        if pid < 0:
+            log.error("orphan mark of task %r is not a pid: %.50r; moving it as from an unknown process",
+                      task_id, text)
+            return 0
+        return pid
 
     def drop_placements(self, batch: Batch, task_ids: list[str]) -> None:
         """Take ended tasks off the scheduler's table."""

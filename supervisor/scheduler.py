@@ -245,7 +245,7 @@ class Scheduler:
             log.warning("task %s rejected: %s", e.task_id, e.reason)
             # Fails its record, unless that id was ever accepted or has ended: a
             # bad duplicate of a live task must not touch it.
-            reply = self.store.reject(pipe, e.task_id, at, f"InvalidMessage: {e.reason}")
+            reply = self.store.reject(pipe, e.task_id, at, f"InvalidMessage: {e.reason}", item.mode)
             self._rejected.append((reply, item, e.task_id))
             return
         self._dead_letter(item, e.reason)

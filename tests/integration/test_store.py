@@ -386,3 +386,21 @@ def test_reading_an_id_that_names_a_foreign_key_shows_no_record(store: TaskStore
     run(store, "mark_queued", "t", "add", 1.0)
     assert [store.record(t) for t in ("s", "h")] == [{}, {}]
     assert store.statuses(["s", "h", "t", "none"]) == [None, None, "queued", None]
+
+
+def test_a_retry_that_cannot_run_is_failed_by_the_scheduler(store: TaskStore) -> None:
+    # Taken off the schedule, its payload is refused (e.g. its task is no longer
+    # registered): not a duplicate, so its record says why, or it stays 'queued' for ever.
+    assign(store, "W1")
+    run(store, "claim", "t1", 1, "W1", 2.0, 111, 2)
+    retry(store, 1, at=10.0)
+    pipe = store.pipeline()
+    store.drop_retry(pipe, "t1")
+    reply = store.reject(pipe, "t1", 11.0, "InvalidMessage: unknown task 'add'", "retry")
+    store.execute(pipe)
+    assert reply.value is Reject.FAILED
+    assert (store.record("t1")["status"], store.due_retries(99.0, 10)) == ("failed", [])
+    # A placed task is left alone (a later copy placed it meanwhile).
+    run(store, "assign", "t2", "add", "W1", "{}", 1.0, 1)
+    assert run(store, "reject", "t2", 12.0, "InvalidMessage: x", "retry") is Reject.ACCEPTED
+    assert store.record("t2")["status"] == "queued"
