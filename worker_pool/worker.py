@@ -201,9 +201,9 @@ class Worker:
         if answer is not Finish.WRITTEN:
             log.warning("task %s attempt %d %s while it ran; result dropped", a.task.task_id, a.attempt,
                         _NOT_WRITTEN[answer])
-            if answer is not Finish.ENDED:
+            if answer is Finish.FENCED:  # the attempt that replaced it reports
                 return
-        self._report(a, held.status)
+        self._report(a, held.status if answer is not Finish.NOT_OURS else "fenced")
 
     def _retry_or_fail(self, a: Assignment, fields: dict[str, str]) -> tuple[str, dict[str, str]]:
         """The task raised: schedule a retry ('retry', {}) or, with none left, ('failed', fields).
