@@ -23,7 +23,7 @@ from client import kafka as kafka_io
 from client.config import Config, KafkaConfig, RedisConfig, load_config
 from client.errors import InvalidMessage, ResultTimeout, ServiceUnavailable, TaskFailed, TaskNotFound
 from client.protocol import Task, TaskLimits, TaskOptions, check_task, check_task_id, now
-from client.store import TERMINAL, Keys, ResultStore, connect, safe_url
+from client.store import TERMINAL, Keys, Status, TaskStore, connect, safe_url
 
 SUBMIT_TIMEOUT = 30.0  # seconds a submit waits for Kafka to take the tasks
 
@@ -75,7 +75,7 @@ class Client:
         self.config = config or Config()
         self.keys = Keys(self.config.redis.key_prefix)
         self.redis = connect(self.config.redis)
-        self.store = ResultStore(self.redis, self.keys, self.config.tasks.result_ttl)
+        self.store = TaskStore(self.redis, self.keys, self.config.tasks.result_ttl)
         self._producer: Any = None
 
     @classmethod
@@ -121,6 +121,7 @@ class Client:
         invalid, InvalidMessage says which and why, and none is submitted.
         """
         tasks, messages = _checked(list(specs), self.config.tasks.limits())
+        self._refuse_foreign_ids([t.task_id for t in tasks])
         at = now()
         prod = self._kafka()
         try:
@@ -144,6 +145,18 @@ class Client:
             raise ServiceUnavailable(f"tasks submitted, but Redis at {safe_url(self.config.redis.url)} "
                                      f"failed: {e}") from None
         return [TaskHandle(self, t.task_id) for t in tasks]
+
+    def _refuse_foreign_ids(self, task_ids: list[str]) -> None:
+        """Raise before producing if a task id names a Redis key YADTQ does not own."""
+        try:
+            foreign = self.store.foreign_ids(task_ids)
+        except redis.RedisError as e:
+            raise self._redis_down(e) from None
+        if foreign:
+            task_id, key_type = next(iter(foreign.items()))
+            raise InvalidMessage(f"task id {task_id!r} names an existing Redis key that YADTQ does not own "
+                                 f"(a {key_type}); nothing was submitted; set redis.key_prefix when sharing "
+                                 "a database", task_id)
 
     def _kafka(self) -> Any:
         if self._producer is None:
@@ -219,7 +232,7 @@ class Client:
 def _value(task_id: str, rec: dict[str, str]) -> Any:
     if not rec:
         raise TaskNotFound(f"no record of task {task_id} (never submitted, or expired)")
-    if rec.get("status") == "failed":
+    if rec.get("status") == Status.FAILED:
         raise TaskFailed(task_id, rec.get("error", "unknown error"), rec.get("traceback", ""))
     return json.loads(rec["result"])
 

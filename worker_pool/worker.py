@@ -24,7 +24,7 @@ from kafka.structs import OffsetAndMetadata
 
 from client import kafka as kafka_io
 from client.config import Config
-from client.errors import InvalidMessage, InvalidResult, TaskTimeLimitExceeded
+from client.errors import Fenced, InvalidMessage, InvalidResult, TaskTimeLimitExceeded
 from client.protocol import (
     Assignment,
     Heartbeat,
@@ -36,7 +36,19 @@ from client.protocol import (
     parse_assignment,
     safe_text,
 )
-from client.store import Keys, ResultStore, connect, failure_fields
+from client.store import (
+    Batch,
+    Claim,
+    Finish,
+    Keys,
+    Release,
+    Reply,
+    Retry,
+    Status,
+    TaskStore,
+    connect,
+    failure_fields,
+)
 from worker_pool.context import TaskContext, running
 from worker_pool.process import EXIT_HARD_LIMIT, exit_on_service_loss, process_setup
 from worker_pool.registry import Registry, default_registry
@@ -61,7 +73,7 @@ class _Result:
     """A task's outcome, not yet written to its record."""
 
     assignment: Assignment
-    status: str
+    status: Status
     fields: dict[str, str]
     at: float
 
@@ -69,8 +81,9 @@ class _Result:
 class Worker:
     """One worker: ``initialize()``, then ``loop()`` until ``stop()``, then ``shutdown()``."""
 
-    def __init__(self, config: Config, worker_id: str, registry: Registry = default_registry) -> None:
+    def __init__(self, config: Config, worker_id: str, registry: Registry = default_registry, epoch: int = 0) -> None:
         self.config = config
+        self.epoch = epoch
         self.id = worker_id
         self.registry = registry
         self.running: _Running | None = None  # read by the heartbeat thread
@@ -92,7 +105,8 @@ class Worker:
     def initialize(self) -> None:
         self.registry.load_modules(self.config.tasks.modules)
         self.redis = connect(self.config.redis)
-        self.store = ResultStore(self.redis, Keys(self.config.redis.key_prefix), self.config.tasks.result_ttl)
+        self.store = TaskStore(self.redis, Keys(self.config.redis.key_prefix), self.config.tasks.result_ttl,
+                               self.epoch)
         self._producer = kafka_io.producer(self.config.kafka)
         self._consumer = kafka_io.consumer(self.config.kafka, f"yadtq-worker.{self.id}",
                                            max_poll_records=self.config.workers.max_pending)
@@ -172,19 +186,18 @@ class Worker:
         with self._gate:
             claim = self._claim(a)
         self.send_reports()  # the previous task's, written with this claim, if they are due
-        if claim != 1:
-            # Reported all the same, so the scheduler drops the placement: 0 the
-            # task already ended, -2 it just failed for good, -1 it was fenced.
-            what = {0: "already ended", -1: "fenced (reassigned)", -2: "failed: retry limit"}[claim]
-            log.info("task %s attempt %d %s; not running it", a.task.task_id, a.attempt, what)
-            self._report(a, {0: "ended", -1: "fenced", -2: "failed"}[claim])
+        if claim is not Claim.RUN:
+            # Reported all the same, so the scheduler drops the placement.
+            log.info("task %s attempt %d %s; not running it", a.task.task_id, a.attempt, _NOT_RUN[claim][0])
+            self._report(a, _NOT_RUN[claim][1])
             return
-        status, fields = self.execute(a)
-        if status == "raised":
-            status, fields = self._retry_or_fail(a, fields)
-            if status == "retry":
-                self._report(a, status)
+        outcome, fields = self.execute(a)
+        if outcome == "raised":
+            outcome, fields = self._retry_or_fail(a, fields)
+            if outcome == "retry":
+                self._report(a, outcome)
                 return
+        status = Status(outcome)
         # Written with the next task's claim, in one round trip, or at the end
         # of the batch: either way before any other task starts here.
         self._held = _Result(a, status, fields, now())
@@ -196,24 +209,27 @@ class Worker:
         pipe = self.store.pipeline()
         held = self._queue_held(pipe)
         if held is not None:
-            self._finished(held, int(self.store.execute(pipe)[0]))
+            self.store.execute(pipe)
+            self._finished(*held)
 
-    def _queue_held(self, pipe: Any) -> _Result | None:
+    def _queue_held(self, pipe: Batch) -> tuple[_Result, Reply[Finish]] | None:
         held, self._held = self._held, None
-        if held is not None:
-            self.store.finish(pipe, held.assignment.task.task_id, held.assignment.attempt, held.status, held.at,
-                              held.fields)
-        return held
-
-    def _finished(self, held: _Result, code: int) -> None:
-        """Act on FINISH's answer: 1 written, 0 it had ended already, -1 fenced."""
+        if held is None:
+            return None
         a = held.assignment
-        if code != 1:
-            what = "was reassigned" if code == -1 else "ended elsewhere"
-            log.warning("task %s attempt %d %s while it ran; result dropped", a.task.task_id, a.attempt, what)
-            if code == -1:
+        return held, self.store.finish(pipe, a.task.task_id, a.attempt, held.status, held.at, held.fields)
+
+    def _finished(self, held: _Result, reply: Reply[Finish]) -> None:
+        """Act on FINISH's answer."""
+        a, answer = held.assignment, reply.value
+        if answer is Finish.STALE_EPOCH:
+            raise Fenced(f"worker {self.id} of epoch {self.epoch}: a newer generation owns the cluster")
+        if answer is not Finish.WRITTEN:
+            log.warning("task %s attempt %d %s while it ran; result dropped", a.task.task_id, a.attempt,
+                        _NOT_WRITTEN[answer])
+            if answer is Finish.FENCED:  # the attempt that replaced it reports
                 return
-        self._report(a, held.status)
+        self._report(a, held.status if answer is not Finish.NOT_OURS else "fenced")
 
     def _retry_or_fail(self, a: Assignment, fields: dict[str, str]) -> tuple[str, dict[str, str]]:
         """The task raised: schedule a retry ('retry', {}) or, with none left, ('failed', fields).
@@ -223,31 +239,36 @@ class Worker:
         """
         t, cfg = a.task, self.config.tasks
         limit = cfg.retries_for(t.options)
-        code, value = self.store.retry(t.task_id, a.attempt, now(), (cfg.retry_backoff, cfg.retry_backoff_max),
-                                       limit, fields, encode(t.to_wire()).decode())
-        if code == 1:
-            log.info("task %s raised %s; retry at %s", t.task_id, fields["error"], _clock(value))
+        answer = self.store.retry(t.task_id, a.attempt, now(), (cfg.retry_backoff, cfg.retry_backoff_max),
+                                  limit, fields, encode(t.to_wire()).decode())
+        if answer.kind is Retry.STALE_EPOCH:
+            raise Fenced(f"worker {self.id} of epoch {self.epoch}: a newer generation owns the cluster")
+        if answer.kind is Retry.SCHEDULED:
+            log.info("task %s raised %s; retry at %s", t.task_id, fields["error"], _clock(answer.due))
             return "retry", {}
-        if code == 0:
-            fields = {**fields, "error": f"{fields['error']} (gave up after {int(value) + 1} failed runs; "
+        if answer.kind is Retry.EXHAUSTED:
+            fields = {**fields, "error": f"{fields['error']} (gave up after {answer.used + 1} failed runs; "
                                          f"the retry limit is {limit})"}
-        return "failed", fields
+        return Status.FAILED, fields
 
-    def _claim(self, a: Assignment) -> int:
-        """START the task (and write the previous one's result in the same round trip)."""
+    def _claim(self, a: Assignment) -> Claim:
+        """CLAIM the task (and write the previous one's result in the same round trip)."""
         pipe = self.store.pipeline()
         held = self._queue_held(pipe)
         retries = self.config.tasks.retries_for(a.task.options)
-        self.store.start(pipe, a.task.task_id, a.attempt, self.id, now(), os.getpid(), retries)
-        answers = self.store.execute(pipe)
+        claim = self.store.claim(pipe, a.task.task_id, a.attempt, self.id, now(), os.getpid(), retries)
+        self.store.execute(pipe)
         if held is not None:
-            self._finished(held, int(answers[0]))
-        return int(answers[-1])
+            self._finished(*held)
+        if claim.value is Claim.STALE_EPOCH:
+            raise Fenced(f"worker {self.id} of epoch {self.epoch}: a newer generation owns the cluster")
+        return claim.value
 
-    def _finish(self, a: Assignment, status: str, fields: dict[str, str]) -> int:
+    def _finish(self, a: Assignment, status: Status, fields: dict[str, str]) -> Finish:
         pipe = self.store.pipeline()
-        self.store.finish(pipe, a.task.task_id, a.attempt, status, now(), fields)
-        return int(self.store.execute(pipe)[0])
+        reply = self.store.finish(pipe, a.task.task_id, a.attempt, status, now(), fields)
+        self.store.execute(pipe)
+        return reply.value
 
     def execute(self, a: Assignment) -> tuple[str, dict[str, str]]:
         """Run the task under its time limit: ('success', fields), ('raised',
@@ -267,16 +288,16 @@ class Worker:
             with running(TaskContext(t.task_id, t.name, a.attempt, self.id, self.config)), _time_limit(limit):
                 value = fn(*t.args, **t.kwargs)
         except (InvalidMessage, TaskTimeLimitExceeded) as e:  # running it again would end the same way
-            return "failed", {"error": safe_text(f"{type(e).__name__}: {e}")}
+            return Status.FAILED, {"error": safe_text(f"{type(e).__name__}: {e}")}
         except Exception as e:  # the task's own error: recorded, never fatal to the worker
             # Its message may hold text Redis cannot take (a lone surrogate).
             return "raised", {k: safe_text(v) for k, v in failure_fields(e).items()}
         finally:
             self.running = None
         try:
-            return "success", {"result": encode_result(value)}
+            return Status.SUCCESS, {"result": encode_result(value)}
         except InvalidResult as e:  # the same value again next time: no retry
-            return "failed", {"error": f"InvalidResult: {e}"}
+            return Status.FAILED, {"error": f"InvalidResult: {e}"}
 
     def _report(self, a: Assignment, status: str) -> None:
         """Tell the scheduler this assignment is done with, in the next tasks-finished event."""
@@ -337,10 +358,10 @@ class Worker:
         error = (f"TaskTimeLimitExceeded: task ran past its time limit of {running.limit:g}s and did not stop "
                  f"within {HARD_LIMIT_GRACE:g}s more; its worker process was ended and replaced")
         log.error("task %s: %s", a.task.task_id, error)
-        if self._finish(a, "failed", {"error": error}) == 1:
+        if self._finish(a, Status.FAILED, {"error": error}) is Finish.WRITTEN:
             assert self._producer is not None  # the process ends next: this event goes out alone
             self._producer.send(self.config.topics.status,
-                                encode_event(TasksFinished(self.id, [[a.task.task_id, a.attempt, "failed"]])))
+                                encode_event(TasksFinished(self.id, [[a.task.task_id, a.attempt, Status.FAILED]])))
             self._producer.flush(timeout=2)
 
     def _hand_back(self, running: _Running) -> None:
@@ -350,9 +371,20 @@ class Worker:
         the next start runs it again, and that run is not counted as a death.
         """
         a = running.assignment
-        self.store.release(a.task.task_id, a.attempt, os.getpid())
+        if self.store.release(a.task.task_id, a.attempt, os.getpid()) is Release.STALE_EPOCH:
+            log.warning("task %s not handed back: a newer generation owns the cluster", a.task.task_id)
+            return
         log.warning("task %s did not finish within the shutdown grace period; it will run again after the "
                     "next start", a.task.task_id)
+
+
+# Why a claimed task is not run: (log text, status reported to the scheduler).
+_NOT_RUN = {Claim.ENDED: ("already ended", "ended"), Claim.FENCED: ("fenced (reassigned)", "fenced"),
+            Claim.FAILED_NOW: ("failed: retry limit", Status.FAILED),
+            Claim.NOT_OURS: ("names a Redis key YADTQ does not own", "fenced")}
+# Why a result was not written (FINISH's other answers).
+_NOT_WRITTEN = {Finish.FENCED: "was reassigned", Finish.ENDED: "ended elsewhere",
+                Finish.NOT_OURS: "lost its record to a key YADTQ does not own"}
 
 
 def _clock(ts: float) -> str:
@@ -385,10 +417,10 @@ class _time_limit:
         signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-def run_worker(config: Config, worker_id: str) -> None:
-    """Process entry point: run worker ``worker_id`` until SIGTERM."""
+def run_worker(config: Config, worker_id: str, epoch: int = 0) -> None:
+    """Process entry point: run worker ``worker_id`` (of the cluster's generation ``epoch``) until SIGTERM."""
     process_setup(f"worker {worker_id}")
-    w = Worker(config, worker_id)
+    w = Worker(config, worker_id, epoch=epoch)
     signal.signal(signal.SIGTERM, lambda *_: w.stop())
     with exit_on_service_loss(f"worker {worker_id}"):
         try:

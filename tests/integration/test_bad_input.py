@@ -14,9 +14,11 @@ import uuid
 from typing import Any
 
 import pytest
+import redis
 from kafka import KafkaConsumer, KafkaProducer
 
 from client import TaskSpec
+from client.errors import InvalidMessage
 from tests.integration.conftest import KAFKA
 
 pytestmark = pytest.mark.integration
@@ -176,3 +178,60 @@ def test_poison_tasks_events_and_results_neither_stop_nor_restart_any_process(st
     trouble = [line for line in cluster.lines[start:] if re.search(r"is dead|crashing|exit code|Traceback", line)]
     assert trouble == []
     assert c.submit("mul", 6, 7).result(timeout=30) == 42
+
+
+def test_ids_naming_keys_yadtq_does_not_own_are_refused_and_the_keys_left_alone(start_cluster: Any) -> None:
+    cluster = start_cluster(count=1)
+    c, prefix = cluster.client, cluster.config.redis.key_prefix
+    raw = redis.Redis.from_url(cluster.config.redis.url)  # bytes, for DUMP
+    # Another application's string and hash, and another cluster's internal
+    # key in the same database (its prefix 'p2:' inside this one's).
+    raw.set(f"{prefix}foreign-string", b"another app's value")
+    raw.hset(f"{prefix}foreign-hash", mapping={"name": "ann", "status": "queued"})
+    raw.expire(f"{prefix}foreign-hash", 1000)
+    raw.zadd(f"{prefix}p2:yadtq:retries", {"x": 1.0})
+    foreign = {"foreign-string": "string", "foreign-hash": "hash", "p2:yadtq:retries": "zset"}
+
+    def snapshot() -> list[Any]:
+        return [(raw.type(prefix + t), raw.dump(prefix + t), raw.ttl(prefix + t) > 900) for t in foreign]
+
+    # The ownership check refuses the first two; the parse step refuses any id
+    # holding 'yadtq:' before Redis is asked (another cluster's internal key).
+    reasons = {"foreign-string": "names an existing Redis key that YADTQ does not own",
+               "foreign-hash": "names an existing Redis key that YADTQ does not own",
+               "p2:yadtq:retries": "'task-id' may not start with or contain 'yadtq:'"}
+    before = snapshot()
+    for task_id in foreign:  # the client refuses them before producing anything
+        with pytest.raises(InvalidMessage, match=re.escape(reasons[task_id])):
+            c.submit_many([TaskSpec("add", (1, 2), task_id=f"{task_id}")])
+
+    good: list[str] = []
+    producer = KafkaProducer(bootstrap_servers=KAFKA)
+    try:
+        for i, task_id in enumerate(foreign):  # a plain producer is not stopped: the scheduler refuses them
+            producer.send(cluster.config.topics.tasks, task_json(task_id, task="add", args=[1, 2]))
+            good.append(f"{uuid.uuid4().hex[:8]}-good-{i}")
+            producer.send(cluster.config.topics.tasks, task_json(good[-1], task="add", args=[i, 1000]))
+        producer.flush(10)
+    finally:
+        producer.close()
+    c.wait(good, timeout=60)
+    assert [c.result(t) for t in good] == [i + 1000 for i in range(len(foreign))]
+    assert not [line for line in cluster.lines if " is dead " in line or "exiting" in line]
+    assert snapshot() == before
+
+    consumer = KafkaConsumer(cluster.config.topics.dead_letter, bootstrap_servers=KAFKA,
+                             auto_offset_reset="earliest", consumer_timeout_ms=20000)
+    try:
+        letters = [next(consumer) for _ in foreign]
+    finally:
+        consumer.close()
+    errors = {json.loads(m.value)["task-id"]: dict(m.headers)["error"].decode() for m in letters}
+    assert set(errors) == set(foreign)
+    for task_id in ("foreign-string", "foreign-hash"):
+        assert f"task id {task_id!r} names an existing Redis key that YADTQ does not own" in errors[task_id]
+        assert "set redis.key_prefix when sharing a database" in errors[task_id]
+    assert reasons["p2:yadtq:retries"] in errors["p2:yadtq:retries"]
+    for task_id in ("foreign-string", "foreign-hash"):
+        assert f"does not own (a {foreign[task_id]}); refused, the key is left as it was" in errors[task_id]
+    raw.close()
