@@ -8,7 +8,6 @@ that worker's unfinished tasks to live workers' topics.
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 import multiprocessing.process
 import signal
@@ -27,6 +26,7 @@ from client.config import Config, safe_url
 from client.errors import InvalidMessage, ServiceUnavailable
 from client.protocol import Heartbeat, WorkerDown, encode_event, now, parse_event
 from client.store import Keys, connect, ping
+from supervisor.liveness import Liveness
 from supervisor.scheduler import run_scheduler
 from supervisor.topics import ensure_topics
 from worker_pool.process import EXIT_HARD_LIMIT, EXIT_SERVICE_LOST
@@ -59,10 +59,8 @@ class Child:
     target: Callable[..., None]
     args: tuple[Any, ...]
     process: multiprocessing.process.BaseProcess | None = None
-    started: float = 0.0        # wall clock, when the current process started
-    last_beat: float = 0.0      # wall clock, of its last heartbeat (0: none yet)
-    restarts: list[float] = field(default_factory=list)
-    due: float = 0.0            # wall clock, when it may be started again
+    restarts: list[float] = field(default_factory=list)  # monotonic clock, as every time here
+    due: float = 0.0            # when it may be started again
     announced: bool = False     # said 'live' since its last start
 
     @property
@@ -90,7 +88,8 @@ class Supervisor:
         self._ready = False
         self._last_probe = 0.0
         self.up = {"kafka": True, "redis": True}  # did each answer at the last probe?
-        self._judge_from = 0.0  # wall clock: heartbeat lapses count from then on (see _probe)
+        # When each child's heartbeats arrived, on this process's monotonic clock.
+        self.liveness = Liveness(config.workers.heartbeat_timeout, config.supervisor.startup_timeout)
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
 
@@ -129,7 +128,7 @@ class Supervisor:
         try:
             self.start()
             while not self.stopping:
-                self.loop(now())
+                self.loop(time.monotonic())
         finally:
             self.shutdown()
 
@@ -193,20 +192,12 @@ class Supervisor:
                 if name == "kafka":
                     # Judge heartbeats again once they flow (the first one read),
                     # or at the latest after startup_timeout.
-                    self._judge_from = at + self.config.supervisor.startup_timeout
-                    self._fresh_heartbeat_window(at)
+                    self.liveness.resume(at)
             else:
                 if name == "kafka":
-                    self._judge_from = math.inf
+                    self.liveness.pause()
                 self.say(f"{name} at {where[name]} does not answer: tasks are kept, and the cluster resumes by "
                          "itself once it is back")
-
-    def _fresh_heartbeat_window(self, at: float) -> None:
-        """Heartbeats could not flow while Kafka was away: judge them from ``at`` on."""
-        for c in self.children.values():
-            c.started = max(c.started, at)
-            if c.last_beat:
-                c.last_beat = max(c.last_beat, at)
 
     def _services_up(self) -> bool:
         return all(self.up.values())
@@ -215,7 +206,8 @@ class Supervisor:
     def _spawn(self, c: Child) -> None:
         c.process = _spawn.Process(target=c.target, args=c.args, name=f"yadtq-{c.name}", daemon=False)
         c.process.start()
-        c.started, c.last_beat, c.announced = now(), 0.0, False
+        self.liveness.watch(c.name, c.pid, time.monotonic())
+        c.announced = False
         self.say(f"started {c.name} (pid {c.pid})")
 
     def _check(self, c: Child, at: float) -> None:
@@ -260,14 +252,7 @@ class Supervisor:
         assert c.process is not None
         if not c.process.is_alive():
             return f"exit code {c.process.exitcode}{_EXIT_MEANINGS.get(c.process.exitcode or 0, '')}"
-        if at < self._judge_from:  # Kafka is away or just back: heartbeats' silence says nothing yet
-            return None
-        if c.last_beat:
-            if at - c.last_beat > self.config.workers.heartbeat_timeout:
-                return f"no heartbeat for {at - c.last_beat:.1f}s"
-        elif at - c.started > self.config.supervisor.startup_timeout:
-            return f"no heartbeat within {self.config.supervisor.startup_timeout:g}s of starting"
-        return None
+        return self.liveness.lapsed(c.name, at)
 
     def _announce_down(self, worker: str, reason: str, pid: int) -> None:
         self._unannounced.append(WorkerDown(worker, reason, now(), pid))
@@ -292,6 +277,7 @@ class Supervisor:
     def _read_heartbeats(self) -> None:
         assert self._consumer is not None
         for records in self._consumer.poll(timeout_ms=200).values():
+            arrived = time.monotonic()  # liveness is judged on this clock, never on the sender's ts
             for r in records:
                 if b'"heartbeat"' not in r.value:  # most events here are the scheduler's business
                     continue
@@ -300,16 +286,12 @@ class Supervisor:
                 except InvalidMessage:
                     continue  # the scheduler logs bad events; here only heartbeats matter
                 if isinstance(ev, Heartbeat):
-                    self._on_heartbeat(ev)
+                    self._on_heartbeat(ev, arrived)
 
-    def _on_heartbeat(self, hb: Heartbeat) -> None:
+    def _on_heartbeat(self, hb: Heartbeat, arrived: float) -> None:
         c = self.children.get(hb.sender)
-        if c is None or c.pid != hb.pid:
+        if c is None or c.pid is None or not self.liveness.beat(c.name, hb.pid, arrived):
             return  # a process we already replaced, or another cluster's
-        c.last_beat = max(c.last_beat, hb.ts)
-        if self._judge_from > hb.ts:  # the first heartbeat since Kafka came back: they flow again
-            self._judge_from = hb.ts
-            self._fresh_heartbeat_window(hb.ts)
         if not c.announced:
             c.announced = True
             again = " again" if c.restarts else ""
