@@ -56,3 +56,11 @@ class ResultTimeout(TaskError):
 
 class TaskTimeLimitExceeded(YadtqError):
     """Raised inside a running task when it passes its time limit."""
+
+
+class ClusterOwned(YadtqError):
+    """Another supervisor holds this cluster's lease (same topics and key prefix)."""
+
+
+class LeaseLost(YadtqError):
+    """This supervisor's lease was taken by another: its cluster must stop at once."""

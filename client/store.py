@@ -65,6 +65,16 @@ class Keys:
         """Hash status -> count of tasks that ended so (success, failed)."""
         return f"{self.prefix}yadtq:stats"
 
+    @property
+    def epoch(self) -> str:
+        """The cluster's fencing epoch, an integer string: bumped by each supervisor that takes the lease."""
+        return f"{self.prefix}yadtq:epoch"
+
+    @property
+    def owner(self) -> str:
+        """The supervisor's lease: who runs this cluster now (see supervisor/lease.py)."""
+        return f"{self.prefix}yadtq:owner"
+
 
 # Shared by ASSIGN and START, whose KEYS[1..3] are (record, stats, done channel):
 # the last start of this task never finished, so its worker died mid-task.

@@ -38,7 +38,7 @@ from client.protocol import (
 )
 from client.store import TERMINAL, Keys, ResultStore, connect
 from supervisor.policy import Placement, SchedulerState, decode_placement
-from worker_pool.process import exit_on_service_loss, process_setup
+from worker_pool.process import check_parent, exit_on_service_loss, process_setup
 from worker_pool.registry import Registry, default_registry
 
 log = logging.getLogger("yadtq.scheduler")
@@ -69,8 +69,9 @@ class _Pending:
 class Scheduler:
     """``initialize()``, then ``loop(now)`` until ``stop()``, then ``shutdown()``."""
 
-    def __init__(self, config: Config, registry: Registry = default_registry) -> None:
+    def __init__(self, config: Config, registry: Registry = default_registry, epoch: int = 0) -> None:
         self.config = config
+        self.epoch = epoch  # the supervisor's lease epoch: the store refuses this process's writes once it is old
         self.registry = registry
         self.topics = config.topics
         w = config.workers
@@ -349,15 +350,16 @@ class Scheduler:
 
     def _beat(self, at: float) -> None:
         assert self._producer is not None
+        check_parent("scheduler")
         self._last_beat = at
         self._producer.send(self.topics.status, encode_event(Heartbeat("scheduler", "scheduler", os.getpid(), at)))
         self.redis.hset(self.keys.load, mapping={w: n for w, n in self.state.load.items()})
 
 
-def run_scheduler(config: Config) -> None:
-    """Process entry point: run the scheduler until SIGTERM."""
+def run_scheduler(config: Config, epoch: int = 0) -> None:
+    """Process entry point: run the scheduler of lease epoch ``epoch`` until SIGTERM."""
     process_setup("scheduler")
-    s = Scheduler(config)
+    s = Scheduler(config, epoch=epoch)
     signal.signal(signal.SIGTERM, lambda *_: s.stop())
     with exit_on_service_loss("scheduler"):
         try:

@@ -28,7 +28,7 @@ from client.errors import InvalidMessage, TaskTimeLimitExceeded
 from client.protocol import Assignment, Heartbeat, TasksFinished, encode, encode_event, now, parse_assignment
 from client.store import Keys, ResultStore, connect, failure_fields, result_fields
 from worker_pool.context import TaskContext, running
-from worker_pool.process import EXIT_HARD_LIMIT, exit_on_service_loss, process_setup
+from worker_pool.process import EXIT_HARD_LIMIT, check_parent, exit_on_service_loss, process_setup
 from worker_pool.registry import Registry, default_registry
 
 log = logging.getLogger("yadtq.worker")
@@ -59,9 +59,10 @@ class _Result:
 class Worker:
     """One worker: ``initialize()``, then ``loop()`` until ``stop()``, then ``shutdown()``."""
 
-    def __init__(self, config: Config, worker_id: str, registry: Registry = default_registry) -> None:
+    def __init__(self, config: Config, worker_id: str, registry: Registry = default_registry, epoch: int = 0) -> None:
         self.config = config
         self.id = worker_id
+        self.epoch = epoch  # the supervisor's lease epoch: the store refuses this process's writes once it is old
         self.registry = registry
         self.running: _Running | None = None  # read by the heartbeat thread
         self._held: _Result | None = None  # the last result, until written with the next claim
@@ -269,6 +270,7 @@ class Worker:
         assert self._producer is not None
         interval = self.config.workers.heartbeat_interval
         while not self._closed.is_set():
+            check_parent(f"worker {self.id}")
             running = self.running
             if running is not None:
                 self._enforce(running)
@@ -357,10 +359,10 @@ class _time_limit:
         signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-def run_worker(config: Config, worker_id: str) -> None:
-    """Process entry point: run worker ``worker_id`` until SIGTERM."""
+def run_worker(config: Config, worker_id: str, epoch: int = 0) -> None:
+    """Process entry point: run worker ``worker_id`` of lease epoch ``epoch`` until SIGTERM."""
     process_setup(f"worker {worker_id}")
-    w = Worker(config, worker_id)
+    w = Worker(config, worker_id, epoch=epoch)
     signal.signal(signal.SIGTERM, lambda *_: w.stop())
     with exit_on_service_loss(f"worker {worker_id}"):
         try:

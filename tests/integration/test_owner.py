@@ -1,0 +1,161 @@
+"""One owner per cluster (DESIGN §4.7, §4.8): the lease, children that never
+outlive their supervisor, a supervisor whose output fails, and the shutdown
+hand-back that must beat the grace period's SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+import pytest
+
+from client import Client, TaskSpec, load_config
+from tests.integration.conftest import ROOT
+from tests.tasks import spans_key
+
+pytestmark = pytest.mark.integration
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """For states only Redis holds, with no event to wait on: look every 50 ms."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
+        time.sleep(0.05)
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def assert_all_gone(procs: list[psutil.Process], within: float) -> None:
+    _, alive = psutil.wait_procs(procs, timeout=within)
+    assert not alive, f"still running {within}s later: {[p.pid for p in alive]}"
+
+
+def runs_overlap(client: Client, prefix: str, task_id: str, killed_at: float) -> bool:
+    """Did two runs of ``task_id`` overlap? A run with no end was killed by ``killed_at``."""
+    spans: dict[int, list[float]] = {}
+    for entry in client.redis.lrange(spans_key(prefix, task_id), 0, -1):  # type: ignore[union-attr]
+        kind, at, pid = entry.split()
+        spans.setdefault(int(pid), []).append(float(at))
+    runs = sorted((s[0], s[1] if len(s) > 1 else killed_at) for s in spans.values())
+    return any(later[0] < earlier[1] for earlier, later in zip(runs, runs[1:], strict=False))
+
+
+def test_a_second_supervisor_on_the_same_cluster_is_refused(start_cluster: Any) -> None:
+    cluster = start_cluster(count=1)
+    started = time.monotonic()
+    second = subprocess.run([sys.executable, "-m", "supervisor", str(cluster.config_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=30)
+    assert second.returncode == 2
+    assert time.monotonic() - started < 15
+    assert f"pid {cluster.proc.pid}" in second.stderr and "already has a supervisor" in second.stderr
+    assert "host " in second.stderr and "since " in second.stderr
+    assert "started" not in second.stdout  # it created and started nothing
+    assert cluster.client.submit("add", 2, 3).result(timeout=30) == 5  # the first one keeps working
+    assert cluster.proc.poll() is None
+
+
+def test_after_sigkill_of_the_supervisor_no_child_survives_and_a_restart_resumes(start_cluster: Any) -> None:
+    cluster = start_cluster(count=2)
+    cfg, c = cluster.config, cluster.client
+    handles = c.submit_many([TaskSpec("span", (0.4,), max_retries=5) for _ in range(40)])
+    wait_until(lambda: int(c.redis.hget(c.keys.stats, "success") or 0) >= 4, "some tasks ended")
+    children = descendants(cluster.proc.pid)
+    assert len(children) >= 3  # the scheduler and two workers
+
+    os.kill(cluster.proc.pid, signal.SIGKILL)  # the supervisor alone, as an OOM kill does
+    cluster.proc.wait(5)
+    assert_all_gone(children, within=cfg.workers.heartbeat_timeout)
+    killed_at = time.time()
+
+    again = start_cluster(again=cluster)  # as systemd does: waits out the dead one's lease
+    assert any("waiting" in line and "lease to lapse" in line for line in again.lines)
+    again.client.wait([h.id for h in handles], timeout=120)
+    assert [h.status() for h in handles] == ["success"] * len(handles)
+    prefix = cfg.redis.key_prefix
+    assert not [h.id for h in handles if runs_overlap(again.client, prefix, h.id, killed_at)]
+
+
+def test_the_supervisor_survives_its_stdout_closing(start_cluster: Any, tmp_path: Any) -> None:
+    path = start_cluster(count=1, ready=False).config_path  # only its file: this test runs its own
+    proc = subprocess.Popen([sys.executable, "-m", "supervisor", str(path)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=open(tmp_path / "stderr", "w"), text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # as `| head`: read until ready, then close the pipe
+            if "cluster ready" in line:
+                break
+        proc.stdout.close()
+        children = descendants(proc.pid)
+        client = Client(load_config(path))
+        try:
+            # Lines keep coming (the status line every second): each would be a broken pipe.
+            assert client.submit("add", 1, 2).result(timeout=30) == 3
+            time.sleep(2.5)  # two status lines into the closed pipe
+            assert proc.poll() is None, "the supervisor died of its broken stdout"
+            assert client.submit("add", 2, 2).result(timeout=30) == 4
+        finally:
+            client.close()
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+        assert proc.wait(30) == 0
+        assert_all_gone(children, within=5)
+        assert "stdout failed" in (tmp_path / "stderr").read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def test_sigint_after_stdout_and_stderr_close_stops_every_child(start_cluster: Any) -> None:
+    path = start_cluster(count=1, ready=False).config_path
+    proc = subprocess.Popen([sys.executable, "-m", "supervisor", str(path)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "cluster ready" in line:
+                break
+        children = descendants(proc.pid)
+        proc.stdout.close()  # as `make run | tee run.log` and Ctrl-C, which ends tee first
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(30) == 0
+        assert_all_gone(children, within=5)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def test_the_shutdown_hand_back_beats_the_grace_period_kill(start_cluster: Any) -> None:
+    # A heartbeat interval close to the grace period: a watchdog that looked
+    # only at each beat would hand back too late, and the task be charged a
+    # death. Three workers, so three independent chances to lose that race.
+    cluster = start_cluster(count=3, workers={"heartbeat_interval": 2.9, "heartbeat_timeout": 7.0,
+                                              "shutdown_grace": 2.0})
+    c = cluster.client
+    handles = c.submit_many([TaskSpec("sleep", (12,), max_retries=0) for _ in range(3)])
+    wait_until(lambda: all(h.status() == "processing" for h in handles), "the three tasks started")
+
+    cluster.proc.send_signal(signal.SIGTERM)
+    assert cluster.proc.wait(20) == 0
+    assert not any("did not stop in time" in line for line in cluster.lines)
+    for h in handles:
+        record = h.record()
+        assert record["status"] == "queued" and record.get("worker_deaths", "0") == "0", record
+
+    again = start_cluster(again=cluster)
+    again.client.wait([h.id for h in handles], timeout=90)
+    for h in handles:
+        record = h.record()
+        assert record["status"] == "success" and "worker_deaths" not in record, record
