@@ -4,19 +4,22 @@ hand-back that must beat the grace period's SIGKILL."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
 from client import Client, TaskSpec, load_config
-from tests.integration.conftest import ROOT
+from supervisor.harness import remove_cluster_data
+from tests.integration.conftest import ROOT, cluster_config
 from tests.tasks import spans_key
 
 pytestmark = pytest.mark.integration
@@ -46,10 +49,10 @@ def runs_overlap(client: Client, prefix: str, task_id: str, killed_at: float) ->
     """Did two runs of ``task_id`` overlap? A run with no end was killed by ``killed_at``."""
     spans: dict[int, list[float]] = {}
     for entry in client.redis.lrange(spans_key(prefix, task_id), 0, -1):  # type: ignore[union-attr]
-        kind, at, pid = entry.split()
+        _, at, pid = entry.split()
         spans.setdefault(int(pid), []).append(float(at))
     runs = sorted((s[0], s[1] if len(s) > 1 else killed_at) for s in spans.values())
-    return any(later[0] < earlier[1] for earlier, later in zip(runs, runs[1:], strict=False))
+    return any(later[0] < earlier[1] for earlier, later in itertools.pairwise(runs))
 
 
 def test_a_second_supervisor_on_the_same_cluster_is_refused(start_cluster: Any) -> None:
@@ -87,54 +90,57 @@ def test_after_sigkill_of_the_supervisor_no_child_survives_and_a_restart_resumes
     assert not [h.id for h in handles if runs_overlap(again.client, prefix, h.id, killed_at)]
 
 
-def test_the_supervisor_survives_its_stdout_closing(start_cluster: Any, tmp_path: Any) -> None:
-    path = start_cluster(count=1, ready=False).config_path  # only its file: this test runs its own
-    proc = subprocess.Popen([sys.executable, "-m", "supervisor", str(path)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=open(tmp_path / "stderr", "w"), text=True, start_new_session=True)
-    try:
+@pytest.fixture
+def piped(services: None, tmp_path: Path) -> Iterator[Callable[[Any], subprocess.Popen[str]]]:
+    """Factory: ``piped(stderr)`` runs ``python -m supervisor FILE`` with its stdout a pipe the test
+    may close, and returns it once it said 'cluster ready'."""
+    path = cluster_config(tmp_path, count=1)
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(stderr: Any) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([sys.executable, "-m", "supervisor", str(path)], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=stderr, text=True, start_new_session=True)
+        procs.append(proc)
         assert proc.stdout is not None
-        for line in proc.stdout:  # as `| head`: read until ready, then close the pipe
+        for line in proc.stdout:  # as `| head`: read until ready
             if "cluster ready" in line:
-                break
-        proc.stdout.close()
-        children = descendants(proc.pid)
-        client = Client(load_config(path))
-        try:
-            # Lines keep coming (the status line every second): each would be a broken pipe.
-            assert client.submit("add", 1, 2).result(timeout=30) == 3
-            time.sleep(2.5)  # two status lines into the closed pipe
-            assert proc.poll() is None, "the supervisor died of its broken stdout"
-            assert client.submit("add", 2, 2).result(timeout=30) == 4
-        finally:
-            client.close()
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
-        assert proc.wait(30) == 0
-        assert_all_gone(children, within=5)
-        assert "stdout failed" in (tmp_path / "stderr").read_text()
-    finally:
+                return proc
+        raise AssertionError("the cluster never became ready")
+
+    yield start
+    for proc in procs:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+    remove_cluster_data(load_config(path))
 
 
-def test_sigint_after_stdout_and_stderr_close_stops_every_child(start_cluster: Any) -> None:
-    path = start_cluster(count=1, ready=False).config_path
-    proc = subprocess.Popen([sys.executable, "-m", "supervisor", str(path)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+def test_the_supervisor_survives_its_stdout_closing(piped: Any, tmp_path: Path) -> None:
+    with open(tmp_path / "stderr", "w") as err:
+        proc = piped(err)
+    children = descendants(proc.pid)
+    proc.stdout.close()  # the reader is gone: each line now is a broken pipe
+    client = Client(load_config(proc.args[-1]))
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if "cluster ready" in line:
-                break
-        children = descendants(proc.pid)
-        proc.stdout.close()  # as `make run | tee run.log` and Ctrl-C, which ends tee first
-        os.killpg(proc.pid, signal.SIGINT)
-        assert proc.wait(30) == 0
-        assert_all_gone(children, within=5)
+        assert client.submit("add", 1, 2).result(timeout=30) == 3
+        time.sleep(2.5)  # at least two status lines (one a second) into the closed pipe
+        assert proc.poll() is None, "the supervisor died of its broken stdout"
+        assert client.submit("add", 2, 2).result(timeout=30) == 4
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        client.close()
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+    assert proc.wait(30) == 0
+    assert_all_gone(children, within=5)
+    assert "stdout failed; writing to stderr" in (tmp_path / "stderr").read_text()
+
+
+def test_sigint_after_stdout_and_stderr_close_stops_every_child(piped: Any) -> None:
+    proc = piped(subprocess.STDOUT)
+    children = descendants(proc.pid)
+    proc.stdout.close()  # as `make run | tee run.log` and Ctrl-C, which ends tee first
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(30) == 0
+    assert_all_gone(children, within=5)
 
 
 def test_the_shutdown_hand_back_beats_the_grace_period_kill(start_cluster: Any) -> None:
