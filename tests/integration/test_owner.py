@@ -10,16 +10,21 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
+import redis
 
 from client import Client, TaskSpec, load_config
+from client.errors import ClusterOwned
+from client.lease import Lease, Renewal
+from client.store import Keys, connect
 from supervisor.harness import remove_cluster_data
-from tests.integration.conftest import ROOT, cluster_config
+from tests.integration.conftest import REDIS, ROOT, cluster_config
 from tests.tasks import spans_key
 
 pytestmark = pytest.mark.integration
@@ -165,3 +170,45 @@ def test_the_shutdown_hand_back_beats_the_grace_period_kill(start_cluster: Any) 
     for h in handles:
         record = h.record()
         assert record["status"] == "success" and "worker_deaths" not in record, record
+
+
+@pytest.fixture
+def lease_keys(services: None) -> Iterator[tuple[redis.Redis, Keys]]:
+    r = connect(REDIS)
+    keys = Keys(f"t{uuid.uuid4().hex[:10]}:")
+    yield r, keys
+    r.delete(keys.owner, keys.epoch)
+    r.close()
+
+
+def test_the_lease_has_one_holder_and_a_new_epoch_per_taking(lease_keys: Any) -> None:
+    r, keys = lease_keys
+    first, second = Lease(r, keys, 5.0, ["T"]), Lease(r, keys, 5.0, ["T"])
+    assert first.try_acquire() is None and first.epoch == 1
+    holder = second.try_acquire()
+    assert holder is not None and (holder.pid, holder.epoch, holder.topics) == (os.getpid(), 1, ["T"])
+    assert 0 < holder.ms_left <= 5000
+    with pytest.raises(ClusterOwned, match=rf"already has a supervisor: host \S+, pid {os.getpid()}, since "):
+        second.acquire(wait_for_dead=5.0, say=print)  # the holder (this process) is alive: no wait
+    assert first.renew() is Renewal.HELD
+
+    r.delete(keys.owner)  # lapsed (Redis was away, or the owner stalled) and nobody took it
+    assert first.renew() is Renewal.RETAKEN and r.get(keys.epoch) == "1"
+    second.release()  # not its lease: nothing happens
+    assert first.renew() is Renewal.HELD
+    first.release()
+    assert second.try_acquire() is None and second.epoch == 2
+    assert first.renew() is Renewal.LOST  # someone else holds it now: the old owner must stop
+
+
+def test_a_dead_holder_on_this_host_is_waited_out(lease_keys: Any) -> None:
+    r, keys = lease_keys
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = Lease(r, keys, 1.5, ["T"])
+    gone._value["pid"] = int(dead.stdout)  # a supervisor killed without releasing its lease
+    assert gone.try_acquire() is None
+    lines: list[str] = []
+    started = time.monotonic()
+    assert Lease(r, keys, 1.5, ["T"]).acquire(wait_for_dead=2.5, say=lines.append) == 2
+    assert time.monotonic() - started < 2.5
+    assert len(lines) == 1 and "waiting" in lines[0] and f"pid {int(dead.stdout)}" in lines[0]
