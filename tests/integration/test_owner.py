@@ -212,3 +212,20 @@ def test_a_dead_holder_on_this_host_is_waited_out(lease_keys: Any) -> None:
     assert Lease(r, keys, 1.5, ["T"]).acquire(wait_for_dead=2.5, say=lines.append) == 2
     assert time.monotonic() - started < 2.5
     assert len(lines) == 1 and "waiting" in lines[0] and f"pid {int(dead.stdout)}" in lines[0]
+
+
+def test_a_supervisor_that_lost_its_lease_stops_its_cluster_at_once(start_cluster: Any) -> None:
+    first = start_cluster(count=1)
+    r, owner = first.client.redis, first.client.keys.owner
+    children = descendants(first.proc.pid)
+    os.kill(first.proc.pid, signal.SIGSTOP)  # stalled past its lease's TTL (a paused VM, a long GC)
+    try:
+        wait_until(lambda: not r.exists(owner), "the stalled supervisor's lease lapsed", timeout=15)
+        second = start_cluster(again=first)  # takes the lapsed lease: epoch 2
+    finally:
+        os.kill(first.proc.pid, signal.SIGCONT)
+    assert first.proc.wait(15) == 2
+    first.wait_line(r"error: another supervisor took this cluster's lease", timeout=5)
+    assert_all_gone(children, within=5)
+    assert second.client.submit("add", 3, 4).result(timeout=30) == 7
+    assert second.proc.poll() is None
