@@ -287,12 +287,18 @@ class Supervisor:
                 self.say(f"{c.name} (pid {c.pid}) has not died yet after SIGKILL; waiting")
                 return
         dead_pid = c.pid or 0
+        if c.process.exitcode == EXIT_FENCED:
+            self._renew_lease(at)  # a newer generation exists: LeaseLost stops this one rather than restart it
         lost_service = c.process.exitcode == EXIT_SERVICE_LOST
         c.process.close()
         c.process = None
         self.say(f"{c.name} is dead ({reason})")
         if c.name != "scheduler":
             self._announce_down(c.name, reason, dead_pid)
+        self._schedule_restart(c, at, lost_service)
+
+    def _schedule_restart(self, c: Child, at: float, lost_service: bool) -> None:
+        """Set when ``c`` starts again: at once, or after the crash backoff."""
         cfg = self.config.supervisor
         if lost_service:
             self._probe(at)  # now, so that no new process is started while the service is away
