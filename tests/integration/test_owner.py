@@ -128,8 +128,12 @@ def test_the_supervisor_survives_its_stdout_closing(piped: Any, tmp_path: Path) 
     client = Client(load_config(proc.args[-1]))
     try:
         assert client.submit("add", 1, 2).result(timeout=30) == 3
-        time.sleep(2.5)  # at least two status lines (one a second) into the closed pipe
-        assert proc.poll() is None, "the supervisor died of its broken stdout"
+        # It still supervises: a killed child is replaced (and said so, somewhere).
+        roles = [p for p in children if "spawn_main" in " ".join(p.cmdline())]
+        roles[-1].kill()
+        wait_until(lambda: len({p.pid for p in descendants(proc.pid)} - {p.pid for p in children}) == 1,
+                   "the killed child replaced")
+        children = descendants(proc.pid)
         assert client.submit("add", 2, 2).result(timeout=30) == 4
     finally:
         client.close()
