@@ -65,3 +65,11 @@ class InvalidResult(YadtqError):
 class Fenced(YadtqError):
     """A write was refused because the writer's epoch is older than the cluster's:
     this process belongs to an old generation and must exit (EXIT_FENCED)."""
+
+
+class ClusterOwned(YadtqError):
+    """Another supervisor holds this cluster's lease (same topics and key prefix)."""
+
+
+class LeaseLost(YadtqError):
+    """This supervisor's lease was taken by another: its cluster must stop at once."""

@@ -213,12 +213,12 @@ class Keys:
 
     @property
     def epoch(self) -> str:
-        """The cluster's fencing epoch, an integer string (absent: 0)."""
+        """The cluster's fencing epoch, an integer string: bumped by each supervisor that takes the lease."""
         return f"{self.prefix}yadtq:epoch"
 
     @property
     def owner(self) -> str:
-        """The supervisor's lease on the cluster."""
+        """The supervisor's lease: who runs this cluster now (see client/lease.py)."""
         return f"{self.prefix}yadtq:owner"
 
     @property

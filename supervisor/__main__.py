@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 
@@ -24,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(ns.config)
         Supervisor(config).run()
     except YadtqError as e:
-        print(f"[yadtq] error: {e}", file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError, ValueError):  # stderr itself may be gone: the exit code still says it
+            print(f"[yadtq] error: {e}", file=sys.stderr, flush=True)
         return 2
     return 0
 

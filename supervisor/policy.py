@@ -7,6 +7,7 @@ Kafka, Redis or clock patching.
 from __future__ import annotations
 
 from client.store import Placement as Placement  # re-exported: the scheduler's table holds them
+from supervisor.liveness import Liveness
 
 
 class SchedulerState:
@@ -14,7 +15,8 @@ class SchedulerState:
 
     A worker's load is the number of its tasks not yet finished: the one it
     runs plus those waiting on its topic. A worker is live while its last
-    heartbeat is younger than ``heartbeat_timeout``.
+    heartbeat arrived less than ``heartbeat_timeout`` ago (see liveness.py):
+    every time given to the liveness methods is the scheduler's monotonic clock.
     """
 
     def __init__(self, workers: list[str], max_pending: int, heartbeat_timeout: float) -> None:
@@ -23,16 +25,17 @@ class SchedulerState:
         self.heartbeat_timeout = heartbeat_timeout
         self.tasks: dict[str, Placement] = {}
         self.load: dict[str, int] = {w: 0 for w in workers}
-        self.last_seen: dict[str, float] = {}
+        self.liveness = Liveness(heartbeat_timeout)
         self._turn = 0  # rotates ties, so equal loads spread over all workers
 
     # --- liveness ---
-    def heartbeat(self, worker: str, ts: float) -> None:
-        if worker in self.load and ts > self.last_seen.get(worker, 0.0):
-            self.last_seen[worker] = ts
+    def heartbeat(self, worker: str, arrived: float) -> None:
+        """A heartbeat of ``worker`` arrived at ``arrived`` (its own ``ts`` is not used)."""
+        if worker in self.load:
+            self.liveness.beat(worker, None, arrived)
 
     def is_live(self, worker: str, now: float) -> bool:
-        return now - self.last_seen.get(worker, float("-inf")) < self.heartbeat_timeout
+        return self.liveness.is_live(worker, now)
 
     def live(self, now: float) -> list[str]:
         return [w for w in self.workers if self.is_live(w, now)]
@@ -78,5 +81,5 @@ class SchedulerState:
         gone = [(t, p) for t, p in self.tasks.items() if p.worker == worker or p.worker not in self.load]
         for t, _ in gone:
             self.forget(t)
-        self.last_seen.pop(worker, None)
+        self.liveness.forget(worker)
         return gone

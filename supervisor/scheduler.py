@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +38,7 @@ from client.protocol import (
 )
 from client.store import TERMINAL, Assign, AssignResult, Batch, Keys, Reject, Reply, TaskStore, connect
 from supervisor.policy import Placement, SchedulerState
-from worker_pool.process import exit_on_service_loss, process_setup
+from worker_pool.process import check_parent, exit_on_service_loss, process_setup
 from worker_pool.registry import Registry, default_registry
 
 log = logging.getLogger("yadtq.scheduler")
@@ -70,7 +71,7 @@ class Scheduler:
 
     def __init__(self, config: Config, registry: Registry = default_registry, epoch: int = 0) -> None:
         self.config = config
-        self.epoch = epoch
+        self.epoch = epoch  # the supervisor's lease epoch: the store refuses this process's writes once it is old
         self.registry = registry
         self.topics = config.topics
         w = config.workers
@@ -156,8 +157,9 @@ class Scheduler:
                 self.waiting.extend(_Pending(r.value, tp, r.offset) for r in records)
                 self._next_offset[tp] = records[-1].offset + 1
         for tp, records in self._status_in.poll(timeout_ms=status_wait).items():
+            arrived = time.monotonic()  # liveness is judged on this clock, never on a sender's
             for r in records:
-                self._on_event(r.value, at)
+                self._on_event(r.value, at, arrived)
             self._next_offset[tp] = records[-1].offset + 1
         if at - self._last_retry_check >= RETRY_CHECK_INTERVAL:
             self._take_due_retries(at)
@@ -168,14 +170,15 @@ class Scheduler:
         if at - self._last_reconcile >= RECONCILE_INTERVAL:
             self._reconcile(at)
 
-    def _on_event(self, raw: bytes, at: float) -> None:
+    def _on_event(self, raw: bytes, at: float, arrived: float) -> None:
+        """Act on one status event; ``arrived`` is when it was read (monotonic clock)."""
         try:
             ev = parse_event(raw)
         except InvalidMessage as e:
             log.warning("ignoring invalid status event: %s", e.reason)
             return
         if isinstance(ev, Heartbeat) and ev.role == "worker":
-            self.state.heartbeat(ev.sender, ev.ts)
+            self.state.heartbeat(ev.sender, arrived)
         elif isinstance(ev, TasksFinished):
             for task_id, attempt, _ in ev.tasks:
                 if self.state.finished(task_id, attempt):
@@ -206,7 +209,7 @@ class Scheduler:
             if not item.task_id and not self._admit(item, pipe, at):
                 self.waiting.popleft()
                 continue
-            worker = self.state.choose(at)
+            worker = self.state.choose(time.monotonic())
             if worker is None:
                 break
             self.waiting.popleft()
@@ -370,6 +373,7 @@ class Scheduler:
 
     def _beat(self, at: float) -> None:
         assert self._producer is not None
+        check_parent("scheduler")
         self._last_beat = at
         self._producer.send(self.topics.status, encode_event(Heartbeat("scheduler", "scheduler", os.getpid(), at)))
         self.store.write_load(self.state.load)

@@ -8,7 +8,6 @@ that worker's unfinished tasks to live workers' topics.
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 import multiprocessing.process
 import signal
@@ -24,19 +23,25 @@ from kafka.errors import KafkaError
 
 from client import kafka as kafka_io
 from client.config import Config, safe_url
-from client.errors import InvalidMessage, ServiceUnavailable
+from client.errors import InvalidMessage, LeaseLost, ServiceUnavailable
+from client.lease import Lease, Renewal
 from client.protocol import Heartbeat, WorkerDown, encode_event, now, parse_event
 from client.store import Keys, TaskStore, connect, ping
+from supervisor.liveness import Liveness
+from supervisor.output import Output
 from supervisor.scheduler import run_scheduler
 from supervisor.topics import ensure_topics
-from worker_pool.process import EXIT_HARD_LIMIT, EXIT_SERVICE_LOST
+from worker_pool.process import EXIT_FENCED, EXIT_HARD_LIMIT, EXIT_ORPHANED, EXIT_SERVICE_LOST
 from worker_pool.registry import default_registry
 from worker_pool.worker import run_worker
 
 PROBE_INTERVAL = 1.0  # seconds between checks that Kafka and Redis answer
+LEASE_RENEW_INTERVAL = 1.0  # seconds between renewals of the cluster's lease (its TTL: heartbeat_timeout)
 
 _spawn = multiprocessing.get_context("spawn")  # no fork: the parent holds Kafka threads and sockets
-_EXIT_MEANINGS = {EXIT_SERVICE_LOST: ": Kafka or Redis stopped answering", EXIT_HARD_LIMIT: ": hard time limit"}
+_EXIT_MEANINGS = {EXIT_SERVICE_LOST: ": Kafka or Redis stopped answering", EXIT_HARD_LIMIT: ": hard time limit",
+                  EXIT_FENCED: ": fenced, a newer supervisor took the cluster",
+                  EXIT_ORPHANED: ": its supervisor was gone"}
 
 
 def restart_delay(history: list[float], at: float, max_restarts: int, window: float, max_backoff: float) -> float:
@@ -59,10 +64,8 @@ class Child:
     target: Callable[..., None]
     args: tuple[Any, ...]
     process: multiprocessing.process.BaseProcess | None = None
-    started: float = 0.0        # wall clock, when the current process started
-    last_beat: float = 0.0      # wall clock, of its last heartbeat (0: none yet)
-    restarts: list[float] = field(default_factory=list)
-    due: float = 0.0            # wall clock, when it may be started again
+    restarts: list[float] = field(default_factory=list)  # monotonic clock, as every time here
+    due: float = 0.0            # when it may be started again
     announced: bool = False     # said 'live' since its last start
 
     @property
@@ -78,7 +81,7 @@ class Supervisor:
 
     def __init__(self, config: Config, say: Callable[[str], None] | None = None) -> None:
         self.config = config
-        self.say = say or (lambda line: print(f"[yadtq] {line}", flush=True))
+        self.say = say or Output()  # never raises: a broken stdout must not end the supervision
         self.keys = Keys(config.redis.key_prefix)
         self.children: dict[str, Child] = {"scheduler": Child("scheduler", run_scheduler, (config,))}
         for w in config.worker_ids():
@@ -90,9 +93,13 @@ class Supervisor:
         self._ready = False
         self._last_probe = 0.0
         self.up = {"kafka": True, "redis": True}  # did each answer at the last probe?
-        self._judge_from = 0.0  # wall clock: heartbeat lapses count from then on (see _probe)
+        # When each child's heartbeats arrived, on this process's monotonic clock.
+        self.liveness = Liveness(config.workers.heartbeat_timeout, config.supervisor.startup_timeout)
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
+        self._lease: Lease | None = None
+        self.epoch = 0  # the lease's fencing epoch, given to every child
+        self._last_renewal = 0.0
 
     # --- lifecycle ---
     def start(self) -> None:
@@ -100,6 +107,7 @@ class Supervisor:
         default_registry.load_modules(cfg.tasks.modules)  # a bad module is a config error: say so now
         self.redis = connect(cfg.redis)
         ping(self.redis, cfg.redis)
+        self._take_lease()  # before anything is created or started: a second supervisor stops here
         topics = ensure_topics(cfg)
         self._producer = kafka_io.producer(cfg.kafka)
         # Heartbeats need no millisecond latency here (the timeout is seconds),
@@ -113,6 +121,28 @@ class Supervisor:
         self.say(f"topics: {', '.join(topics)}")
         for c in self.children.values():
             self._spawn(c)
+
+    def _take_lease(self) -> None:
+        """Own the cluster (its topics and key prefix), or raise ClusterOwned naming the owner."""
+        cfg = self.config
+        ttl = cfg.workers.heartbeat_timeout
+        self._lease = Lease(self.redis, self.keys, ttl, [cfg.topics.tasks, cfg.topics.status, *cfg.worker_ids()])
+        self.epoch = self._lease.acquire(wait_for_dead=ttl + 1.0, say=self.say)
+        self._last_renewal = time.monotonic()
+
+    def _renew_lease(self, at: float) -> None:
+        """Keep the lease; raise LeaseLost if another supervisor took it meanwhile."""
+        assert self._lease is not None
+        self._last_renewal = at
+        try:
+            found = self._lease.renew()
+        except redis.RedisError:
+            return  # Redis is away (the probe says so): keep the children, and the lease once it is back
+        if found is Renewal.RETAKEN:
+            self.say(f"the cluster's lease had lapsed; taken again (epoch {self.epoch})")
+        elif found is Renewal.LOST:
+            raise LeaseLost("another supervisor took this cluster's lease while this one could not renew it "
+                            "(stalled or cut off past workers.heartbeat_timeout): stopping every process at once")
 
     def stop(self) -> None:
         self.stopping = True
@@ -129,12 +159,19 @@ class Supervisor:
         try:
             self.start()
             while not self.stopping:
-                self.loop(now())
+                self.loop(time.monotonic())
+        except LeaseLost as e:
+            self.say(f"error: {e}")
+            self._hurry = True  # the new owner's processes run this cluster now: not one more write from ours
+            self._lease = None  # not ours to release
+            raise
         finally:
             self.shutdown()
 
     def loop(self, at: float) -> None:
         """One round: read heartbeats, replace dead children, print the status line."""
+        if at - self._last_renewal >= LEASE_RENEW_INTERVAL:
+            self._renew_lease(at)
         if at - self._last_probe >= PROBE_INTERVAL:
             self._probe(at)
         self._read_heartbeats()
@@ -149,28 +186,48 @@ class Supervisor:
             self.say(self.status_line(at))
 
     def shutdown(self) -> None:
+        """Stop every child (SIGTERM, the grace period, then SIGKILL), then let go of Kafka and the lease.
+
+        Each step is guarded: whatever fails, no child is left behind (they are
+        not daemons, so multiprocessing's exit handler would wait for them forever).
+        """
         self.stopping = True
+        try:
+            self._terminate_children()
+        finally:
+            self._kill_all()
+            self._close("the Kafka consumer", lambda: self._consumer.close() if self._consumer else None)
+            self._close("the Kafka producer", lambda: kafka_io.close_producer(self._producer)
+                        if self._producer else None)
+            self._close("the cluster's lease", lambda: self._lease.release() if self._lease else None)
+            self.say("stopped")
+
+    def _terminate_children(self) -> None:
         live = [c for c in self.children.values() if c.alive()]
-        if live:
-            self.say(f"stopping {len(live)} process(es); grace {self.config.workers.shutdown_grace:g}s")
+        if not live or self._hurry:
+            return
+        self.say(f"stopping {len(live)} process(es); grace {self.config.workers.shutdown_grace:g}s")
         for c in live:
             c.process.terminate()  # type: ignore[union-attr]
         deadline = time.monotonic() + self.config.workers.shutdown_grace
         while any(c.alive() for c in live) and time.monotonic() < deadline and not self._hurry:
             time.sleep(0.05)
-        self._kill_all()
-        if self._consumer is not None:
-            self._consumer.close()
-        if self._producer is not None:
-            kafka_io.close_producer(self._producer)
-        self.say("stopped")
 
     def _kill_all(self) -> None:
         for c in self.children.values():
-            if c.alive():
-                self.say(f"{c.name} did not stop in time: killing pid {c.pid}")
-                c.process.kill()  # type: ignore[union-attr]
-                c.process.join(5)  # type: ignore[union-attr]
+            try:
+                if c.alive():
+                    self.say(f"{c.name} did not stop in time: killing pid {c.pid}")
+                    c.process.kill()  # type: ignore[union-attr]
+                    c.process.join(5)  # type: ignore[union-attr]
+            except (OSError, ValueError) as e:  # e.g. already reaped: what matters is that it is gone
+                self.say(f"{c.name}: {e}")
+
+    def _close(self, what: str, close: Callable[[], object]) -> None:
+        try:
+            close()
+        except Exception as e:  # shutting down: say it and go on with the next step
+            self.say(f"could not close {what}: {e}")
 
     # --- services ---
     def _probe(self, at: float) -> None:
@@ -193,29 +250,23 @@ class Supervisor:
                 if name == "kafka":
                     # Judge heartbeats again once they flow (the first one read),
                     # or at the latest after startup_timeout.
-                    self._judge_from = at + self.config.supervisor.startup_timeout
-                    self._fresh_heartbeat_window(at)
+                    self.liveness.resume(at)
             else:
                 if name == "kafka":
-                    self._judge_from = math.inf
+                    self.liveness.pause()
                 self.say(f"{name} at {where[name]} does not answer: tasks are kept, and the cluster resumes by "
                          "itself once it is back")
-
-    def _fresh_heartbeat_window(self, at: float) -> None:
-        """Heartbeats could not flow while Kafka was away: judge them from ``at`` on."""
-        for c in self.children.values():
-            c.started = max(c.started, at)
-            if c.last_beat:
-                c.last_beat = max(c.last_beat, at)
 
     def _services_up(self) -> bool:
         return all(self.up.values())
 
     # --- children ---
     def _spawn(self, c: Child) -> None:
-        c.process = _spawn.Process(target=c.target, args=c.args, name=f"yadtq-{c.name}", daemon=False)
+        c.process = _spawn.Process(target=c.target, args=(*c.args, self.epoch), name=f"yadtq-{c.name}",
+                                   daemon=False)
         c.process.start()
-        c.started, c.last_beat, c.announced = now(), 0.0, False
+        self.liveness.watch(c.name, c.pid, time.monotonic())
+        c.announced = False
         self.say(f"started {c.name} (pid {c.pid})")
 
     def _check(self, c: Child, at: float) -> None:
@@ -236,12 +287,18 @@ class Supervisor:
                 self.say(f"{c.name} (pid {c.pid}) has not died yet after SIGKILL; waiting")
                 return
         dead_pid = c.pid or 0
+        if c.process.exitcode == EXIT_FENCED:
+            self._renew_lease(at)  # a newer generation exists: LeaseLost stops this one rather than restart it
         lost_service = c.process.exitcode == EXIT_SERVICE_LOST
         c.process.close()
         c.process = None
         self.say(f"{c.name} is dead ({reason})")
         if c.name != "scheduler":
             self._announce_down(c.name, reason, dead_pid)
+        self._schedule_restart(c, at, lost_service)
+
+    def _schedule_restart(self, c: Child, at: float, lost_service: bool) -> None:
+        """Set when ``c`` starts again: at once, or after the crash backoff."""
         cfg = self.config.supervisor
         if lost_service:
             self._probe(at)  # now, so that no new process is started while the service is away
@@ -260,14 +317,7 @@ class Supervisor:
         assert c.process is not None
         if not c.process.is_alive():
             return f"exit code {c.process.exitcode}{_EXIT_MEANINGS.get(c.process.exitcode or 0, '')}"
-        if at < self._judge_from:  # Kafka is away or just back: heartbeats' silence says nothing yet
-            return None
-        if c.last_beat:
-            if at - c.last_beat > self.config.workers.heartbeat_timeout:
-                return f"no heartbeat for {at - c.last_beat:.1f}s"
-        elif at - c.started > self.config.supervisor.startup_timeout:
-            return f"no heartbeat within {self.config.supervisor.startup_timeout:g}s of starting"
-        return None
+        return self.liveness.lapsed(c.name, at)
 
     def _announce_down(self, worker: str, reason: str, pid: int) -> None:
         self._unannounced.append(WorkerDown(worker, reason, now(), pid))
@@ -292,6 +342,7 @@ class Supervisor:
     def _read_heartbeats(self) -> None:
         assert self._consumer is not None
         for records in self._consumer.poll(timeout_ms=200).values():
+            arrived = time.monotonic()  # liveness is judged on this clock, never on the sender's ts
             for r in records:
                 if b'"heartbeat"' not in r.value:  # most events here are the scheduler's business
                     continue
@@ -300,16 +351,12 @@ class Supervisor:
                 except InvalidMessage:
                     continue  # the scheduler logs bad events; here only heartbeats matter
                 if isinstance(ev, Heartbeat):
-                    self._on_heartbeat(ev)
+                    self._on_heartbeat(ev, arrived)
 
-    def _on_heartbeat(self, hb: Heartbeat) -> None:
+    def _on_heartbeat(self, hb: Heartbeat, arrived: float) -> None:
         c = self.children.get(hb.sender)
-        if c is None or c.pid != hb.pid:
+        if c is None or c.pid is None or not self.liveness.beat(c.name, hb.pid, arrived):
             return  # a process we already replaced, or another cluster's
-        c.last_beat = max(c.last_beat, hb.ts)
-        if self._judge_from > hb.ts:  # the first heartbeat since Kafka came back: they flow again
-            self._judge_from = hb.ts
-            self._fresh_heartbeat_window(hb.ts)
         if not c.announced:
             c.announced = True
             again = " again" if c.restarts else ""

@@ -78,3 +78,22 @@ def unstorable(kind: str) -> object:
             value = [value]
         return value
     return b"caf\xe9.txt".decode("utf-8", "surrogateescape")  # as os.listdir gives it
+
+
+def spans_key(prefix: str, task_id: str) -> str:
+    return f"{prefix}test:spans:{task_id}"
+
+
+@task
+def span(seconds: float) -> float:
+    """Record this run's start and end (wall clock) in ``<prefix>test:spans:<id>``, sleeping between.
+
+    A run killed mid-way leaves a start without an end; a test checks that no
+    two runs of one task overlapped.
+    """
+    r, prefix = _store()
+    key = spans_key(prefix, current_task().task_id)
+    r.rpush(key, f"start {time.time()!r} {os.getpid()}")
+    time.sleep(seconds)
+    r.rpush(key, f"end {time.time()!r} {os.getpid()}")
+    return seconds

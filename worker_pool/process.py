@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
+import multiprocessing
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -12,12 +15,17 @@ import redis
 from kafka.errors import KafkaError
 
 from client import kafka as kafka_io
-from client.errors import ServiceUnavailable
+from client.errors import Fenced, ServiceUnavailable
 
 log = logging.getLogger("yadtq")
 
 EXIT_SERVICE_LOST = 3   # a child's exit code when Kafka or Redis stopped answering
+EXIT_FENCED = 4         # a child of an older generation: a newer supervisor took the cluster's lease
+EXIT_ORPHANED = 5       # a child whose supervisor is gone (nobody reads this: it is for the logs)
 EXIT_HARD_LIMIT = 70    # a worker's exit code when the hard time limit ended it
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+_parent_pid = 0  # the supervisor's pid, set by process_setup
 
 
 def process_setup(name: str) -> None:
@@ -27,17 +35,55 @@ def process_setup(name: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(message)s")
     kafka_io.quiet_kafka_logs()
+    _die_with_parent(name)
+
+
+def _die_with_parent(name: str) -> None:
+    """Never outlive the supervisor: the kernel kills this process when it dies.
+
+    A child that went on without its supervisor would run a second copy of
+    its role beside the next supervisor's, on the same topics. Linux sends
+    SIGKILL on the parent's death (PR_SET_PDEATHSIG); if the parent died before
+    that was set, its pid is no longer our parent's, and we leave now. The
+    heartbeats check the parent too (``check_parent``), where prctl is missing.
+    """
+    global _parent_pid
+    parent = multiprocessing.parent_process()
+    _parent_pid = parent.pid if parent is not None and parent.pid else os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+                log.warning("%s: prctl(PR_SET_PDEATHSIG) failed (errno %d); the parent is checked with each "
+                            "heartbeat instead", name, ctypes.get_errno())
+        except (OSError, AttributeError) as e:
+            log.warning("%s: no parent-death signal (%s); the parent is checked with each heartbeat", name, e)
+    check_parent(name)
+
+
+def check_parent(name: str) -> None:
+    """Exit at once if the supervisor that started this process is gone."""
+    if _parent_pid and os.getppid() != _parent_pid:
+        log.error("%s: its supervisor (pid %d) is gone; exiting", name, _parent_pid)
+        os._exit(EXIT_ORPHANED)
 
 
 @contextlib.contextmanager
 def exit_on_service_loss(name: str) -> Iterator[None]:
-    """Turn a lost Kafka or Redis into one clear log line and exit code 3.
+    """Turn a lost Kafka or Redis into one clear log line and exit code 3, and
+    a write fenced by a newer epoch into exit code 4.
 
     Nothing is lost by exiting: offsets are committed only after the work they
     cover is recorded, so the supervisor's restart picks up where this left.
+    A fenced process belongs to a generation that no longer owns the cluster:
+    it must not go on, and its supervisor learns from the code that it lost
+    its lease.
     """
     try:
         yield
+    except Fenced as e:
+        log.error("%s: %s; exiting", name, e)
+        sys.exit(EXIT_FENCED)
     except (ServiceUnavailable, redis.RedisError, KafkaError) as e:
         what = str(e) if str(e).startswith(type(e).__name__) else f"{type(e).__name__}: {e}"
         log.error("%s: %s; exiting, the supervisor will restart it", name, what)

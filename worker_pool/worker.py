@@ -50,7 +50,7 @@ from client.store import (
     failure_fields,
 )
 from worker_pool.context import TaskContext, running
-from worker_pool.process import EXIT_HARD_LIMIT, exit_on_service_loss, process_setup
+from worker_pool.process import EXIT_HARD_LIMIT, check_parent, exit_on_service_loss, process_setup
 from worker_pool.registry import Registry, default_registry
 
 log = logging.getLogger("yadtq.worker")
@@ -83,8 +83,8 @@ class Worker:
 
     def __init__(self, config: Config, worker_id: str, registry: Registry = default_registry, epoch: int = 0) -> None:
         self.config = config
-        self.epoch = epoch
         self.id = worker_id
+        self.epoch = epoch  # the supervisor's lease epoch: the store refuses this process's writes once it is old
         self.registry = registry
         self.running: _Running | None = None  # read by the heartbeat thread
         self._held: _Result | None = None  # the last result, until written with the next claim
@@ -92,6 +92,7 @@ class Worker:
         self._done_since = 0.0
         self._stop = threading.Event()     # leave the loop after the task in hand
         self._closed = threading.Event()   # the heartbeat thread's end
+        self._wake = threading.Event()     # wakes the heartbeat thread before its next beat (see stop)
         self._stop_deadline: float | None = None  # monotonic: hand back the task in hand then
         # Held while a task is claimed, and by the heartbeat thread when it ends
         # the process: so the main thread cannot start another task meanwhile.
@@ -124,6 +125,7 @@ class Worker:
         grace = self.config.workers.shutdown_grace
         self._stop_deadline = time.monotonic() + grace - min(1.0, grace / 2)
         self._stop.set()
+        self._wake.set()  # the watchdog now wakes at the stop deadline, not at its next beat
 
     def run(self) -> None:
         while not self._stop.is_set():
@@ -169,6 +171,7 @@ class Worker:
         except Exception as e:  # Redis or Kafka is what failed: the task then runs again, as after a crash
             log.error("could not record the last result before stopping: %s", e)
         self._closed.set()
+        self._wake.set()
         if self._producer is not None:
             kafka_io.close_producer(self._producer)
         if self._consumer is not None:
@@ -315,18 +318,41 @@ class Worker:
             self._producer.send(self.config.topics.status, encode_event(TasksFinished(self.id, done)))
 
     def _heartbeats(self) -> None:
-        assert self._producer is not None
+        """The heartbeat thread: beat every heartbeat_interval, and watch the task in hand.
+
+        It wakes at each beat, but also at the stop deadline and at the hard
+        deadline: a watchdog that looked only at each beat could hand a task
+        back after the supervisor's grace period has already killed the process.
+        """
         interval = self.config.workers.heartbeat_interval
+        next_beat = 0.0
         while not self._closed.is_set():
+            check_parent(f"worker {self.id}")
             running = self.running
             if running is not None:
                 self._enforce(running)
-            hb = Heartbeat(self.id, "worker", os.getpid(), now(), running.assignment.task.task_id if running else None)
-            try:
-                self._producer.send(self.config.topics.status, encode_event(hb))
-            except Exception as e:  # keep beating: a transient Kafka error must not stop heartbeats
-                log.warning("heartbeat not sent: %s", e)
-            self._closed.wait(interval)
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + interval
+                self._send_heartbeat(running)
+            self._wake.wait(self._until_next_check(next_beat, running))
+            self._wake.clear()
+
+    def _send_heartbeat(self, running: _Running | None) -> None:
+        assert self._producer is not None
+        hb = Heartbeat(self.id, "worker", os.getpid(), now(), running.assignment.task.task_id if running else None)
+        try:
+            self._producer.send(self.config.topics.status, encode_event(hb))
+        except Exception as e:  # keep beating: a transient Kafka error must not stop heartbeats
+            log.warning("heartbeat not sent: %s", e)
+
+    def _until_next_check(self, next_beat: float, running: _Running | None) -> float:
+        """Seconds until the watchdog must look again: the next beat, or a deadline of the task in hand."""
+        wake = next_beat
+        if running is not None:
+            wake = min(wake, running.hard_deadline)
+            if self._stop_deadline is not None:
+                wake = min(wake, self._stop_deadline)
+        return max(0.005, wake - time.monotonic())  # never 0: a deadline is passed strictly after it
 
     def _enforce(self, running: _Running) -> None:
         """End the process if the task in hand is past its hard limit or the stop deadline."""

@@ -8,6 +8,7 @@ read back from the stand-in.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -59,7 +60,7 @@ def scheduler(services: None) -> Iterator[Scheduler]:
     s.store = TaskStore(s.redis, s.keys, 60)
     s._producer = FakeProducer()  # type: ignore[assignment]
     for w in ("W1", "W2"):
-        s.state.heartbeat(w, AT)
+        s.state.heartbeat(w, time.monotonic())  # liveness runs on the monotonic clock
     yield s
     keys = list(s.redis.scan_iter(match=f"{prefix}*"))
     if keys:
@@ -87,7 +88,7 @@ def test_a_duplicate_never_replaces_the_payload_of_a_placed_task(scheduler: Sche
     assert take(s, task("t1", "mul", 6, 7)) == []  # placed already: nothing sent
     assert json.loads(s.state.tasks["t1"].payload)["task"] == "add"
     # Its worker dies: the move runs the first message's task, not the duplicate's.
-    s._on_event(encode_event(WorkerDown(worker, "test", AT, 0)), AT)
+    s._on_event(encode_event(WorkerDown(worker, "test", AT, 0)), AT, time.monotonic())
     producer: FakeProducer = s._producer  # type: ignore[assignment]
     mark = len(producer.sent)
     s._dispatch(AT)

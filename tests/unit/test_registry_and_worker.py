@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 import time
 
@@ -156,17 +155,19 @@ class _Alive:
 def test_heartbeat_silence_counts_only_once_heartbeats_flow_after_kafka_returns() -> None:
     sup = Supervisor(Config(), say=lambda line: None)  # heartbeat_timeout 6, startup_timeout 30
     w1 = sup.children["W1"]
-    w1.process, w1.last_beat = _Alive(), 100.0  # type: ignore[assignment]
+    w1.process = _Alive()  # type: ignore[assignment]
+    sup.liveness.watch("W1", 42, 90.0)
+    sup._on_heartbeat(Heartbeat("W1", "worker", 42, 0.0), 100.0)  # times are arrivals, on the monotonic clock
     assert sup._death(w1, 107.0) == "no heartbeat for 7.0s"
 
-    sup._judge_from = math.inf  # Kafka went away: silence says nothing
+    sup.liveness.pause()  # Kafka went away: silence says nothing
     assert sup._death(w1, 200.0) is None
-    sup._judge_from = 230.0  # back at 200: judged again at the latest after startup_timeout
-    sup._fresh_heartbeat_window(200.0)
+    sup.liveness.resume(200.0)  # back at 200: judged again at the latest after startup_timeout
     assert sup._death(w1, 229.0) is None
     assert sup._death(w1, 231.0) == "no heartbeat for 31.0s"
 
-    sup._on_heartbeat(Heartbeat("W1", "worker", 42, 205.0))  # ... or as soon as one arrives
-    assert sup._judge_from == 205.0
+    sup.liveness.pause()
+    sup.liveness.resume(200.0)
+    sup._on_heartbeat(Heartbeat("W1", "worker", 42, 0.0), 205.0)  # ... or as soon as one arrives
     assert sup._death(w1, 210.0) is None
     assert sup._death(w1, 211.5) == "no heartbeat for 6.5s"

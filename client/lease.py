@@ -1,0 +1,161 @@
+"""The supervisor's lease on a cluster: one owner at a time, with a fencing epoch.
+
+A cluster is its topics and its Redis key prefix. Its owner holds the key
+``Keys.owner`` (a JSON value: host, pid, since, epoch, topics, token) with a
+TTL, renewed about once a second. Taking the lease bumps ``Keys.epoch``; the
+owner hands that epoch to its children, and the store refuses writes from an
+older one, so the processes of a supervisor that lost its lease cannot write.
+Each step is one Lua script, so two supervisors can never both hold it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import psutil
+import redis
+
+from client.errors import ClusterOwned
+from client.store import Keys
+
+# KEYS: owner, epoch. ARGV: ttl (ms), value (JSON without the epoch).
+# Returns {1, epoch} taken, or {0, holder's value, ms left}.
+_ACQUIRE = """
+local held = redis.call('GET', KEYS[1])
+if held then return {0, held, redis.call('PTTL', KEYS[1])} end
+local epoch = redis.call('INCR', KEYS[2])
+local value = cjson.decode(ARGV[2])
+value['epoch'] = epoch
+redis.call('SET', KEYS[1], cjson.encode(value), 'PX', ARGV[1])
+return {1, epoch}
+"""
+
+# KEYS: owner, epoch. ARGV: token, ttl (ms), our value, our epoch.
+# Returns 1 renewed, 2 taken again after it lapsed (no one else took it since:
+# the epoch is still ours, or gone with Redis's data), -1 someone else holds it.
+_RENEW = """
+local held = redis.call('GET', KEYS[1])
+if held then
+  if cjson.decode(held)['token'] ~= ARGV[1] then return -1 end
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+local epoch = redis.call('GET', KEYS[2])
+if epoch and epoch ~= ARGV[4] then return -1 end
+redis.call('SET', KEYS[2], ARGV[4])
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
+return 2
+"""
+
+# KEYS: owner. ARGV: token. Deletes the lease only if it is ours.
+_RELEASE = """
+local held = redis.call('GET', KEYS[1])
+if held and cjson.decode(held)['token'] == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class Renewal(Enum):
+    """What a renewal found."""
+
+    HELD = "held"          # still ours
+    RETAKEN = "retaken"    # it had lapsed (Redis away, or we stalled) and no one took it: ours again
+    LOST = "lost"          # another supervisor holds it now: this one must stop its cluster at once
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lease, as stored in its value."""
+
+    host: str
+    pid: int
+    since: float
+    epoch: int
+    topics: list[str]
+    ms_left: int = -1
+
+    @classmethod
+    def parse(cls, text: str, ms_left: int = -1) -> Holder:
+        v = json.loads(text)
+        return cls(str(v.get("host", "?")), int(v.get("pid", 0)), float(v.get("since", 0.0)),
+                   int(v.get("epoch", 0)), [str(t) for t in v.get("topics", [])], ms_left)
+
+    def describe(self) -> str:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
+        return f"host {self.host}, pid {self.pid}, since {since} (epoch {self.epoch})"
+
+    def is_dead_here(self) -> bool:
+        """Is the holder a process of this host that no longer exists (killed, not stopped)?"""
+        if self.host != socket.gethostname():
+            return False
+        try:
+            return psutil.Process(self.pid).status() == psutil.STATUS_ZOMBIE  # dead, not yet reaped
+        except psutil.NoSuchProcess:
+            return True
+        except psutil.Error:  # e.g. another user's process: it exists
+            return False
+
+
+class Lease:
+    """The cluster's lease, for one supervisor: ``acquire``, ``renew`` often, ``release``."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, ttl: float, topics: list[str]) -> None:
+        self.redis = client
+        self.keys = keys
+        self.ttl_ms = max(1, int(ttl * 1000))
+        self.epoch = 0
+        self._token = uuid.uuid4().hex
+        self._value = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time(),
+                       "topics": topics, "token": self._token}
+        self._acquire = client.register_script(_ACQUIRE)
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+
+    def try_acquire(self) -> Holder | None:
+        """Take the lease (a new epoch) and return None, or return who holds it."""
+        self._value["since"] = time.time()
+        answer: list[Any] = self._acquire(keys=[self.keys.owner, self.keys.epoch],
+                                          args=[self.ttl_ms, json.dumps(self._value)])
+        if int(answer[0]) == 1:
+            self.epoch = int(answer[1])
+            self._value["epoch"] = self.epoch
+            return None
+        return Holder.parse(str(answer[1]), int(answer[2]))
+
+    def acquire(self, wait_for_dead: float, say: Any) -> int:
+        """Take the lease and return its epoch; raise ClusterOwned if another supervisor holds it.
+
+        A holder on this host whose process is gone (killed, as before a
+        restart by systemd) cannot renew: wait up to ``wait_for_dead`` seconds
+        for its lease to lapse, then take it with a new epoch.
+        """
+        deadline = time.monotonic() + wait_for_dead
+        waited = False
+        while (holder := self.try_acquire()) is not None:
+            if not holder.is_dead_here() or time.monotonic() > deadline:
+                raise ClusterOwned(
+                    f"this cluster (topics {', '.join(holder.topics)}) already has a supervisor: {holder.describe()}; "
+                    f"it renews its lease every second, which lapses {self.ttl_ms / 1000:g}s after it stops")
+            if not waited:
+                waited = True
+                say(f"the previous supervisor of this cluster ({holder.describe()}) is gone without releasing "
+                    f"its lease: waiting {max(holder.ms_left, 0) / 1000:.1f}s for the lease to lapse")
+            time.sleep(min(0.2, max(holder.ms_left, 50) / 1000))
+        return self.epoch
+
+    def renew(self) -> Renewal:
+        """Extend the lease if it is still ours; raises redis.RedisError if Redis is away."""
+        code = int(self._renew(keys=[self.keys.owner, self.keys.epoch],
+                               args=[self._token, self.ttl_ms, json.dumps(self._value), self.epoch]))
+        return {1: Renewal.HELD, 2: Renewal.RETAKEN}.get(code, Renewal.LOST)
+
+    def release(self) -> None:
+        """Give the lease up, if it is still ours, so the next start need not wait."""
+        self._release(keys=[self.keys.owner], args=[self._token])

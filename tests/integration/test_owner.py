@@ -1,0 +1,235 @@
+"""One owner per cluster (DESIGN §4.7, §4.8): the lease, children that never
+outlive their supervisor, a supervisor whose output fails, and the shutdown
+hand-back that must beat the grace period's SIGKILL."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import redis
+
+from client import Client, TaskSpec, load_config
+from client.errors import ClusterOwned
+from client.lease import Lease, Renewal
+from client.store import Keys, connect
+from tests.integration.conftest import REDIS, ROOT, cluster_config
+from tests.support.harness import remove_cluster_data
+from tests.tasks import spans_key
+
+pytestmark = pytest.mark.integration
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """For states only Redis holds, with no event to wait on: look every 50 ms."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
+        time.sleep(0.05)
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def assert_all_gone(procs: list[psutil.Process], within: float) -> None:
+    _, alive = psutil.wait_procs(procs, timeout=within)
+    assert not alive, f"still running {within}s later: {[p.pid for p in alive]}"
+
+
+def runs_overlap(client: Client, prefix: str, task_id: str, killed_at: float) -> bool:
+    """Did two runs of ``task_id`` overlap? A run with no end was killed by ``killed_at``."""
+    spans: dict[int, list[float]] = {}
+    for entry in client.redis.lrange(spans_key(prefix, task_id), 0, -1):  # type: ignore[union-attr]
+        _, at, pid = entry.split()
+        spans.setdefault(int(pid), []).append(float(at))
+    runs = sorted((s[0], s[1] if len(s) > 1 else killed_at) for s in spans.values())
+    return any(later[0] < earlier[1] for earlier, later in itertools.pairwise(runs))
+
+
+def test_a_second_supervisor_on_the_same_cluster_is_refused(start_cluster: Any) -> None:
+    cluster = start_cluster(count=1)
+    started = time.monotonic()
+    second = subprocess.run([sys.executable, "-m", "supervisor", str(cluster.config_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=30)
+    assert second.returncode == 2
+    assert time.monotonic() - started < 15
+    assert f"pid {cluster.proc.pid}" in second.stderr and "already has a supervisor" in second.stderr
+    assert "host " in second.stderr and "since " in second.stderr
+    assert "started" not in second.stdout  # it created and started nothing
+    assert cluster.client.submit("add", 2, 3).result(timeout=30) == 5  # the first one keeps working
+    assert cluster.proc.poll() is None
+
+
+def test_after_sigkill_of_the_supervisor_no_child_survives_and_a_restart_resumes(start_cluster: Any) -> None:
+    cluster = start_cluster(count=2)
+    cfg, c = cluster.config, cluster.client
+    handles = c.submit_many([TaskSpec("span", (0.4,), max_retries=5) for _ in range(40)])
+    wait_until(lambda: int(c.redis.hget(c.keys.stats, "success") or 0) >= 4, "some tasks ended")
+    children = descendants(cluster.proc.pid)
+    assert len(children) >= 3  # the scheduler and two workers
+
+    os.kill(cluster.proc.pid, signal.SIGKILL)  # the supervisor alone, as an OOM kill does
+    cluster.proc.wait(5)
+    assert_all_gone(children, within=cfg.workers.heartbeat_timeout)
+    killed_at = time.time()
+
+    again = start_cluster(again=cluster)  # as systemd does: waits out the dead one's lease
+    assert any("waiting" in line and "lease to lapse" in line for line in again.lines)
+    again.client.wait([h.id for h in handles], timeout=120)
+    assert [h.status() for h in handles] == ["success"] * len(handles)
+    prefix = cfg.redis.key_prefix
+    assert not [h.id for h in handles if runs_overlap(again.client, prefix, h.id, killed_at)]
+
+
+@pytest.fixture
+def piped(services: None, tmp_path: Path) -> Iterator[Callable[[Any], subprocess.Popen[str]]]:
+    """Factory: ``piped(stderr)`` runs ``python -m supervisor FILE`` with its stdout a pipe the test
+    may close, and returns it once it said 'cluster ready'."""
+    path = cluster_config(tmp_path, count=1)
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(stderr: Any) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([sys.executable, "-m", "supervisor", str(path)], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=stderr, text=True, start_new_session=True)
+        procs.append(proc)
+        assert proc.stdout is not None
+        for line in proc.stdout:  # as `| head`: read until ready
+            if "cluster ready" in line:
+                return proc
+        raise AssertionError("the cluster never became ready")
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    remove_cluster_data(load_config(path))
+
+
+def test_the_supervisor_survives_its_stdout_closing(piped: Any, tmp_path: Path) -> None:
+    with open(tmp_path / "stderr", "w") as err:
+        proc = piped(err)
+    children = descendants(proc.pid)
+    proc.stdout.close()  # the reader is gone: each line now is a broken pipe
+    client = Client(load_config(proc.args[-1]))
+    try:
+        assert client.submit("add", 1, 2).result(timeout=30) == 3
+        # It still supervises: a killed child is replaced (and said so, somewhere).
+        roles = [p for p in children if "spawn_main" in " ".join(p.cmdline())]
+        roles[-1].kill()
+        wait_until(lambda: len({p.pid for p in descendants(proc.pid)} - {p.pid for p in children}) == 1,
+                   "the killed child replaced")
+        children = descendants(proc.pid)
+        assert client.submit("add", 2, 2).result(timeout=30) == 4
+    finally:
+        client.close()
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+    assert proc.wait(30) == 0
+    assert_all_gone(children, within=5)
+    assert "stdout failed; writing to stderr" in (tmp_path / "stderr").read_text()
+
+
+def test_sigint_after_stdout_and_stderr_close_stops_every_child(piped: Any) -> None:
+    proc = piped(subprocess.STDOUT)
+    children = descendants(proc.pid)
+    proc.stdout.close()  # as `make run | tee run.log` and Ctrl-C, which ends tee first
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(30) == 0
+    assert_all_gone(children, within=5)
+
+
+def test_the_shutdown_hand_back_beats_the_grace_period_kill(start_cluster: Any) -> None:
+    # A heartbeat interval close to the grace period: a watchdog that looked
+    # only at each beat would hand back too late, and the task be charged a
+    # death. Three workers, so three independent chances to lose that race.
+    cluster = start_cluster(count=3, workers={"heartbeat_interval": 2.9, "heartbeat_timeout": 7.0,
+                                              "shutdown_grace": 2.0})
+    c = cluster.client
+    handles = c.submit_many([TaskSpec("sleep", (12,), max_retries=0) for _ in range(3)])
+    wait_until(lambda: all(h.status() == "processing" for h in handles), "the three tasks started")
+
+    cluster.proc.send_signal(signal.SIGTERM)
+    assert cluster.proc.wait(20) == 0
+    assert not any("did not stop in time" in line for line in cluster.lines)
+    for h in handles:
+        record = h.record()
+        assert record["status"] == "queued" and record.get("worker_deaths", "0") == "0", record
+
+    again = start_cluster(again=cluster)
+    again.client.wait([h.id for h in handles], timeout=90)
+    for h in handles:
+        record = h.record()
+        assert record["status"] == "success" and "worker_deaths" not in record, record
+
+
+@pytest.fixture
+def lease_keys(services: None) -> Iterator[tuple[redis.Redis, Keys]]:
+    r = connect(REDIS)
+    keys = Keys(f"t{uuid.uuid4().hex[:10]}:")
+    yield r, keys
+    r.delete(keys.owner, keys.epoch)
+    r.close()
+
+
+def test_the_lease_has_one_holder_and_a_new_epoch_per_taking(lease_keys: Any) -> None:
+    r, keys = lease_keys
+    first, second = Lease(r, keys, 5.0, ["T"]), Lease(r, keys, 5.0, ["T"])
+    assert first.try_acquire() is None and first.epoch == 1
+    holder = second.try_acquire()
+    assert holder is not None and (holder.pid, holder.epoch, holder.topics) == (os.getpid(), 1, ["T"])
+    assert 0 < holder.ms_left <= 5000
+    with pytest.raises(ClusterOwned, match=rf"already has a supervisor: host \S+, pid {os.getpid()}, since "):
+        second.acquire(wait_for_dead=5.0, say=print)  # the holder (this process) is alive: no wait
+    assert first.renew() is Renewal.HELD
+
+    r.delete(keys.owner)  # lapsed (Redis was away, or the owner stalled) and nobody took it
+    assert first.renew() is Renewal.RETAKEN and r.get(keys.epoch) == "1"
+    second.release()  # not its lease: nothing happens
+    assert first.renew() is Renewal.HELD
+    first.release()
+    assert second.try_acquire() is None and second.epoch == 2
+    assert first.renew() is Renewal.LOST  # someone else holds it now: the old owner must stop
+
+
+def test_a_dead_holder_on_this_host_is_waited_out(lease_keys: Any) -> None:
+    r, keys = lease_keys
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = Lease(r, keys, 1.5, ["T"])
+    gone._value["pid"] = int(dead.stdout)  # a supervisor killed without releasing its lease
+    assert gone.try_acquire() is None
+    lines: list[str] = []
+    started = time.monotonic()
+    assert Lease(r, keys, 1.5, ["T"]).acquire(wait_for_dead=2.5, say=lines.append) == 2
+    assert time.monotonic() - started < 2.5
+    assert len(lines) == 1 and "waiting" in lines[0] and f"pid {int(dead.stdout)}" in lines[0]
+
+
+def test_a_supervisor_that_lost_its_lease_stops_its_cluster_at_once(start_cluster: Any) -> None:
+    first = start_cluster(count=1)
+    r, owner = first.client.redis, first.client.keys.owner
+    children = descendants(first.proc.pid)
+    os.kill(first.proc.pid, signal.SIGSTOP)  # stalled past its lease's TTL (a paused VM, a long GC)
+    try:
+        wait_until(lambda: not r.exists(owner), "the stalled supervisor's lease lapsed", timeout=15)
+        second = start_cluster(again=first)  # takes the lapsed lease: epoch 2
+    finally:
+        os.kill(first.proc.pid, signal.SIGCONT)
+    assert first.proc.wait(15) == 2
+    first.wait_line(r"error: another supervisor took this cluster's lease", timeout=5)
+    assert_all_gone(children, within=5)
+    assert second.client.submit("add", 3, 4).result(timeout=30) == 7
+    assert second.proc.poll() is None

@@ -1,0 +1,79 @@
+"""Liveness from arrival times on the judge's monotonic clock (supervisor/liveness.py).
+
+A heartbeat's ``ts`` is the sender's wall clock: a step of that clock larger
+than heartbeat_timeout (NTP, a resumed VM) must neither kill a worker nor keep
+a silent one alive, for the supervisor and the scheduler alike.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from client.config import Config
+from client.protocol import Heartbeat, encode_event
+from supervisor.liveness import Liveness
+from supervisor.scheduler import Scheduler
+from supervisor.supervisor import Supervisor
+
+WALL = time.time()
+JUMPS = [-3600.0, -7.0, 7.0, 3600.0]  # the sender's clock stepped back or forward, by more than the timeout
+
+
+def test_a_sender_is_live_while_its_heartbeats_arrive_and_lapses_when_they_stop() -> None:
+    judge = Liveness(timeout=6.0, startup_timeout=30.0)
+    judge.watch("W1", 42, at=100.0)
+    assert judge.lapsed("W1", 129.0) is None
+    assert judge.lapsed("W1", 131.0) == "no heartbeat within 30s of starting"
+    for at in (131.0, 132.0, 133.0):
+        assert judge.beat("W1", 42, at)
+        assert judge.is_live("W1", at + 5.9) and judge.lapsed("W1", at + 5.9) is None
+    assert not judge.is_live("W1", 139.0)
+    assert judge.lapsed("W1", 139.5) == "no heartbeat for 6.5s"
+
+
+def test_a_replaced_process_beats_in_vain() -> None:
+    judge = Liveness(timeout=6.0, startup_timeout=30.0)
+    judge.watch("W1", 42, at=100.0)
+    judge.watch("W1", 43, at=101.0)  # restarted
+    assert not judge.beat("W1", 42, 102.0)
+    assert not judge.has_beaten("W1")
+    assert judge.beat("W1", 43, 102.0) and judge.has_beaten("W1")
+
+
+def test_arrivals_out_of_order_do_not_move_the_last_one_back() -> None:
+    judge = Liveness(timeout=6.0)
+    judge.beat("W1", None, 100.0)
+    judge.beat("W1", None, 50.0)
+    assert judge.is_live("W1", 105.0)
+
+
+@pytest.mark.parametrize("jump", JUMPS)
+def test_the_scheduler_judges_arrivals_not_the_senders_clock(jump: float) -> None:
+    s = Scheduler(Config())  # heartbeat_timeout 6; no service is touched before initialize()
+    for i in range(10):  # one heartbeat a second, each stamped by a clock that stepped by ``jump``
+        raw = encode_event(Heartbeat("W1", "worker", 42, WALL + jump + i))
+        s._on_event(raw, WALL + i, arrived=500.0 + i)
+        assert s.state.is_live("W1", 500.5 + i)
+        assert s.state.choose(500.5 + i) is not None
+    assert not s.state.is_live("W1", 509.0 + 6.0)  # silent for the timeout: lapsed, whatever ts said
+
+
+@pytest.mark.parametrize("jump", JUMPS)
+def test_the_supervisor_judges_arrivals_not_the_senders_clock(jump: float) -> None:
+    sup = Supervisor(Config(), say=lambda line: None)
+
+    class Alive:
+        pid, exitcode = 42, None
+
+        def is_alive(self) -> bool:
+            return True
+
+    w1 = sup.children["W1"]
+    w1.process = Alive()  # type: ignore[assignment]
+    sup.liveness.watch("W1", 42, 490.0)
+    for i in range(10):
+        sup._on_heartbeat(Heartbeat("W1", "worker", 42, WALL + jump + i), 500.0 + i)
+        assert sup._death(w1, 500.5 + i) is None
+    assert sup._death(w1, 509.0 + 6.5) == "no heartbeat for 6.5s"
