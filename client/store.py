@@ -65,6 +65,11 @@ class Keys:
         """Hash status -> count of tasks that ended so (success, failed)."""
         return f"{self.prefix}yadtq:stats"
 
+    @property
+    def quarantine(self) -> str:
+        """Hash 'group|topic|partition' -> 'offset:tries' of careful processes (worker_pool/quarantine.py)."""
+        return f"{self.prefix}yadtq:quarantine"
+
 
 # Shared by ASSIGN and START, whose KEYS[1..3] are (record, stats, done channel):
 # the last start of this task never finished, so its worker died mid-task.
@@ -402,6 +407,40 @@ class ResultStore:
         self._finish(keys=[k.task(task_id), k.stats, k.done_channel(task_id)],
                      args=[attempt, status, repr(at), self.ttl, *flat],
                      client=pipe)
+
+    # --- the quarantine (worker_pool/quarantine.py): a careful process's marks ---
+    def quarantine_mark(self, field: str) -> str | None:
+        """The 'offset:tries' a careful process recorded for ``field``, if any."""
+        return self.redis.hget(self.keys.quarantine, field)  # type: ignore[return-value]
+
+    def set_quarantine_mark(self, field: str, mark: str) -> None:
+        self.redis.hset(self.keys.quarantine, field, mark)
+
+    def clear_quarantine_marks(self, fields: list[str]) -> None:
+        self.redis.hdel(self.keys.quarantine, *fields)
+
+    def fail_quarantined(self, task_id: str, at: float, error: str) -> bool:
+        """Fail the record of a quarantined task unless it ended; False if it had (or is no record).
+
+        Whatever its state (queued, placed, running): the message that carries
+        it kills its reader, so no attempt of it can end otherwise.
+        """
+        key = self.keys.task(task_id)
+        with self.redis.pipeline() as pipe:
+            try:
+                pipe.watch(key)  # type: ignore[no-untyped-call]
+                if pipe.type(key) not in ("hash", "none") or pipe.hget(key, "status") in TERMINAL:
+                    return False
+                pipe.multi()
+                pipe.hset(key, mapping={"status": "failed", "finished_at": repr(at), "error": error})
+                pipe.expire(key, self.ttl)
+                pipe.hincrby(self.keys.stats, "failed", 1)
+                pipe.hdel(self.keys.assignments, task_id)
+                pipe.publish(self.keys.done_channel(task_id), "failed")
+                pipe.execute()
+            except redis.WatchError:  # it changed meanwhile: ended, most likely
+                return False
+        return True
 
 
 def result_fields(value: Any) -> dict[str, str]:

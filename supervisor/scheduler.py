@@ -37,6 +37,7 @@ from client.protocol import (
 )
 from client.store import TERMINAL, Keys, ResultStore, connect
 from supervisor.policy import Placement, SchedulerState, decode_placement
+from worker_pool import quarantine
 from worker_pool.process import exit_on_service_loss, process_setup
 from worker_pool.registry import Registry, default_registry
 
@@ -68,8 +69,10 @@ class _Pending:
 class Scheduler:
     """``initialize()``, then ``loop(now)`` until ``stop()``, then ``shutdown()``."""
 
-    def __init__(self, config: Config, registry: Registry = default_registry) -> None:
+    def __init__(self, config: Config, registry: Registry = default_registry, careful: bool = False) -> None:
         self.config = config
+        self.careful = careful  # started after a crash: read what was uncommitted one by one (quarantine.py)
+        self._guard: quarantine.Guard | None = None
         self.registry = registry
         self.topics = config.topics
         w = config.workers
@@ -101,9 +104,14 @@ class Scheduler:
         # wait for room, and status events (which make room) always flow.
         group = f"yadtq-scheduler.{self.topics.tasks}"
         self._tasks_in = kafka_io.consumer(self.config.kafka, group, max_poll_records=1000)
-        kafka_io.assign_all(self._tasks_in, [self.topics.tasks])
+        tasks = kafka_io.assign_all(self._tasks_in, [self.topics.tasks])
         self._status_in = kafka_io.consumer(self.config.kafka, group)
-        kafka_io.assign_all(self._status_in, [self.topics.status])
+        status = kafka_io.assign_all(self._status_in, [self.topics.status])
+        if self.careful:
+            self._guard = quarantine.Guard(self.store, group, {**quarantine.uncommitted(self._tasks_in, tasks),
+                                                               **quarantine.uncommitted(self._status_in, status)})
+            log.warning("careful mode after a crash: reading %d uncommitted message(s) one by one",
+                        sum(end - start for start, end in self._guard.ranges.values()))
         self._reload()
         log.info("scheduler ready (pid %d): %d tasks in flight", os.getpid(), len(self.state.tasks))
 
@@ -147,15 +155,17 @@ class Scheduler:
         # While tasks wait for room, TASKS is left unread (that bounds memory),
         # and the loop waits on status events instead, which make room.
         status_wait = 50
+        one = self._guard is not None and self._guard.careful()  # careful mode: one message a round
         if not self.waiting:
             status_wait = 0
-            for tp, records in self._tasks_in.poll(timeout_ms=50).items():
-                self.waiting.extend(_Pending(r.value, tp, r.offset) for r in records)
+            for tp, records in self._tasks_in.poll(timeout_ms=50, max_records=1 if one else None).items():
+                self.waiting.extend(_Pending(r.value, tp, r.offset) for r in self._screen(tp, records, at))
                 self._next_offset[tp] = records[-1].offset + 1
-        for tp, records in self._status_in.poll(timeout_ms=status_wait).items():
-            for r in records:
+        for tp, records in self._status_in.poll(timeout_ms=status_wait, max_records=1 if one else None).items():
+            for r in self._screen(tp, records, at):
                 self._on_event(r.value, at)
             self._next_offset[tp] = records[-1].offset + 1
+            self._commit_status_now = self._commit_status_now or one
         if at - self._last_retry_check >= RETRY_CHECK_INTERVAL:
             self._take_due_retries(at)
         self._dispatch(at)
@@ -164,6 +174,30 @@ class Scheduler:
             self._beat(at)
         if at - self._last_reconcile >= RECONCILE_INTERVAL:
             self._reconcile(at)
+
+    def _screen(self, tp: TopicPartition, records: list[Any], at: float) -> list[Any]:
+        """The records to handle: all of them, except in careful mode (after a crash) the quarantined."""
+        if self._guard is None or not self._guard.careful(tp):
+            return records
+        return [r for r in records if not self._quarantined(tp, r, at)]
+
+    def _quarantined(self, tp: TopicPartition, r: Any, at: float) -> bool:
+        """In careful mode: record that ``r`` is being handled, or dead-letter it if it killed too often."""
+        assert self._guard is not None
+        tries = self._guard.check(tp, r.offset)
+        if tries >= 0:
+            return False
+        assert self._producer is not None
+        reason = quarantine.reason(-tries, "the scheduler")
+        log.error("message at %s:%d@%d dead-lettered to %s: %s", tp.topic, tp.partition, r.offset,
+                  self.topics.dead_letter, reason)
+        task_id = quarantine.sniff_task_id(r.value) if tp.topic == self.topics.tasks else None
+        if task_id is not None:
+            self.store.fail_quarantined(task_id, at, reason)
+        body = r.value[:self.config.tasks.max_message_bytes]  # under Kafka's limit, like any dead letter
+        self._sent.append(self._producer.send(self.topics.dead_letter, body, headers=[
+            ("error", reason.encode()), ("from", f"{tp.topic}:{tp.partition}@{r.offset}".encode())]))
+        return True
 
     def _on_event(self, raw: bytes, at: float) -> None:
         try:
@@ -303,6 +337,9 @@ class Scheduler:
         if self._commit_status_now or at - self._last_status_commit >= 1.0:
             self._last_status_commit, self._commit_status_now = at, False
             self._commit_changed(self._status_in, status)
+        if self._guard is not None and self._guard.careful():
+            for tp, o in self._committed.items():
+                self._guard.passed(tp, o)
 
     def _commit_changed(self, consumer: KafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         changed = {tp: o for tp, o in offsets.items() if self._committed.get(tp) != o}
@@ -351,10 +388,10 @@ class Scheduler:
         self.redis.hset(self.keys.load, mapping={w: n for w, n in self.state.load.items()})
 
 
-def run_scheduler(config: Config) -> None:
-    """Process entry point: run the scheduler until SIGTERM."""
+def run_scheduler(config: Config, careful: bool = False) -> None:
+    """Process entry point: run the scheduler until SIGTERM (``careful``: after a crash, see quarantine.py)."""
     process_setup("scheduler")
-    s = Scheduler(config)
+    s = Scheduler(config, careful=careful)
     signal.signal(signal.SIGTERM, lambda *_: s.stop())
     with exit_on_service_loss("scheduler"):
         try:
