@@ -151,6 +151,14 @@ class Guard:
         if r is not None and position >= r[1]:
             self.leave(tp)
 
+    def extend(self, ends: dict[TopicPartition, int]) -> None:
+        """Stay careful up to ``ends``: after a quarantine, copies of its task may follow it
+        (the scheduler moves the task of a dead worker), and they would kill the same way."""
+        for tp, end in ends.items():
+            r = self.ranges.get(tp)
+            if r is not None:
+                self.ranges[tp] = (r[0], max(r[1], end))
+
     def leave(self, tp: TopicPartition) -> None:
         del self.ranges[tp]
         self.store.clear_quarantine_marks([field(self.group, tp)])

@@ -154,7 +154,7 @@ class Worker:
         A task that ended meanwhile (e.g. quarantined from another copy of its
         assignment) is skipped unread: reading it may be what kills.
         """
-        assert self._guard is not None and self._producer is not None
+        assert self._guard is not None and self._producer is not None and self._consumer is not None
         tries = self._guard.check(tp, rec.offset)
         task_id = quarantine.sniff_task_id(rec.value)
         if tries >= 0:
@@ -168,6 +168,7 @@ class Worker:
             ("error", reason.encode()), ("from", f"{rec.topic}:{rec.partition}@{rec.offset}".encode())])
         self._producer.flush(timeout=30)
         kafka_io.check_sent([sent], "a dead letter")  # before the commit past it
+        self._guard.extend(self._consumer.end_offsets([tp]))
         return False
 
     # --- one assignment ---

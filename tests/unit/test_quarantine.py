@@ -86,3 +86,9 @@ def test_task_ids_are_found_without_parsing() -> None:
     assert quarantine.sniff_task_id(b'\xff{"task-id" : "t-2", "args": [') == "t-2"
     for raw in (b"", b'{"task-id": 3}', b'{"task-id": "-bad"}', b'{"task-id": "a\\u0000"}', b'{"task-id": "\xff"}'):
         assert quarantine.sniff_task_id(raw) is None, raw
+
+
+def test_after_a_quarantine_the_range_can_grow_to_cover_copies_of_its_task() -> None:
+    g = Guard(Marks(), "g", {TP: (5, 6)})
+    g.extend({TP: 9, TopicPartition("T", 1): 4})
+    assert g.ranges == {TP: (5, 9)}  # a partition no longer careful stays so
