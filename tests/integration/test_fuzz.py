@@ -106,6 +106,29 @@ TASK = st.fixed_dictionaries({
         "max_retries": st.one_of(st.integers(), JSON)}), wrong(dict)),
     "v": field(st.just(1), JSON),
 }).map(lambda d: {k: v for k, v in d.items() if v is not _ABSENT})
+WRONG_FIELD = {"task": wrong(str), "args": wrong(list), "kwargs": wrong(dict), "options": wrong(dict), "v": JSON}
+OPTIONS = st.fixed_dictionaries({}, optional={"timeout": st.one_of(st.floats(), st.integers(), SPECIALS),
+                                              "max_retries": st.one_of(st.integers(), SPECIALS)})
+
+
+@st.composite
+def almost_valid_task(draw: Callable[..., Any]) -> dict[str, Any]:
+    """A task that runs as it is, or with one or two fields made wrong: it reaches deeper code."""
+    name = draw(st.sampled_from(["echo", "add", "mul"]))
+    if name == "echo":  # any arguments: what the worker must then store
+        args, kwargs = draw(st.lists(JSON, max_size=3)), draw(st.dictionaries(st.sampled_from(["a", "x"]), JSON,
+                                                                                 max_size=2))
+    else:
+        args, kwargs = draw(st.lists(st.one_of(st.integers(), st.floats(), JSON), min_size=2, max_size=2)), {}
+    body = {"task-id": ID, "task": name, "args": args, "kwargs": kwargs, "options": draw(OPTIONS), "v": 1}
+    for f in draw(st.sets(st.sampled_from(sorted(WRONG_FIELD)), max_size=2)):
+        if draw(st.booleans()):
+            body[f] = draw(WRONG_FIELD[f])
+        else:
+            del body[f]
+    return body
+
+
 # No readable id: every other shape of bytes and JSON.
 BAD_IDS = st.one_of(wrong(str), st.text(max_size=250), st.sampled_from(
     ["", "-x", "a b", "yadtq:assignments", "yadtq:epoch", "yadtq:owner", "x" * 201, "\ud800", "a/b", "ключ"]))
@@ -177,7 +200,7 @@ class Bad:
 
 def task_messages(tag: str, n: int) -> list[Bad]:
     out = [Bad("tasks", dump(t).encode().replace(ID.encode(), f"{tag}-f{i}".encode()), f"{tag}-f{i}")
-           for i, t in enumerate(collect(TASK, n))]
+           for i, t in enumerate(collect(st.one_of(TASK, almost_valid_task()), n))]
     for v in collect(NO_ID, n):
         out.append(Bad("tasks", v if isinstance(v, bytes) else dump(v).encode()))
     for i, size in enumerate(collect(OVERSIZED, max(3, n // 20))):
