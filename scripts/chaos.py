@@ -260,10 +260,7 @@ def _disrupt(clusters: Clusters, config: Config, what: str, opts: Options, rng: 
 def _kill_supervisor(clusters: Clusters, config: Config, summary: Summary) -> None:
     """SIGKILL the supervisor and start it again; its children must not outlive it for long."""
     old = clusters.current
-    try:
-        children = [c.pid for c in psutil.Process(old.proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        children = []
+    children = [old.pid(name) for name in ["scheduler", *config.worker_ids()]]
     old.proc.send_signal(signal.SIGKILL)
     old.proc.wait(10)
     summary.supervisor_kills += 1
