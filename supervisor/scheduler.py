@@ -155,10 +155,12 @@ class Scheduler:
         # While tasks wait for room, TASKS is left unread (that bounds memory),
         # and the loop waits on status events instead, which make room.
         status_wait = 50
-        one = self._guard is not None and self._guard.careful()  # careful mode: one message a round
+        # Careful mode (after a crash): one message a round from a topic with uncommitted messages left.
+        one_task = self._guard is not None and self._guard.careful_topic(self.topics.tasks)
+        one = self._guard is not None and self._guard.careful_topic(self.topics.status)
         if not self.waiting:
             status_wait = 0
-            for tp, records in self._tasks_in.poll(timeout_ms=50, max_records=1 if one else None).items():
+            for tp, records in self._tasks_in.poll(timeout_ms=50, max_records=1 if one_task else None).items():
                 self.waiting.extend(_Pending(r.value, tp, r.offset) for r in self._screen(tp, records, at))
                 self._next_offset[tp] = records[-1].offset + 1
         for tp, records in self._status_in.poll(timeout_ms=status_wait, max_records=1 if one else None).items():

@@ -130,6 +130,10 @@ class Guard:
     def careful(self, tp: TopicPartition | None = None) -> bool:
         return bool(self.ranges) if tp is None else tp in self.ranges
 
+    def careful_topic(self, topic: str) -> bool:
+        """Is some partition of ``topic`` still read one by one?"""
+        return any(tp.topic == topic for tp in self.ranges)
+
     def check(self, tp: TopicPartition, offset: int) -> int:
         """0: handle it normally; N > 0: handle it, try N; -N: quarantine it after N tries."""
         r = self.ranges.get(tp)

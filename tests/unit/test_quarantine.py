@@ -92,3 +92,8 @@ def test_after_a_quarantine_the_range_can_grow_to_cover_copies_of_its_task() -> 
     g = Guard(Marks(), "g", {TP: (5, 6)})
     g.extend({TP: 9, TopicPartition("T", 1): 4})
     assert g.ranges == {TP: (5, 9)}  # a partition no longer careful stays so
+
+
+def test_careful_per_topic() -> None:
+    g = Guard(Marks(), "g", {TP: (5, 6), TopicPartition("S", 0): (0, 0)})
+    assert g.careful_topic("T") and not g.careful_topic("S")
