@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import time
 import uuid
@@ -46,6 +47,7 @@ pytestmark = pytest.mark.integration
 EXAMPLES = int(os.environ.get("YADTQ_FUZZ_EXAMPLES", "150"))  # per kind: tasks and status events
 LIMIT = 20_000  # tasks.max_message_bytes of the fuzzed cluster
 ID = "@@ID@@"  # where the generated task id goes in a message
+W1 = "@@W1@@"  # where the id of the cluster's first worker goes in a status event
 WAIT = float(os.environ.get("YADTQ_FUZZ_WAIT", "60"))  # seconds for every message to end
 
 
@@ -84,9 +86,12 @@ JSON = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4)
 
 
 def wrong(*good: type) -> st.SearchStrategy[Any]:
-    """A JSON value that is not of the types ``good`` (bools count as no number)."""
+    """A JSON value that is not of the types ``good`` (bools count as no number; NaN,
+    Infinity and deep nesting count as nothing; None is wrong too)."""
     def bad(v: Any) -> bool:
-        return isinstance(v, (Literal, bool)) or v is None or not isinstance(v, good)
+        if isinstance(v, Literal):  # a huge integer is still an integer, if out of range
+            return not (int in good and re.fullmatch(r"-?[0-9]+", v.text))
+        return isinstance(v, bool) or v is None or not isinstance(v, good)
     return JSON.filter(bad)
 
 
@@ -141,16 +146,16 @@ NO_ID = st.one_of(
 OVERSIZED = st.integers(LIMIT + 1, 4 * LIMIT)
 
 EVENT_FIELDS: dict[str, dict[str, tuple[st.SearchStrategy[Any], st.SearchStrategy[Any]]]] = {
-    "heartbeat": {"sender": (st.sampled_from(["W1", "W2", "scheduler", "X"]), wrong(str)),
+    "heartbeat": {"sender": (st.sampled_from([W1, "W2", "scheduler", "X"]), wrong(str)),
                   "role": (st.sampled_from(["worker", "scheduler"]), wrong(str)),
                   "pid": (st.integers(1, 2 ** 22), wrong(int)),
                   "ts": (st.floats(1e9, 2e9), wrong(int, float)),
-                  "running": (st.one_of(st.none(), st.text(max_size=5)), wrong(str))},
-    "tasks-finished": {"worker": (st.sampled_from(["W1", "W2"]), wrong(str)),
+                  "running": (st.one_of(st.none(), st.text(max_size=5)), wrong(str).filter(lambda v: v is not None))},
+    "tasks-finished": {"worker": (st.sampled_from([W1, "W2"]), wrong(str)),
                        "tasks": (st.lists(st.tuples(st.text(max_size=5), st.integers(1, 3),
                                                     st.sampled_from(["success", "failed", "retry"])).map(list),
                                           max_size=3), wrong(list))},
-    "worker-down": {"worker": (st.sampled_from(["W1", "W2", "W9"]), wrong(str)),
+    "worker-down": {"worker": (st.sampled_from([W1, "W2", "W9"]), wrong(str)),
                     "reason": (st.text(max_size=10), wrong(str)),
                     "ts": (st.floats(1e9, 2e9), wrong(int, float)),
                     "pid": (st.integers(1, 2 ** 22), wrong(int))},
@@ -228,7 +233,9 @@ def send(cluster: Any, bad: list[Bad], tag: str) -> list[str]:
     good = []
     producer = KafkaProducer(bootstrap_servers=KAFKA, max_request_size=1_048_576)
     try:
+        w1 = cluster.config.worker_ids()[0].encode()
         for i, b in enumerate(bad):
+            b.body = b.body.replace(W1.encode(), w1)
             producer.send(topics[b.topic], b.body)
             good.append(f"{tag}-g{i}")
             producer.send(topics["tasks"], json.dumps({"task-id": good[-1], "task": "add", "args": [i, 1000]}).encode())
@@ -285,6 +292,7 @@ def test_fuzzed_messages_never_stop_the_cluster(start_cluster: Any) -> None:
     types = ("tasks-finished", "worker-down", "junk") if "no-heartbeats" in kinds else (*EVENT_FIELDS, "junk")
     events = [Bad("status", e) for e in collect(bad_event(types), EXAMPLES)]
     bad = bad_tasks * ("tasks" in kinds) + collide * ("collide" in kinds) + events * ("status" in kinds)
+    random.Random(tag).shuffle(bad)  # every kind between good tasks, in a mixed order
     pids = sorted(cluster.child_pids())
     mark = cluster.mark()
     good = send(cluster, bad, tag)
