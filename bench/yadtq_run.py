@@ -36,7 +36,8 @@ from bench.common import (
 )
 from client import Client, TaskHandle, TaskSpec
 from client.config import load_config
-from supervisor.harness import remove_cluster_data
+from client.store import Status
+from tests.support.harness import remove_cluster_data
 
 DB = 14
 _STARTED = re.compile(r"started (\S+) \(pid (\d+)\)")
@@ -74,7 +75,7 @@ def _check_all_succeeded(client: Client, ids: list[str]) -> None:
     bad: list[tuple[str, str | None]] = []
     for i in range(0, len(ids), 1000):
         chunk = ids[i:i + 1000]
-        bad += [(t, s) for t, s in zip(chunk, client.store.statuses(chunk), strict=True) if s != "success"]
+        bad += [(t, s) for t, s in zip(chunk, client.store.statuses(chunk), strict=True) if s != Status.SUCCESS]
     if bad:
         t, s = bad[0]
         raise BenchError(f"{len(bad)} of {len(ids)} tasks did not succeed, e.g. {t}: {s} {client.record(t)}")

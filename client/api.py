@@ -21,9 +21,9 @@ from kafka.errors import KafkaError
 
 from client import kafka as kafka_io
 from client.config import Config, KafkaConfig, RedisConfig, load_config
-from client.errors import ResultTimeout, ServiceUnavailable, TaskFailed, TaskNotFound
-from client.protocol import Task, TaskOptions, check_task_id, encode_task, now
-from client.store import TERMINAL, Keys, ResultStore, connect, safe_url
+from client.errors import InvalidMessage, ResultTimeout, ServiceUnavailable, TaskFailed, TaskNotFound
+from client.protocol import Task, TaskLimits, TaskOptions, check_task, check_task_id, now
+from client.store import TERMINAL, Keys, Status, TaskStore, connect, safe_url
 
 SUBMIT_TIMEOUT = 30.0  # seconds a submit waits for Kafka to take the tasks
 
@@ -75,7 +75,7 @@ class Client:
         self.config = config or Config()
         self.keys = Keys(self.config.redis.key_prefix)
         self.redis = connect(self.config.redis)
-        self.store = ResultStore(self.redis, self.keys, self.config.tasks.result_ttl)
+        self.store = TaskStore(self.redis, self.keys, self.config.tasks.result_ttl)
         self._producer: Any = None
 
     @classmethod
@@ -117,12 +117,15 @@ class Client:
         """Submit many tasks with one Redis round trip and one Kafka flush.
 
         Each item is a TaskSpec, or a tuple ``(name, args)`` / ``(name, args, kwargs)``.
+        Every task is checked first, as the scheduler will check it: if one is
+        invalid, InvalidMessage says which and why, and none is submitted.
         """
-        tasks = [_to_task(s) for s in specs]
+        tasks, messages = _checked(list(specs), self.config.tasks.limits())
+        self._refuse_foreign_ids([t.task_id for t in tasks])
         at = now()
         prod = self._kafka()
         try:
-            futures = [prod.send(self.config.topics.tasks, encode_task(t)) for t in tasks]
+            futures = [prod.send(self.config.topics.tasks, m) for m in messages]
             prod.flush(timeout=SUBMIT_TIMEOUT)
             kafka_io.check_sent(futures, "the task")
         except (KafkaError, ServiceUnavailable) as e:
@@ -142,6 +145,18 @@ class Client:
             raise ServiceUnavailable(f"tasks submitted, but Redis at {safe_url(self.config.redis.url)} "
                                      f"failed: {e}") from None
         return [TaskHandle(self, t.task_id) for t in tasks]
+
+    def _refuse_foreign_ids(self, task_ids: list[str]) -> None:
+        """Raise before producing if a task id names a Redis key YADTQ does not own."""
+        try:
+            foreign = self.store.foreign_ids(task_ids)
+        except redis.RedisError as e:
+            raise self._redis_down(e) from None
+        if foreign:
+            task_id, key_type = next(iter(foreign.items()))
+            raise InvalidMessage(f"task id {task_id!r} names an existing Redis key that YADTQ does not own "
+                                 f"(a {key_type}); nothing was submitted; set redis.key_prefix when sharing "
+                                 "a database", task_id)
 
     def _kafka(self) -> Any:
         if self._producer is None:
@@ -217,17 +232,39 @@ class Client:
 def _value(task_id: str, rec: dict[str, str]) -> Any:
     if not rec:
         raise TaskNotFound(f"no record of task {task_id} (never submitted, or expired)")
-    if rec.get("status") == "failed":
+    if rec.get("status") == Status.FAILED:
         raise TaskFailed(task_id, rec.get("error", "unknown error"), rec.get("traceback", ""))
     return json.loads(rec["result"])
 
 
+def _checked(specs: list[TaskSpec | tuple[Any, ...]], limits: TaskLimits) -> tuple[list[Task], list[bytes]]:
+    """Each spec as a Task and its message, checked as the scheduler checks them;
+    InvalidMessage naming the first bad spec (by its place in ``specs``)."""
+    tasks, messages = [], []
+    for i, spec in enumerate(specs):
+        try:
+            task = _to_task(spec)
+            messages.append(check_task(task, limits))
+        except InvalidMessage as e:
+            raise InvalidMessage(f"task {i + 1} of {len(specs)} is invalid, so none was submitted: {e.reason}",
+                                 e.task_id) from None
+        tasks.append(task)
+    return tasks, messages
+
+
 def _to_task(spec: TaskSpec | tuple[Any, ...]) -> Task:
-    if isinstance(spec, tuple):
-        spec = TaskSpec(*spec)
-    task_id = check_task_id(spec.task_id) if spec.task_id else str(uuid.uuid4())
-    return Task(task_id, spec.name, list(spec.args), dict(spec.kwargs or {}),
-                TaskOptions(spec.timeout, spec.max_retries))
+    try:
+        if isinstance(spec, tuple):
+            spec = TaskSpec(*spec)
+        task_id = check_task_id(spec.task_id) if spec.task_id is not None else str(uuid.uuid4())
+        if spec.kwargs is not None and not isinstance(spec.kwargs, dict):
+            raise InvalidMessage(f"kwargs must be a dict, got {type(spec.kwargs).__name__}")
+        if isinstance(spec.args, (str, bytes, dict)):  # a sequence, but surely not what was meant
+            raise InvalidMessage(f"args must be a list or tuple, got {type(spec.args).__name__}")
+        return Task(task_id, spec.name, list(spec.args), dict(spec.kwargs or {}),
+                    TaskOptions(spec.timeout, spec.max_retries))
+    except TypeError as e:  # TaskSpec(*spec) with too many items, args that is not a sequence...
+        raise InvalidMessage(f"not a task spec: {e}") from None
 
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("submit", help="submit a task; print its id, or its result with --wait")
     s.add_argument("task", help="registered task name, e.g. add")
     s.add_argument("args", nargs="*", help="positional arguments (JSON, or plain strings)")
-    s.add_argument("--kwargs", type=json.loads, default=None, help="keyword arguments as a JSON object")
+    s.add_argument("--kwargs", type=_kwargs, default=None, help="keyword arguments as a JSON object")
     s.add_argument("--id", dest="task_id", help="task id to use (default: a new UUID)")
     s.add_argument("--time-limit", type=float, help="seconds the task may run (default: from the config)")
     s.add_argument("--retries", type=int, help="retry limit for this task (default: from the config)")
@@ -48,6 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("task_id")
     r.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
     return p
+
+
+def _kwargs(text: str) -> dict[str, Any]:
+    """``--kwargs``: a JSON object, else a usage error (exit 2) that says so."""
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({e}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"sep\": \"-\"}}', got {text!r}")
+    return value
 
 
 def _arg(text: str) -> Any:

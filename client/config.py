@@ -8,6 +8,7 @@ README's configuration table mirrors these defaults.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 from client.errors import ConfigError
-from client.protocol import TaskOptions
+from client.protocol import DEFAULT_LIMITS, TaskLimits, TaskOptions
 
 Check = tuple[Callable[[Any], bool], str]
 
@@ -252,14 +253,43 @@ class RedisConfig:
         return f"RedisConfig({shown})"
 
 
+_DAY = 86400.0
+
+
 @dataclass(frozen=True)
 class TopicsConfig:
-    """Topic names. Worker i consumes ``f"{workers}{i}"`` (W1, W2, ...)."""
+    """Topic names, and the settings the supervisor creates the topics with.
+
+    Worker i consumes ``f"{workers}{i}"`` (W1, W2, ...). The settings apply
+    when a topic is created; a topic that exists already keeps its own.
+    """
 
     tasks: str = field(default="TASKS", metadata=_name())
     status: str = field(default="status", metadata=_name())
     workers: str = field(default="W", metadata=_name())
     dead_letter: str = field(default="TASKS.dead-letter", metadata=_name())
+    # 0: min(3, the number of brokers), and min(2, replication_factor).
+    replication_factor: int = field(default=0, metadata=_at_least(0))
+    min_insync_replicas: int = field(default=0, metadata=_at_least(0))
+    # Seconds Kafka keeps a topic's messages (retention.ms).
+    tasks_retention: float = field(default=7 * _DAY, metadata=_positive())
+    workers_retention: float = field(default=7 * _DAY, metadata=_positive())
+    dead_letter_retention: float = field(default=14 * _DAY, metadata=_positive())
+    # Heartbeats are of no use after minutes; Kafka deletes whole segments
+    # only, so status also gets short segments (segment.ms), or it would keep
+    # a week of heartbeats whatever its retention says.
+    status_retention: float = field(default=3600.0, metadata=_positive())
+    status_segment: float = field(default=600.0, metadata=_positive())
+
+    def checked(self) -> TopicsConfig:
+        """Check the settings that depend on each other."""
+        if self.replication_factor and self.min_insync_replicas > self.replication_factor:
+            raise _Invalid("min_insync_replicas", f"expected at most topics.replication_factor "
+                                                  f"({self.replication_factor}), got {self.min_insync_replicas}")
+        if self.status_segment > self.status_retention:
+            raise _Invalid("status_segment", f"expected at most topics.status_retention "
+                                             f"({self.status_retention:g}), got {self.status_segment:g}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -292,6 +322,24 @@ class TasksConfig:
     # At most Kafka's default message size limit, so a refused task's dead letter still fits.
     max_message_bytes: int = field(default=1_000_000, metadata={
         "check": (lambda v: 64 <= v <= 1_000_000, "an integer from 64 to 1000000")})
+    # The most a submitter may ask for in a task's options: options.timeout
+    # and options.max_retries above these are refused with a clear error.
+    max_timeout: float = field(default=DEFAULT_LIMITS.max_timeout, metadata=_positive())
+    max_retries_cap: int = field(default=DEFAULT_LIMITS.max_retries, metadata=_at_least(0))
+
+    def checked(self) -> TasksConfig:
+        """The defaults must be within the caps a task's own options are held to."""
+        if self.time_limit > self.max_timeout:
+            raise _Invalid("time_limit", f"expected at most tasks.max_timeout ({self.max_timeout:g}), "
+                                         f"got {self.time_limit:g}")
+        if self.max_retries > self.max_retries_cap:
+            raise _Invalid("max_retries", f"expected at most tasks.max_retries_cap ({self.max_retries_cap}), "
+                                          f"got {self.max_retries}")
+        return self
+
+    def limits(self) -> TaskLimits:
+        """The bounds every parse of a task message is checked against."""
+        return TaskLimits(self.max_message_bytes, self.max_timeout, self.max_retries_cap)
 
     def retries_for(self, options: TaskOptions) -> int:
         """The retry limit of a task: its own ``options.max_retries``, else this default."""
@@ -335,7 +383,26 @@ class Config:
         if w.heartbeat_timeout <= 2 * w.heartbeat_interval:  # one late heartbeat must not kill a worker
             raise ConfigError(f"{source}: workers.heartbeat_timeout: expected more than twice "
                               f"workers.heartbeat_interval ({w.heartbeat_interval:g}), got {w.heartbeat_timeout:g}")
+        clash = built.topic_clash()
+        if clash:
+            raise ConfigError(f"{source}: {clash}")
         return dataclasses.replace(built, source=source)
+
+    def topic_clash(self) -> str:
+        """Why two of the cluster's topics would be one, or '' if all differ.
+
+        ``dead_letter: TASKS`` would send every dead letter back into TASKS, for
+        ever. Kafka also takes '.' and '_' for one character in topic names.
+        """
+        t = self.topics
+        named = [("topics.tasks", t.tasks), ("topics.status", t.status), ("topics.dead_letter", t.dead_letter)]
+        named += [(f"topics.workers (worker {w}'s topic)", w) for w in self.worker_ids()]
+        seen: dict[str, tuple[str, str]] = {}
+        for key, name in named:
+            other_key, other = seen.setdefault(name.replace(".", "_"), (key, name))
+            if other_key != key:
+                return f"{key}: {name!r} is the same topic as {other_key} ({other!r}); every topic needs its own name"
+        return ""
 
     def worker_ids(self) -> list[str]:
         """The worker ids, which are also their topic names: W1..Wn."""
@@ -397,12 +464,12 @@ def _scalar_ok(hint: type, raw: Any) -> bool:
         return isinstance(raw, bool)
     if isinstance(raw, bool):  # bool is an int in Python, but never a number here
         return False
-    if hint is float:
-        return isinstance(raw, (int, float))
+    if hint is float:  # YAML's .nan and .inf are floats: never a valid setting
+        return isinstance(raw, (int, float)) and math.isfinite(raw)
     return isinstance(raw, hint)
 
 
-_EXPECTED = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_EXPECTED = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
 
 
 def _coerce(hint: Any, raw: Any, source: str, key: str) -> Any:

@@ -56,3 +56,12 @@ class ResultTimeout(TaskError):
 
 class TaskTimeLimitExceeded(YadtqError):
     """Raised inside a running task when it passes its time limit."""
+
+
+class InvalidResult(YadtqError):
+    """A task's return value cannot be stored: not JSON, not UTF-8, too deep or too large."""
+
+
+class Fenced(YadtqError):
+    """A write was refused because the writer's epoch is older than the cluster's:
+    this process belongs to an old generation and must exit (EXIT_FENCED)."""

@@ -262,6 +262,28 @@ def partitions(c: KafkaConsumer, topic: str, timeout: float = 15.0) -> list[Topi
         time.sleep(0.2)
 
 
+# Seconds after which an offset is committed again even if it has not moved.
+# Kafka forgets a group's offsets once none was committed for
+# offsets.retention.minutes (7 days by default); a process restarted after that
+# would start from the earliest record still kept and replay old tasks.
+OFFSET_REFRESH = 60.0
+
+
+def offsets_due(offsets: dict[TopicPartition, int], committed: dict[TopicPartition, tuple[int, float]],
+                at: float, every: float = OFFSET_REFRESH) -> dict[TopicPartition, int]:
+    """The offsets to commit at time ``at``: each one that moved, and each one last
+    committed ``every`` seconds ago or more. ``committed`` maps a partition to
+    (offset, when it was committed)."""
+    return {tp: o for tp, o in offsets.items()
+            if tp not in committed or committed[tp][0] != o or at - committed[tp][1] >= every}
+
+
+def positions(c: KafkaConsumer) -> dict[TopicPartition, int]:
+    """The next offset ``c`` will read in each of its partitions (its committed
+    offset, or where the reset policy puts it, until it reads further)."""
+    return {tp: c.position(tp) for tp in c.assignment()}
+
+
 def assign_all(c: KafkaConsumer, topics: list[str]) -> list[TopicPartition]:
     """Assign every partition of ``topics`` to ``c`` (no group rebalancing: one owner each)."""
     tps = [tp for t in topics for tp in partitions(c, t)]

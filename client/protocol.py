@@ -7,20 +7,56 @@ any other producer in the seed's format (no ``v``) is accepted as version 1.
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
-from client.errors import InvalidMessage
+from client.errors import InvalidMessage, InvalidResult
 
 PROTOCOL_VERSION = 1
 
 # Task ids become Redis keys and channel names: printable, no spaces, bounded.
 _TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,199}")
-_RESERVED_PREFIX = "yadtq:"  # our own Redis keys live under this prefix
+# Our own Redis keys are "<key prefix>yadtq:...". Refused anywhere in an id, not
+# only at its start: clusters sharing a database with different key prefixes
+# must not reach each other's internal keys ("b:yadtq:assignments").
+_RESERVED = "yadtq:"
+# Worker ids and other senders of status events: Kafka topic names.
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+MAX_NAME_CHARS = 200  # a task's registered name
+# Deepest nesting of lists and objects in a message. What json.loads accepts
+# (up to ~1000 levels) can still exhaust the stack when encoded again from a
+# deeper call, in the scheduler or in redis-py: so far less, and checked here.
+MAX_DEPTH = 100
+# Largest return value a record takes (JSON bytes): far below Redis's 512 MB,
+# whose error on FINISH would look like a lost Redis and restart the worker.
+MAX_RESULT_BYTES = 64 * 1024 * 1024
+ROLES = ("worker", "scheduler")
+# What a worker reports for each assignment it is done with (see TasksFinished).
+REPORT_STATUSES = ("success", "failed", "retry", "ended", "fenced")
+# A JSON escape of a UTF-16 surrogate: the only way a lone surrogate, which is
+# not encodable as UTF-8, gets into text decoded from valid UTF-8 bytes.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+@dataclass(frozen=True)
+class TaskLimits:
+    """The cluster's bounds on a task message, from ``tasks.*`` in the config.
+
+    Every parse of a task takes them, so the scheduler, the worker and the
+    client refuse exactly the same tasks.
+    """
+
+    max_bytes: int = 1_000_000      # tasks.max_message_bytes
+    max_timeout: float = 86400.0    # tasks.max_timeout: the most an options.timeout may ask
+    max_retries: int = 100          # tasks.max_retries_cap: the most an options.max_retries may ask
+
+
+DEFAULT_LIMITS = TaskLimits()
 
 
 @dataclass(frozen=True)
@@ -67,8 +103,8 @@ class Assignment:
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    """Compact UTF-8 JSON, the only encoding on the wire."""
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Compact UTF-8 JSON, the only encoding on the wire (NaN and Infinity are not JSON)."""
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 def encode_task(task: Task) -> bytes:
@@ -94,32 +130,56 @@ def check_task_id(task_id: Any) -> str:
         raise InvalidMessage(
             f"'task-id' must be 1-200 characters of letters, digits and ._:@+=- "
             f"starting with a letter or digit, got {_short(task_id)}")
-    if task_id.startswith(_RESERVED_PREFIX):
-        raise InvalidMessage(f"'task-id' may not start with {_RESERVED_PREFIX!r}: {task_id!r}")
+    if _RESERVED in task_id:
+        raise InvalidMessage(f"'task-id' may not start with or contain {_RESERVED!r} (YADTQ's own keys use it): "
+                             f"{task_id!r}")
     return task_id
 
 
-def parse_task(raw: bytes, *, max_bytes: int) -> Task:
+def parse_task(raw: bytes, limits: TaskLimits | None = None, *, max_bytes: int | None = None) -> Task:
     """Parse and check a task message from TASKS; raise InvalidMessage saying why.
 
-    The error carries the task id whenever one could be read, so the caller can
-    mark that task ``failed`` rather than only dead-lettering the bytes.
+    ``limits`` are the cluster's (``TasksConfig.limits()``); ``max_bytes``, if
+    given, replaces its size limit. A Task returned here can be encoded, stored
+    and run: every text encodes as UTF-8, every number is finite, the options
+    are in range. The error carries the task id whenever one could be read, so
+    the caller can mark that task ``failed`` rather than only dead-lettering it.
     """
-    if len(raw) > max_bytes:
-        raise InvalidMessage(f"message is {len(raw)} bytes, over the limit of {max_bytes}",
+    limits = limits or DEFAULT_LIMITS
+    size = limits.max_bytes if max_bytes is None else max_bytes
+    if len(raw) > size:
+        raise InvalidMessage(f"message is {len(raw)} bytes, over the limit of {size}",
                              _sniff_task_id(raw[:4096]))
     obj = _json_object(raw)
     task_id = check_task_id(obj.get("task-id"))
     try:
-        return _task_fields(obj, task_id)
+        _check_whole(obj, raw)
+        return _task_fields(obj, task_id, limits)
     except InvalidMessage as e:
         raise InvalidMessage(e.reason, task_id) from None
 
 
-def _task_fields(obj: dict[str, Any], task_id: str) -> Task:
+def check_task(task: Task, limits: TaskLimits | None = None) -> bytes:
+    """Encode a task built in Python and check it exactly as the scheduler will.
+
+    Returns the bytes to send; raises InvalidMessage (with the task id) for any
+    task the scheduler would refuse: a value JSON cannot hold (NaN, a set, a
+    lone surrogate), an option out of range, a message over the size limit.
+    """
+    try:
+        raw = encode_task(task)
+    except (TypeError, ValueError) as e:  # UnicodeEncodeError is a ValueError
+        raise InvalidMessage(f"the task cannot be sent as JSON: {_reason(e)}", task.task_id) from None
+    except RecursionError:
+        raise InvalidMessage("the task's arguments are nested too deeply", task.task_id) from None
+    parse_task(raw, limits)
+    return raw
+
+
+def _task_fields(obj: dict[str, Any], task_id: str, limits: TaskLimits) -> Task:
     _check_version(obj)
     name = obj.get("task")
-    if not isinstance(name, str) or not name:
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME_CHARS:
         raise InvalidMessage(f"'task' must be a non-empty string naming a registered task, got {_short(name)}")
     args = obj.get("args", [])
     if not isinstance(args, list):
@@ -127,28 +187,63 @@ def _task_fields(obj: dict[str, Any], task_id: str) -> Task:
     kwargs = obj.get("kwargs", {})
     if not isinstance(kwargs, dict):
         raise InvalidMessage(f"'kwargs' must be an object, got {_short(kwargs)}")
-    return Task(task_id, name, args, kwargs, _options(obj.get("options", {})))
+    return Task(task_id, name, args, kwargs, _options(obj.get("options", {}), limits))
 
 
-def _options(raw: Any) -> TaskOptions:
+def _options(raw: Any, limits: TaskLimits) -> TaskOptions:
     if not isinstance(raw, dict):
         raise InvalidMessage(f"'options' must be an object, got {_short(raw)}")
     timeout, retries = raw.get("timeout"), raw.get("max_retries")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-        raise InvalidMessage(f"'options.timeout' must be a number of seconds > 0, got {_short(timeout)}")
-    if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
-        raise InvalidMessage(f"'options.max_retries' must be an integer >= 0, got {_short(retries)}")
+    if timeout is not None:
+        if not _is_number(timeout) or not timeout > 0:
+            raise InvalidMessage(f"'options.timeout' must be a finite number of seconds > 0, got {_short(timeout)}")
+        if timeout > limits.max_timeout:
+            raise InvalidMessage(f"options.timeout {timeout:g} is over this cluster's limit "
+                                 f"(tasks.max_timeout = {limits.max_timeout:g})")
+    if retries is not None:
+        if not _is_int(retries) or retries < 0:
+            raise InvalidMessage(f"'options.max_retries' must be an integer >= 0, got {_short(retries)}")
+        if retries > limits.max_retries:
+            raise InvalidMessage(f"options.max_retries {retries} is over this cluster's limit "
+                                 f"(tasks.max_retries_cap = {limits.max_retries})")
     return TaskOptions(float(timeout) if timeout is not None else None, retries)
 
 
-def parse_assignment(raw: bytes) -> Assignment:
-    """Parse a message from a worker's topic (written by the scheduler)."""
+def parse_assignment(raw: bytes, limits: TaskLimits | None = None) -> Assignment:
+    """Parse a message from a worker's topic (written by the scheduler).
+
+    ``limits`` should be the cluster's, as the scheduler checked the task with
+    them; the size limit is not applied (an assignment is a task plus a few bytes).
+    """
+    limits = limits or DEFAULT_LIMITS
     obj = _json_object(raw)
-    task = _task_fields(obj, check_task_id(obj.get("task-id")))
+    _check_whole(obj, raw)
+    task = _task_fields(obj, check_task_id(obj.get("task-id")), limits)
     attempt, worker = obj.get("attempt"), obj.get("worker")
-    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1 or not isinstance(worker, str):
-        raise InvalidMessage("assignment needs an integer 'attempt' >= 1 and a 'worker'", task.task_id)
+    if not _is_int(attempt) or attempt < 1 or not _is_name(worker):
+        raise InvalidMessage("assignment needs an integer 'attempt' >= 1 and a 'worker' (a topic name)",
+                             task.task_id)
     return Assignment(task, attempt, worker)
+
+
+def encode_result(value: Any, max_bytes: int | None = MAX_RESULT_BYTES) -> str:
+    """A task's return value as the JSON text stored in its record.
+
+    Raises InvalidResult for a value that cannot be stored: not JSON (a set,
+    NaN), text that is not UTF-8 (a lone surrogate, e.g. an undecodable file
+    name from ``os.listdir``), nesting too deep, or more than ``max_bytes``.
+    The same value would fail again, so such a task fails without a retry.
+    """
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        size = len(text.encode("utf-8"))
+    except (TypeError, ValueError) as e:
+        raise InvalidResult(f"the task's return value cannot be stored as JSON: {_reason(e)}") from None
+    except RecursionError:
+        raise InvalidResult("the task's return value is nested too deeply to store as JSON") from None
+    if max_bytes is not None and size > max_bytes:
+        raise InvalidResult(f"the task's return value is {size} bytes as JSON, over the limit of {max_bytes}")
+    return text
 
 
 # --- Status events: the 'status' topic ------------------------------------
@@ -177,12 +272,6 @@ class TasksFinished:
     worker: str
     tasks: list[list[Any]]
 
-    def __post_init__(self) -> None:
-        for item in self.tasks:
-            if (not isinstance(item, list) or len(item) != 3 or not isinstance(item[0], str)
-                    or isinstance(item[1], bool) or not isinstance(item[1], int) or not isinstance(item[2], str)):
-                raise TypeError(f"each of 'tasks' must be [task id, attempt, status], got {_short(item)}")
-
 
 @dataclass(frozen=True)
 class WorkerDown:
@@ -199,8 +288,7 @@ class WorkerDown:
 
 
 Event = Heartbeat | TasksFinished | WorkerDown
-_EVENT_TYPES: dict[str, type] = {"heartbeat": Heartbeat, "tasks-finished": TasksFinished, "worker-down": WorkerDown}
-_EVENT_NAMES = {v: k for k, v in _EVENT_TYPES.items()}
+_EVENT_NAMES: dict[type, str] = {Heartbeat: "heartbeat", TasksFinished: "tasks-finished", WorkerDown: "worker-down"}
 
 
 def encode_event(event: Event) -> bytes:
@@ -209,19 +297,109 @@ def encode_event(event: Event) -> bytes:
 
 
 def parse_event(raw: bytes) -> Event:
-    """Parse a message from the status topic; raise InvalidMessage saying why."""
+    """Parse a message from the status topic; raise InvalidMessage saying why.
+
+    Every field is checked for its type and range, so an event returned here
+    cannot make its reader raise: names are topic names, pids and attempts
+    integers, timestamps finite, task ids valid.
+    """
     obj = _json_object(raw)
+    _check_whole(obj, raw)
     _check_version(obj)
-    cls = _EVENT_TYPES.get(obj.get("type"))  # type: ignore[arg-type]
-    if cls is None:
-        raise InvalidMessage(f"unknown status event type {_short(obj.get('type'))}")
-    names = [f.name for f in dataclasses.fields(cls)]
-    if cls is TasksFinished and not isinstance(obj.get("tasks"), list):
-        raise InvalidMessage(f"bad tasks-finished event: 'tasks' must be a list, got {_short(obj.get('tasks'))}")
+    kind = obj.get("type")
+    parse = _EVENT_PARSERS.get(kind) if isinstance(kind, str) else None
+    if parse is None:
+        raise InvalidMessage(f"unknown status event type {_short(kind)}")
     try:
-        return cls(**{n: obj[n.replace("_", "-")] for n in names if n.replace("_", "-") in obj})  # type: ignore[no-any-return]
-    except TypeError as e:
-        raise InvalidMessage(f"bad {obj['type']} event: {e}") from None
+        return parse(obj)
+    except InvalidMessage as e:
+        raise InvalidMessage(f"bad {kind} event: {e.reason}") from None
+
+
+def _heartbeat(obj: dict[str, Any]) -> Heartbeat:
+    role = obj.get("role")
+    if role not in ROLES:
+        raise InvalidMessage(f"'role' must be one of {', '.join(ROLES)}, got {_short(role)}")
+    running = obj.get("running")
+    if running is not None:
+        running = _field(obj, "running", check_task_id)
+    return Heartbeat(_name(obj, "sender"), role, _pid(obj, minimum=1), _ts(obj), running)
+
+
+def _tasks_finished(obj: dict[str, Any]) -> TasksFinished:
+    items = obj.get("tasks")
+    if not isinstance(items, list):
+        raise InvalidMessage(f"'tasks' must be a list, got {_short(items)}")
+    for item in items:
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and _TASK_ID.fullmatch(item[0])
+                and _is_int(item[1]) and item[1] >= 1 and item[2] in REPORT_STATUSES):
+            raise InvalidMessage(f"each of 'tasks' must be [task id, attempt, status], got {_short(item)}")
+    return TasksFinished(_name(obj, "worker"), items)
+
+
+def _worker_down(obj: dict[str, Any]) -> WorkerDown:
+    reason = _field(obj, "reason", _text)
+    return WorkerDown(_name(obj, "worker"), reason, _ts(obj), _pid(obj, minimum=0, default=0))
+
+
+_EVENT_PARSERS: dict[str, Callable[[dict[str, Any]], Event]] = {
+    "heartbeat": _heartbeat, "tasks-finished": _tasks_finished, "worker-down": _worker_down}
+
+
+def _field(obj: dict[str, Any], key: str, check: Any) -> Any:
+    """``check(obj[key])``, with the key named in the error."""
+    try:
+        return check(obj.get(key))
+    except InvalidMessage as e:
+        raise InvalidMessage(f"'{key}': {e.reason}") from None
+
+
+def _name(obj: dict[str, Any], key: str) -> str:
+    value = obj.get(key)
+    if not _is_name(value):
+        raise InvalidMessage(f"'{key}' must be a topic-like name (letters, digits, '.', '_', '-'), "
+                             f"got {_short(value)}")
+    return str(value)
+
+
+def _pid(obj: dict[str, Any], minimum: int, default: int | None = None) -> int:
+    value = obj.get("pid", default)
+    if not _is_int(value) or not minimum <= value < 2**32:
+        raise InvalidMessage(f"'pid' must be an integer >= {minimum}, got {_short(value)}")
+    return int(value)
+
+
+def _ts(obj: dict[str, Any]) -> float:
+    value = obj.get("ts")
+    if not _is_number(value):
+        raise InvalidMessage(f"'ts' must be a finite number (seconds since the epoch), got {_short(value)}")
+    return float(value)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidMessage(f"expected a string, got {_short(value)}")
+    return value
+
+
+def _is_name(value: Any) -> TypeGuard[str]:
+    return isinstance(value, str) and _NAME.fullmatch(value) is not None
+
+
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> TypeGuard[int | float]:
+    """A finite int or float, not a bool (True is an int in Python, never a number here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def parse_pid(text: str | None) -> int:
+    """A process id read back from Redis (e.g. the orphans table); 0 (unknown)
+    for anything that is not one, such as a value an older release stored
+    from a bad event."""
+    return int(text) if text is not None and text.isascii() and text.isdigit() and len(text) < 10 else 0
 
 
 def now() -> float:
@@ -231,16 +409,53 @@ def now() -> float:
 
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
-        obj = json.loads(raw.decode("utf-8"))
+        obj = json.loads(raw.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite_float)
     except UnicodeDecodeError:
         raise InvalidMessage("message is not UTF-8 text") from None
-    except ValueError as e:
-        raise InvalidMessage(f"message is not valid JSON: {e}") from None
+    except ValueError as e:  # also a too long integer (Python's int_max_str_digits)
+        raise InvalidMessage(f"message is not valid JSON: {_reason(e)}") from None
     except RecursionError:  # nesting deep enough to exhaust the parser's stack
         raise InvalidMessage("message is nested too deeply to parse") from None
     if not isinstance(obj, dict):
         raise InvalidMessage(f"message must be a JSON object, got {type(obj).__name__}")
     return obj
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in ``value``: without recursion, so any depth is safe."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # e.g. 1e400
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+def _check_whole(obj: dict[str, Any], raw: bytes) -> None:
+    """``obj``, parsed from ``raw``, must be fit to encode again anywhere: at most
+    MAX_DEPTH deep, and every text in it encodable as UTF-8 (a lone surrogate,
+    from a JSON escape like \\ud800, would make every later encode raise)."""
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(obj) > MAX_DEPTH:  # cheap test first
+        raise InvalidMessage(f"message is nested too deeply (more than {MAX_DEPTH} levels of lists and objects)")
+    if not _SURROGATE_ESCAPE.search(raw):  # the common case: no full check needed
+        return
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidMessage("message holds text that is not valid Unicode "
+                             "(a lone surrogate such as \\ud800)") from None
 
 
 def _check_version(obj: dict[str, Any]) -> None:
@@ -260,6 +475,20 @@ def _sniff_task_id(head: bytes) -> str | None:
         return None
 
 
+def _reason(e: Exception) -> str:
+    """An exception's message, safe to store and log (no lone surrogate in it)."""
+    return safe_text(str(e))
+
+
+def safe_text(text: str) -> str:
+    """``text`` with anything not encodable as UTF-8 escaped (``\\udcff``).
+
+    For text from outside (an exception message, a task's error) that goes
+    into a record or a log line, where a lone surrogate would raise.
+    """
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _short(value: Any) -> str:
-    text = repr(value)
+    text = repr(value)  # repr escapes lone surrogates
     return text if len(text) <= 60 else text[:57] + "..."

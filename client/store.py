@@ -1,17 +1,25 @@
 """The result backend: every Redis key YADTQ uses, and the scripts that change them.
 
-A task's record is the hash at ``{prefix}{task_id}`` (DESIGN §3). The state
-changes that must be atomic (assign, start, finish) are Lua scripts, so a
-terminal status can never be overwritten and a fenced attempt can never write.
+A task's record is the hash at ``{prefix}{task_id}`` (DESIGN §3). The task
+lifecycle lives here: the state changes that must be atomic (assign, claim,
+finish, retry, release, reject) are the Lua scripts in ``client/lua/``, so a
+terminal status can never be overwritten, a fenced attempt or an older
+generation of the cluster can never write, and no script writes a key that is
+not a YADTQ record (a hash with the ``yadtq`` marker field). Each script's
+answer is decoded once, here, into a named result; every other command on
+YADTQ's keys is a ``TaskStore`` method too.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import logging
 import traceback as tb
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from importlib import resources
+from typing import Any, Generic, TypeVar
 
 import redis
 
@@ -19,7 +27,145 @@ from client.config import RedisConfig
 from client.config import safe_url as safe_url  # re-exported: it lived here first
 from client.errors import ServiceUnavailable
 
-TERMINAL = ("success", "failed")
+log = logging.getLogger("yadtq.store")
+
+T = TypeVar("T")
+
+
+class Status(StrEnum):
+    """A task record's ``status`` field (DESIGN §3)."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"  # set only by an operator's cancel
+
+
+TERMINAL = frozenset({Status.SUCCESS, Status.FAILED, Status.CANCELLED})  # final: no script changes them
+
+
+# Each script's answers, decoded once here (``_decode_*``): the values are the
+# tags the Lua scripts in client/lua/ return as their answer's first element.
+
+class Assign(StrEnum):
+    """ASSIGN's answer (``TaskStore.assign``)."""
+
+    ASSIGNED = "assigned"        # placed on the worker asked for: send it (``attempt``)
+    PLACED = "placed"            # placed or running already (``attempt``, ``worker``, ``payload``): send nothing
+    ENDED = "ended"              # it has a terminal status
+    FAILED_NOW = "failed_now"    # its dead worker used up its retries: failed just now
+    NOT_NOW = "not_now"          # waits on the retry schedule, or that retry was taken already
+    STALE_EPOCH = "stale_epoch"  # the caller belongs to an older generation of the cluster
+    NOT_OURS = "not_ours"        # the id names a Redis key YADTQ does not own (``key_type``)
+
+
+class Claim(StrEnum):
+    """CLAIM's answer (``TaskStore.claim``): may a worker run (task, attempt)?"""
+
+    RUN = "run"
+    ENDED = "ended"              # it has a terminal status
+    FENCED = "fenced"            # another attempt replaced it, or there is no record
+    FAILED_NOW = "failed_now"    # a death was counted and its retries are used up: failed just now
+    STALE_EPOCH = "stale_epoch"
+    NOT_OURS = "not_ours"
+
+
+class Finish(StrEnum):
+    """FINISH's answer (``TaskStore.finish``)."""
+
+    WRITTEN = "written"
+    ENDED = "ended"              # it was terminal already: nothing written
+    FENCED = "fenced"            # another attempt replaced this one: nothing written
+    STALE_EPOCH = "stale_epoch"
+    NOT_OURS = "not_ours"
+
+
+class Retry(StrEnum):
+    """RETRY's answer (``TaskStore.retry``)."""
+
+    SCHEDULED = "scheduled"      # on the retry schedule, due at ``RetryResult.due``
+    EXHAUSTED = "exhausted"      # no retry left after ``RetryResult.used`` failures: fail it
+    FENCED = "fenced"
+    ENDED = "ended"
+    STALE_EPOCH = "stale_epoch"
+    NOT_OURS = "not_ours"
+
+
+class Reject(StrEnum):
+    """REJECT's answer (``TaskStore.reject``)."""
+
+    FAILED = "failed"            # the record now says failed, with the reason
+    ENDED = "ended"              # terminal already: left alone
+    ACCEPTED = "accepted"        # the id belongs to a task that was accepted: left alone
+    STALE_EPOCH = "stale_epoch"
+    NOT_OURS = "not_ours"
+
+
+class Release(StrEnum):
+    """RELEASE's answer (``TaskStore.release``)."""
+
+    RELEASED = "released"
+    NOT_HELD = "not_held"        # not this process's claim any more: left alone
+    STALE_EPOCH = "stale_epoch"
+    NOT_OURS = "not_ours"
+
+
+class Queued(StrEnum):
+    """QUEUED's answer (``TaskStore.mark_queued``)."""
+
+    CREATED = "created"
+    KEPT = "kept"                # a record was there already: only missing fields filled in
+    NOT_OURS = "not_ours"
+
+
+@dataclass(frozen=True)
+class AssignResult:
+    """ASSIGN's answer with what it carries; the payload of a PLACED task is the
+    stored one (None if Redis had no readable entry), never the message's."""
+
+    kind: Assign
+    attempt: int = 0
+    worker: str = ""
+    payload: str | None = None
+    key_type: str = ""  # NOT_OURS: the type of the key the id names
+
+
+@dataclass(frozen=True)
+class RetryResult:
+    kind: Retry
+    due: float = 0.0  # SCHEDULED: when it runs again (epoch seconds)
+    used: int = 0     # EXHAUSTED: failed runs so far
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a task is: its worker, the attempt (fencing token) and its wire payload."""
+
+    worker: str
+    attempt: int
+    payload: str
+
+
+def encode_placement(p: Placement) -> str:
+    """The Redis form of a placement: 'worker|attempt|payload' (written by assign.lua)."""
+    return f"{p.worker}|{p.attempt}|{p.payload}"
+
+
+def parse_placement(text: object) -> Placement | None:
+    """A table entry read back from Redis, or None if it is not 'worker|attempt|payload'."""
+    parts = text.split("|", 2) if isinstance(text, str) else []
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[1].isascii():
+        return None
+    return Placement(parts[0], int(parts[1]), parts[2])
+
+
+def _int(text: object, default: int = 0) -> int:
+    """A count read back from Redis; ``default`` if it is not a decimal integer."""
+    try:
+        return int(str(text), 10)
+    except ValueError:
+        return default
 
 
 @dataclass(frozen=True)
@@ -66,165 +212,19 @@ class Keys:
         return f"{self.prefix}yadtq:stats"
 
     @property
+    def epoch(self) -> str:
+        """The cluster's fencing epoch, an integer string (absent: 0)."""
+        return f"{self.prefix}yadtq:epoch"
+
+    @property
+    def owner(self) -> str:
+        """The supervisor's lease on the cluster."""
+        return f"{self.prefix}yadtq:owner"
+
+    @property
     def quarantine(self) -> str:
         """Hash 'group|topic|partition' -> 'offset:tries' of careful processes (worker_pool/quarantine.py)."""
         return f"{self.prefix}yadtq:quarantine"
-
-
-# Shared by ASSIGN and START, whose KEYS[1..3] are (record, stats, done channel):
-# the last start of this task never finished, so its worker died mid-task.
-# Count it; past the retry limit (deaths and raises together) the task fails
-# for good (returns true).
-_DIED = """
-local function died(limit, at, ttl)
-  local n = redis.call('HINCRBY', KEYS[1], 'worker_deaths', 1)
-  local raised = tonumber(redis.call('HGET', KEYS[1], 'retries') or '0')
-  if n + raised <= tonumber(limit) then return false end
-  local also = ''
-  if raised > 0 then also = ' (and it raised ' .. raised .. ' time(s))' end
-  redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', at, 'error',
-    'WorkerLost: the worker died while running this task ' .. n ..
-    ' time(s)' .. also .. '; the retry limit is ' .. limit)
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('HINCRBY', KEYS[2], 'failed', 1)
-  redis.call('PUBLISH', KEYS[3], 'failed')
-  return true
-end
-"""
-
-# Assign a task, bumping its attempt (the fencing token) so older copies are
-# skipped. Mode 'new' (a message read from TASKS) is idempotent: a task that
-# already has a placement keeps it, so a redelivered or duplicate message does
-# not run it twice. Mode 'move' (its worker died, pid ARGV[9]) counts the death
-# if that process was running it, and leaves it alone if a newer process of the
-# same worker already runs it. Mode 'retry' takes a task that raised off the
-# retry schedule (KEYS[6], KEYS[7]). Returns {1, attempt} assigned, {0, attempt,
-# worker} already placed or running (send nothing), {-1} already ended, {-2}
-# failed now, {-3} not to be placed now: a 'retry' taken already, or a 'new' or
-# 'move' of a task that waits on the retry schedule.
-# A move, whatever its outcome, clears the task's mark in the orphans hash (KEYS[5]).
-_ASSIGN = _DIED + """
-if ARGV[8] == 'move' then redis.call('HDEL', KEYS[5], ARGV[1]) end
-if ARGV[8] == 'retry' then
-  redis.call('HDEL', KEYS[7], ARGV[1])
-  if redis.call('ZREM', KEYS[6], ARGV[1]) == 0 then return {-3} end
-elseif redis.call('ZSCORE', KEYS[6], ARGV[1]) then
-  -- It waits for its retry (its table entry is gone): a duplicate message or
-  -- a move must not place it before then; the schedule will.
-  return {-3}
-end
-local st = redis.call('HGET', KEYS[1], 'status')
-if st == 'success' or st == 'failed' then
-  redis.call('HDEL', KEYS[4], ARGV[1])
-  return {-1}
-end
-if ARGV[8] == 'new' then
-  local entry = redis.call('HGET', KEYS[4], ARGV[1])
-  if entry then
-    local w, a = string.match(entry, '^([^|]*)|(%d+)|')
-    return {0, tonumber(a), w}
-  end
-elseif st == 'processing' then
-  if ARGV[8] == 'retry' or (ARGV[9] ~= '0' and redis.call('HGET', KEYS[1], 'pid') ~= ARGV[9]) then
-    return {0, tonumber(redis.call('HGET', KEYS[1], 'attempt')), redis.call('HGET', KEYS[1], 'worker')}
-  end
-  if died(ARGV[5], ARGV[4], ARGV[6]) then
-    redis.call('HDEL', KEYS[4], ARGV[1])
-    return {-2}
-  end
-end
-local a = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
-redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', ARGV[2], 'task', ARGV[7])
-redis.call('HDEL', KEYS[1], 'retry_at')
-redis.call('HSETNX', KEYS[1], 'submitted_at', ARGV[4])
-redis.call('HSET', KEYS[4], ARGV[1], ARGV[2] .. '|' .. a .. '|' .. ARGV[3])
-return {1, a}
-"""
-
-# A worker starts (task, attempt): 1 run it, 0 it already ended, -1 fenced
-# (reassigned, or no record), -2 it just failed for good. Finding it already
-# 'processing' under the same attempt means the process that started it died.
-_START = _DIED + """
-local st = redis.call('HGET', KEYS[1], 'status')
-if st == 'success' or st == 'failed' then return 0 end
-if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return -1 end
-if st == 'processing' and died(ARGV[5], ARGV[3], ARGV[6]) then return -2 end
-redis.call('HSET', KEYS[1], 'status', 'processing', 'worker', ARGV[2], 'started_at', ARGV[3], 'pid', ARGV[4])
-return 1
-"""
-
-# Write a terminal record: 1 written, 0 already terminal, -1 fenced.
-_FINISH = """
-local st = redis.call('HGET', KEYS[1], 'status')
-if st == 'success' or st == 'failed' then return 0 end
-if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return -1 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished_at', ARGV[3], unpack(ARGV, 5))
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
-redis.call('PUBLISH', KEYS[3], ARGV[2])
-return 1
-"""
-
-
-# A task raised and may run again: back to 'queued' with the error, off the
-# scheduler's table (KEYS[4]) and onto the retry schedule (KEYS[2], KEYS[3]),
-# due after an exponential backoff: ARGV[4] seconds doubled per earlier retry,
-# at most ARGV[9]. Returns {1, due} scheduled, {0, failures so far} no retry
-# left (the caller fails it), {-1} fenced, {-2} already terminal.
-_RETRY = """
-local st = redis.call('HGET', KEYS[1], 'status')
-if st == 'success' or st == 'failed' then return {-2} end
-if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[2] then return {-1} end
-local used = tonumber(redis.call('HGET', KEYS[1], 'worker_deaths') or '0')
-  + tonumber(redis.call('HGET', KEYS[1], 'retries') or '0')
-if used >= tonumber(ARGV[5]) then return {0, used} end
-local n = redis.call('HINCRBY', KEYS[1], 'retries', 1)
-local due = tostring(tonumber(ARGV[3]) + math.min(tonumber(ARGV[9]), tonumber(ARGV[4]) * 2 ^ (n - 1)))
-redis.call('HSET', KEYS[1], 'status', 'queued', 'retry_at', due, 'failed_at', ARGV[3],
-  'error', ARGV[6], 'traceback', ARGV[7])
-redis.call('HDEL', KEYS[1], 'pid', 'started_at')
-redis.call('ZADD', KEYS[2], due, ARGV[1])
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[8])
-redis.call('HDEL', KEYS[4], ARGV[1])
-return {1, due}
-"""
-
-# A client submitted the task: its record says 'queued', unless the scheduler
-# (or an earlier submit of the same id) wrote it first. One command per task
-# instead of three HSETNX: the client's share of the work is mostly packing.
-_QUEUED = """
-if redis.call('HSETNX', KEYS[1], 'status', 'queued') == 1 then
-  redis.call('HSET', KEYS[1], 'task', ARGV[1], 'submitted_at', ARGV[2])
-else  -- fill in what the scheduler's write left out, never replacing a field
-  redis.call('HSETNX', KEYS[1], 'task', ARGV[1])
-  redis.call('HSETNX', KEYS[1], 'submitted_at', ARGV[2])
-end
-return 0
-"""
-
-# Fail a task the scheduler refused (invalid message): 1 written, 0 already
-# terminal, -1 the id belongs to a placed task (a bad duplicate must not touch it).
-_REJECT = """
-local st = redis.call('HGET', KEYS[1], 'status')
-if st == 'success' or st == 'failed' then return 0 end
-if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then return -1 end
-redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[2], 'error', ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('HINCRBY', KEYS[2], 'failed', 1)
-redis.call('PUBLISH', KEYS[3], 'failed')
-return 1
-"""
-
-# A worker stopping gracefully hands back the task it could not finish in the
-# grace period: 'queued' again, so its next run is not counted as a death.
-_RELEASE = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'processing' then return 0 end
-if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
-if redis.call('HGET', KEYS[1], 'pid') ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'queued')
-redis.call('HDEL', KEYS[1], 'pid', 'started_at')
-return 1
-"""
 
 
 def connect(cfg: RedisConfig | str) -> redis.Redis:
@@ -267,58 +267,160 @@ def failure_fields(exc: BaseException) -> dict[str, str]:
             "traceback": "".join(tb.format_exception(type(exc), exc, exc.__traceback__))}
 
 
+def _lua(name: str) -> str:
+    return resources.files("client").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+
+
 class _Script:
     """A Lua script run by its SHA1 (EVALSHA), directly or queued on a pipeline.
 
-    redis-py's own Script makes every pipeline that holds one first ask
-    SCRIPT EXISTS: a round trip per task on the hot path. Here the scripts are
-    loaded only when Redis says it lacks them (NOSCRIPT, after a restart);
-    ``ResultStore.execute`` does that and runs the pipeline again.
+    Its text is ``common.lua``, then the helpers it ``needs`` (e.g. ``died``),
+    then ``client/lua/<name>.lua``. redis-py's own Script makes every pipeline
+    that holds one first ask SCRIPT EXISTS: a round trip per task on the hot
+    path. Here the scripts are loaded only when Redis says it lacks them
+    (NOSCRIPT, after a restart); ``TaskStore.execute`` does that and runs the
+    pipeline again.
     """
 
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.sha = hashlib.sha1(text.encode()).hexdigest()
+    def __init__(self, name: str, needs: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.text = "\n".join(_lua(part) for part in ("common", *needs, name))
+        self.sha = hashlib.sha1(self.text.encode()).hexdigest()
 
     def __call__(self, keys: list[Any], args: list[Any], client: Any) -> Any:
         return client.evalsha(self.sha, len(keys), *keys, *args)
 
 
-_SCRIPTS = {name: _Script(text) for name, text in
-            (("assign", _ASSIGN), ("start", _START), ("finish", _FINISH), ("reject", _REJECT),
-             ("release", _RELEASE), ("retry", _RETRY), ("queued", _QUEUED))}
+_SCRIPTS = {s.name: s for s in (_Script("assign", ("died",)), _Script("claim", ("died",)), _Script("finish"),
+                                 _Script("reject"), _Script("release"), _Script("retry"), _Script("queued"),
+                                 _Script("owners"))}
 
 
-class ResultStore:
-    """Reads and atomically changes task records. Cheap to create; wraps one client."""
+def _tag(answer: object) -> tuple[str, list[Any]]:
+    """A script's answer: its tag (first element) and what follows."""
+    if isinstance(answer, list) and answer and isinstance(answer[0], str):
+        return answer[0], answer[1:]
+    raise ValueError(f"a YADTQ script answered {answer!r}, which is not a tagged answer")
 
-    def __init__(self, client: redis.Redis, keys: Keys, result_ttl: int) -> None:
+
+def decode_assign(answer: object) -> AssignResult:
+    tag, rest = _tag(answer)
+    kind = Assign(tag)
+    if kind is Assign.ASSIGNED:
+        return AssignResult(kind, _int(rest[0]))
+    if kind is Assign.PLACED:
+        rest += [None] * (3 - len(rest))
+        payload = rest[2] if isinstance(rest[2], str) else None
+        return AssignResult(kind, _int(rest[0]), str(rest[1] or ""), payload)
+    if kind is Assign.NOT_OURS:
+        return AssignResult(kind, key_type=str(rest[0]))
+    return AssignResult(kind)
+
+
+def decode_retry(answer: object) -> RetryResult:
+    tag, rest = _tag(answer)
+    kind = Retry(tag)
+    if kind is Retry.SCHEDULED:
+        return RetryResult(kind, due=float(rest[0]))
+    if kind is Retry.EXHAUSTED:
+        return RetryResult(kind, used=_int(rest[0]))
+    return RetryResult(kind)
+
+
+def decode_claim(answer: object) -> Claim:
+    return Claim(_tag(answer)[0])
+
+
+def decode_finish(answer: object) -> Finish:
+    return Finish(_tag(answer)[0])
+
+
+def decode_reject(answer: object) -> Reject:
+    return Reject(_tag(answer)[0])
+
+
+def decode_release(answer: object) -> Release:
+    return Release(_tag(answer)[0])
+
+
+def decode_queued(answer: object) -> Queued:
+    return Queued(_tag(answer)[0])
+
+
+class Reply(Generic[T]):
+    """The decoded answer of one command queued on a Batch, set when the batch runs."""
+
+    def __init__(self) -> None:
+        self._value: T | None = None
+        self._done = False
+
+    @property
+    def value(self) -> T:
+        if not self._done:
+            raise RuntimeError("the batch holding this command has not run yet")
+        return self._value  # type: ignore[return-value]
+
+    def _set(self, value: T) -> None:
+        self._value, self._done = value, True
+
+
+class Batch:
+    """Commands queued for one round trip (a pipeline without MULTI); run it with ``TaskStore.execute``."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.pipe = pipe
+        self._replies: list[tuple[int, Reply[Any], Callable[[Any], Any]]] = []
+
+    def __len__(self) -> int:
+        return len(self.pipe.command_stack)
+
+    def expect(self, decode: Callable[[Any], T]) -> Reply[T]:
+        """The reply of the command queued last, decoded with ``decode``."""
+        reply: Reply[T] = Reply()
+        self._replies.append((len(self.pipe.command_stack) - 1, reply, decode))
+        return reply
+
+    def _decode(self, answers: list[Any]) -> None:
+        for i, reply, decode in self._replies:
+            reply._set(decode(answers[i]))
+
+
+class TaskStore:
+    """The task lifecycle in Redis: reads and atomic changes of task records and
+    of the cluster's tables. Cheap to create; wraps one client.
+
+    ``epoch`` is the caller's generation of the cluster (0: no lease): every
+    lifecycle script answers STALE_EPOCH, touching nothing, when it is lower
+    than the one at ``Keys.epoch``.
+    """
+
+    def __init__(self, client: redis.Redis, keys: Keys, result_ttl: int, epoch: int = 0) -> None:
         self.redis = client
         self.keys = keys
         self.ttl = result_ttl
-        s = _SCRIPTS
-        self._assign, self._start, self._finish = s["assign"], s["start"], s["finish"]
-        self._reject, self._release, self._retry, self._queued = s["reject"], s["release"], s["retry"], s["queued"]
+        self.epoch = epoch
 
-    def pipeline(self) -> Any:
-        """A pipeline (no MULTI) to queue the write methods below on; run it with ``execute``."""
-        return self.redis.pipeline(transaction=False)
+    def pipeline(self) -> Batch:
+        """A batch to queue the write methods below on; run it with ``execute``."""
+        return Batch(self.redis.pipeline(transaction=False))
 
-    def execute(self, pipe: Any) -> list[Any]:
-        """Run ``pipe``; re-run the scripts Redis did not know (NOSCRIPT, after a restart).
+    def execute(self, batch: Batch) -> list[Any]:
+        """Run ``batch``, set its replies, and return the raw answers.
 
-        Only those commands run again, once the scripts are loaded: without
-        MULTI, others in the same pipeline may have run (Redis serves other
-        clients between chunks of a long pipeline, and any of them may load
-        the scripts meanwhile), and running those twice is not harmless.
+        Scripts Redis did not know (NOSCRIPT, after a restart) run again once
+        loaded, and only those: without MULTI, others in the same pipeline may
+        have run (Redis serves other clients between chunks of a long
+        pipeline, and any of them may load the scripts meanwhile), and running
+        those twice is not harmless.
         """
+        pipe = batch.pipe
         stack = list(pipe.command_stack)
         answers: list[Any] = pipe.execute(raise_on_error=False)
         missing = [i for i, a in enumerate(answers) if isinstance(a, redis.exceptions.NoScriptError)]
         if missing:
             for script in _SCRIPTS.values():
                 self.redis.script_load(script.text)
-            again = self.pipeline()
+            again: Any = self.redis.pipeline(transaction=False)
             for i in missing:
                 args, options = stack[i]
                 again.execute_command(*args, **options)
@@ -327,86 +429,195 @@ class ResultStore:
         for answer in answers:
             if isinstance(answer, Exception):
                 raise answer
+        batch._decode(answers)
         return answers
 
-    def _call(self, script: _Script, keys: list[Any], args: list[Any]) -> Any:
-        """Run one script now (one round trip)."""
-        pipe = self.pipeline()
-        script(keys, args, pipe)
-        return self.execute(pipe)[0]
+    def _now(self, queue: Callable[[Batch], Reply[T]]) -> T:
+        """Run one queued command now (one round trip) and return its decoded answer."""
+        batch = self.pipeline()
+        reply = queue(batch)
+        self.execute(batch)
+        return reply.value
 
     # --- reads ---
     def record(self, task_id: str) -> dict[str, str]:
-        """The task's record as stored (empty if unknown or expired)."""
-        return self.redis.hgetall(self.keys.task(task_id))  # type: ignore[return-value]
+        """The task's record as stored; empty if unknown, expired, or if the id
+        names a key that is not a YADTQ record (another type, or a hash without
+        the marker): that is never shown as a task."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.task(task_id))
+        [record] = pipe.execute(raise_on_error=False)
+        return record if isinstance(record, dict) and "yadtq" in record else {}
 
     def statuses(self, task_ids: list[str]) -> list[str | None]:
+        """Each task's status; None if it has no YADTQ record (see ``record``)."""
         pipe = self.redis.pipeline(transaction=False)
         for t in task_ids:
-            pipe.hget(self.keys.task(t), "status")
-        return pipe.execute()
+            pipe.hmget(self.keys.task(t), "status", "yadtq")
+        return [a[0] if isinstance(a, list) and a[1] is not None else None
+                for a in pipe.execute(raise_on_error=False)]
 
-    # --- writes (each takes an optional pipeline to batch round trips) ---
-    def mark_queued(self, pipe: Any, task_id: str, name: str, at: float) -> None:
+    def foreign_ids(self, task_ids: list[str]) -> dict[str, str]:
+        """The ids among ``task_ids`` that name a Redis key YADTQ does not own, with
+        that key's type ('string', 'hash', ...). One round trip; touches nothing."""
+        if not task_ids:
+            return {}
+        owners = self._now(lambda b: self._owners(b, task_ids))
+        return {t: o for t, o in zip(task_ids, owners, strict=True) if o not in ("ours", "none")}
+
+    def _owners(self, batch: Batch, task_ids: list[str]) -> Reply[list[str]]:
+        _SCRIPTS["owners"]([self.keys.task(t) for t in task_ids], [], batch.pipe)
+        return batch.expect(lambda a: [str(x) for x in a])
+
+    # --- the lifecycle scripts (each queued on a batch, to share round trips) ---
+    def mark_queued(self, batch: Batch, task_id: str, name: str, at: float) -> Reply[Queued]:
         """Create the record of a newly submitted task, leaving an existing one alone."""
-        self._queued(keys=[self.keys.task(task_id)], args=[name, repr(at)], client=pipe)
+        _SCRIPTS["queued"]([self.keys.task(task_id)], [name, repr(at)], batch.pipe)
+        return batch.expect(decode_queued)
 
-    def assign(self, pipe: Any, task_id: str, name: str, worker: str, payload: str, at: float,
-               max_retries: int, mode: str = "new", dead_pid: int = 0) -> None:
+    def assign(self, batch: Batch, task_id: str, name: str, worker: str, payload: str, at: float,
+               max_retries: int, mode: str = "new", dead_pid: int = 0) -> Reply[AssignResult]:
         """Queue ASSIGN: mode 'new' (from TASKS), 'move' (away from the dead
         process ``dead_pid``; 0 unknown) or 'retry' (from the retry schedule)."""
         k = self.keys
-        self._assign(keys=[k.task(task_id), k.stats, k.done_channel(task_id), k.assignments, k.orphans,
-                           k.retries, k.retry_payloads],
-                     args=[task_id, worker, payload, repr(at), max_retries, self.ttl, name, mode, dead_pid],
-                     client=pipe)
+        _SCRIPTS["assign"]([k.task(task_id), k.stats, k.done_channel(task_id), k.assignments, k.orphans,
+                            k.retries, k.retry_payloads, k.epoch],
+                           [task_id, worker, payload, repr(at), max_retries, self.ttl, name, mode, dead_pid,
+                            self.epoch], batch.pipe)
+        return batch.expect(decode_assign)
 
-    def start(self, pipe: Any, task_id: str, attempt: int, worker: str, at: float, pid: int,
-              max_retries: int) -> None:
+    def claim(self, batch: Batch, task_id: str, attempt: int, worker: str, at: float, pid: int,
+              max_retries: int) -> Reply[Claim]:
+        """Queue CLAIM: may this worker process run (task, attempt) now?"""
         k = self.keys
-        self._start(keys=[k.task(task_id), k.stats, k.done_channel(task_id)],
-                    args=[attempt, worker, repr(at), pid, max_retries, self.ttl], client=pipe)
+        _SCRIPTS["claim"]([k.task(task_id), k.stats, k.done_channel(task_id), k.epoch],
+                          [attempt, worker, repr(at), pid, max_retries, self.ttl, self.epoch], batch.pipe)
+        return batch.expect(decode_claim)
 
-    def reject(self, pipe: Any, task_id: str, at: float, error: str) -> None:
-        """Fail a task the scheduler refused, unless it ended or is placed already."""
+    def finish(self, batch: Batch, task_id: str, attempt: int, status: Status, at: float,
+               fields: dict[str, str]) -> Reply[Finish]:
+        """Write a terminal record unless it is already terminal or the attempt is fenced."""
         k = self.keys
-        self._reject(keys=[k.task(task_id), k.stats, k.done_channel(task_id), k.assignments],
-                     args=[task_id, repr(at), self.ttl, error], client=pipe)
+        flat = [x for kv in fields.items() for x in kv]
+        _SCRIPTS["finish"]([k.task(task_id), k.stats, k.done_channel(task_id), k.epoch],
+                           [attempt, str(status), repr(at), self.ttl, self.epoch, *flat], batch.pipe)
+        return batch.expect(decode_finish)
 
-    def release(self, task_id: str, attempt: int, pid: int) -> int:
-        """Hand back a task this process started but will not finish (graceful stop)."""
-        return int(self._call(self._release, [self.keys.task(task_id)], [attempt, pid]))
+    def reject(self, batch: Batch, task_id: str, at: float, error: str, mode: str = "new") -> Reply[Reject]:
+        """Fail a task the scheduler refused: mode 'new' (a message from TASKS)
+        unless that id was ever accepted or has ended; mode 'retry' (its retry,
+        taken off the schedule, cannot run) unless it ended or is placed."""
+        k = self.keys
+        _SCRIPTS["reject"]([k.task(task_id), k.stats, k.done_channel(task_id), k.assignments, k.retries, k.epoch],
+                           [task_id, repr(at), self.ttl, error, self.epoch, mode], batch.pipe)
+        return batch.expect(decode_reject)
+
+    def release(self, task_id: str, attempt: int, pid: int) -> Release:
+        """Hand back a task this process claimed but will not finish (graceful stop)."""
+        def queue(batch: Batch) -> Reply[Release]:
+            k = self.keys
+            _SCRIPTS["release"]([k.task(task_id), k.epoch], [attempt, pid, self.epoch], batch.pipe)
+            return batch.expect(decode_release)
+        return self._now(queue)
 
     def retry(self, task_id: str, attempt: int, at: float, backoff: tuple[float, float], max_retries: int,
-              fields: dict[str, str], payload: str) -> tuple[int, float]:
+              fields: dict[str, str], payload: str) -> RetryResult:
         """Schedule a task that raised to run again, if it has retries left.
 
-        ``backoff`` is (first delay, longest delay) in seconds. Returns (1, when
-        it runs again), (0, failures so far: none left, fail it), (-1, 0)
-        fenced or (-2, 0) already ended.
+        ``backoff`` is (first delay, longest delay) in seconds.
         """
-        k = self.keys
-        answer = self._call(self._retry, [k.task(task_id), k.retries, k.retry_payloads, k.assignments],
-                            [task_id, attempt, repr(at), repr(backoff[0]), max_retries,
-                             fields.get("error", ""), fields.get("traceback", ""), payload, repr(backoff[1])])
-        return int(answer[0]), float(answer[1]) if len(answer) > 1 else 0.0
+        def queue(batch: Batch) -> Reply[RetryResult]:
+            k = self.keys
+            _SCRIPTS["retry"]([k.task(task_id), k.retries, k.retry_payloads, k.assignments, k.epoch],
+                              [task_id, attempt, repr(at), repr(backoff[0]), max_retries, fields.get("error", ""),
+                               fields.get("traceback", ""), payload, repr(backoff[1]), self.epoch], batch.pipe)
+            return batch.expect(decode_retry)
+        return self._now(queue)
 
-    def due_retries(self, at: float, limit: int) -> list[tuple[str, str | None]]:
-        """Up to ``limit`` (task id, task json) whose retry time has come."""
+    # --- the scheduler's tables ---
+    def placements(self) -> tuple[dict[str, Placement], dict[str, int]]:
+        """The scheduler's table (task -> placement) and the orphan marks (task ->
+        dead pid, 0 unknown). An unreadable entry is logged and removed."""
+        table: dict[str, str] = self.redis.hgetall(self.keys.assignments)  # type: ignore[assignment]
+        orphans: dict[str, str] = self.redis.hgetall(self.keys.orphans)  # type: ignore[assignment]
+        placed: dict[str, Placement] = {}
+        for task_id, text in table.items():
+            p = parse_placement(text)
+            if p is None:
+                log.error("dropping unreadable placement of task %r: %.200r", task_id, text)
+                self.redis.hdel(self.keys.assignments, task_id)
+            else:
+                placed[task_id] = p
+        return placed, {t: self._pid(t, pid) for t, pid in orphans.items()}
+
+    @staticmethod
+    def _pid(task_id: str, text: str) -> int:
+        pid = _int(text, -1)
+        if pid < 0:
+            log.error("orphan mark of task %r is not a pid: %.50r; moving it as from an unknown process",
+                      task_id, text)
+            return 0
+        return pid
+
+    def drop_placements(self, batch: Batch, task_ids: list[str]) -> None:
+        """Take ended tasks off the scheduler's table."""
+        if task_ids:
+            batch.pipe.hdel(self.keys.assignments, *task_ids)
+
+    def mark_orphans(self, batch: Batch, orphans: Iterable[tuple[str, int]]) -> None:
+        """Mark tasks taken from a dead process (task, its pid), for a restarted scheduler."""
+        mapping = dict(orphans)
+        if mapping:
+            batch.pipe.hset(self.keys.orphans, mapping=mapping)
+
+    def placed(self, task_ids: list[str]) -> list[bool]:
+        """For each task, whether the scheduler's table in Redis holds it."""
+        return [p is not None for p in self.redis.hmget(self.keys.assignments, task_ids)]  # type: ignore[union-attr]
+
+    def drop_retry(self, batch: Batch, task_id: str) -> None:
+        """Take a task off the retry schedule (its retry cannot run)."""
+        batch.pipe.zrem(self.keys.retries, task_id)
+        batch.pipe.hdel(self.keys.retry_payloads, task_id)
+
+    def due_retries(self, at: float, limit: int) -> list[tuple[str, str]]:
+        """Up to ``limit`` (task id, task json) whose retry time has come.
+
+        A scheduled retry without a payload cannot run: it is logged and taken off.
+        """
         ids: list[str] = self.redis.zrangebyscore(self.keys.retries, "-inf", at, start=0, num=limit)  # type: ignore[assignment]
         if not ids:
             return []
         payloads: list[str | None] = self.redis.hmget(self.keys.retry_payloads, ids)  # type: ignore[assignment]
-        return list(zip(ids, payloads, strict=True))
+        missing = [t for t, p in zip(ids, payloads, strict=True) if p is None]
+        for t in missing:  # RETRY writes both, so this is damage; say so rather than spin
+            log.error("task %s is scheduled for a retry but its payload is missing; dropping it", t)
+        if missing:
+            self.redis.zrem(self.keys.retries, *missing)
+        return [(t, p) for t, p in zip(ids, payloads, strict=True) if p is not None]
 
-    def finish(self, pipe: Any, task_id: str, attempt: int, status: str, at: float,
-               fields: dict[str, str]) -> None:
-        """Write a terminal record unless it is already terminal or the attempt is fenced."""
-        k = self.keys
-        flat = [x for kv in fields.items() for x in kv]
-        self._finish(keys=[k.task(task_id), k.stats, k.done_channel(task_id)],
-                     args=[attempt, status, repr(at), self.ttl, *flat],
-                     client=pipe)
+    def write_load(self, load: dict[str, int]) -> None:
+        """Publish each worker's number of unfinished tasks (the supervisor's status line reads it)."""
+        if load:
+            self.redis.hset(self.keys.load, mapping=load)  # type: ignore[arg-type]
+
+    def counters(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(each worker's load, how many tasks ended per status), as last written."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.load)
+        pipe.hgetall(self.keys.stats)
+        load, stats = pipe.execute()
+        return ({k: _int(v) for k, v in load.items()}, {k: _int(v) for k, v in stats.items()})
+
+    def delete_all(self) -> int:
+        """Delete every key under the key prefix (throw-away clusters: tests,
+        the chaos run, the benchmark); refused without a prefix, as the keys
+        could then be anyone's. Returns how many were deleted."""
+        if not self.keys.prefix:
+            raise ValueError("delete_all needs a key prefix: without one the keys could be anyone's")
+        keys = list(self.redis.scan_iter(match=f"{self.keys.prefix}*", count=1000))
+        for i in range(0, len(keys), 1000):
+            self.redis.delete(*keys[i:i + 1000])
+        return len(keys)
 
     # --- the quarantine (worker_pool/quarantine.py): a careful process's marks ---
     def quarantine_mark(self, field: str) -> str | None:
@@ -420,29 +631,36 @@ class ResultStore:
         self.redis.hdel(self.keys.quarantine, *fields)
 
     def fail_quarantined(self, task_id: str, at: float, error: str) -> bool:
-        """Fail the record of a quarantined task unless it ended; False if it had (or is no record).
+        """Fail the record of a quarantined task unless it ended; False if it had, if the id
+        names a key YADTQ does not own, or if this process's epoch is stale.
 
         Whatever its state (queued, placed, running): the message that carries
-        it kills its reader, so no attempt of it can end otherwise.
+        it kills its reader, so no attempt of it can end otherwise. WATCH/MULTI
+        rather than a script: it runs at most once per quarantined message, and
+        again when the scheduler changed the record meanwhile (it moves the task
+        of each dead reader).
         """
+        for _ in range(10):
+            try:
+                return self._fail_quarantined(task_id, at, error)
+            except redis.WatchError:
+                continue
+        return False
+
+    def _fail_quarantined(self, task_id: str, at: float, error: str) -> bool:
         key = self.keys.task(task_id)
         with self.redis.pipeline() as pipe:
-            try:
-                pipe.watch(key)  # type: ignore[no-untyped-call]
-                if pipe.type(key) not in ("hash", "none") or pipe.hget(key, "status") in TERMINAL:
-                    return False
-                pipe.multi()
-                pipe.hset(key, mapping={"status": "failed", "finished_at": repr(at), "error": error})
-                pipe.expire(key, self.ttl)
-                pipe.hincrby(self.keys.stats, "failed", 1)
-                pipe.hdel(self.keys.assignments, task_id)
-                pipe.publish(self.keys.done_channel(task_id), "failed")
-                pipe.execute()
-            except redis.WatchError:  # it changed meanwhile: ended, most likely
+            pipe.watch(key, self.keys.epoch)  # type: ignore[no-untyped-call]
+            kind = pipe.type(key)
+            if (kind not in ("hash", "none") or (kind == "hash" and not pipe.hexists(key, "yadtq"))
+                    or pipe.hget(key, "status") in TERMINAL or self.epoch < _int(pipe.get(self.keys.epoch))):
                 return False
+            pipe.multi()  # the record's marker 'yadtq' is FORMAT of client/lua/common.lua
+            pipe.hset(key, mapping={"yadtq": "1", "status": Status.FAILED.value, "finished_at": repr(at),
+                                    "error": error})
+            pipe.expire(key, self.ttl)
+            pipe.hincrby(self.keys.stats, Status.FAILED.value, 1)
+            pipe.hdel(self.keys.assignments, task_id)
+            pipe.publish(self.keys.done_channel(task_id), Status.FAILED.value)
+            pipe.execute()
         return True
-
-
-def result_fields(value: Any) -> dict[str, str]:
-    """The record fields of a successful task: its return value as JSON text."""
-    return {"result": json.dumps(value, separators=(",", ":"), ensure_ascii=False)}

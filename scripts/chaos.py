@@ -47,8 +47,9 @@ import yaml
 from client import Client, TaskSpec, load_config
 from client.config import Config
 from client.errors import ResultTimeout, YadtqError
+from client.store import TERMINAL, Status
 from scripts.chaos_tasks import runs_key, spans_key, started_key
-from supervisor.harness import ROOT, ClusterProcess, remove_cluster_data
+from tests.support.harness import ROOT, ClusterProcess, remove_cluster_data
 
 
 @dataclass
@@ -385,9 +386,9 @@ def _check(client: Client, config: Config, expected: dict[str, int], summary: Su
     runs: dict[str, str] = client.redis.hgetall(runs_key(prefix))  # type: ignore[assignment]
     starts: dict[str, str] = client.redis.hgetall(started_key(prefix))  # type: ignore[assignment]
     for t, (status, result, finished) in zip(ids, records, strict=True):
-        if status == "success" and result == str(expected[t]):
+        if status == Status.SUCCESS and result == str(expected[t]):
             summary.success += 1
-        elif status in ("success", "failed"):
+        elif status in TERMINAL:
             summary.wrong += 1
         else:
             summary.lost += 1

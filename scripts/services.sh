@@ -7,6 +7,8 @@
 #   scripts/services.sh kafka-up|kafka-down       one service; down is graceful
 #   scripts/services.sh redis-up|redis-down       (SIGTERM), and up again on the
 #                                                 same state dir keeps the data
+#   scripts/services.sh cluster-id                the KRaft cluster id a fresh broker
+#                                                 gets (YADTQ_KAFKA_CLUSTER_ID, or new)
 #
 # Addresses come from YADTQ_KAFKA and YADTQ_REDIS (host:port; the Makefile reads
 # them from yadtq.yaml); the KRaft controller listens on the Kafka port + 1.
@@ -17,6 +19,8 @@
 #   YADTQ_KAFKA_SASL_USERS   on this port, for these users: "name:password,..."
 #   YADTQ_REDIS_PASSWORD     Redis requires this password (AUTH)
 #   YADTQ_KAFKA_JAVA_OPTS    the broker's JVM heap/GC/JIT flags, replacing the defaults
+#   YADTQ_KAFKA_CLUSTER_ID   format a fresh broker's storage with this KRaft cluster id
+#                            (brokers of one cluster share it) instead of a new one
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -73,10 +77,13 @@ redis_up() {
     case "$YADTQ_REDIS_PASSWORD" in *[[:space:]\"\\]*) die "YADTQ_REDIS_PASSWORD must not hold spaces, quotes or backslashes" ;; esac
     echo "requirepass \"$YADTQ_REDIS_PASSWORD\"" >>"$conf"
   fi
+  # A pid file left by a Redis that was killed could make wait_for take the
+  # new one for dead before it has written its own.
+  rm -f "$STATE/redis/redis.pid"
   # appendonly: a Redis restart keeps the scheduler's tables and the results.
   redis-server "$conf" --port "$port" --bind 127.0.0.1 --daemonize yes \
     --dir "$STATE/redis" --pidfile "$STATE/redis/redis.pid" --logfile "$STATE/redis/redis.log" \
-    --appendonly yes --appendfsync everysec --save "" >/dev/null
+    --appendonly yes --appendfsync everysec --save "" >/dev/null 9>&-
   wait_for redis 127.0.0.1 "$port" "$STATE/redis/redis.pid"
   say "redis started on 127.0.0.1:$port (pid $(cat "$STATE/redis/redis.pid"))"
 }
@@ -86,6 +93,13 @@ kafka_classpath() {
   if [ -n "${KAFKA_HOME:-}" ]; then
     [ -d "$KAFKA_HOME/libs" ] || die "KAFKA_HOME=$KAFKA_HOME has no libs/ folder"
     echo "$KAFKA_HOME/libs/*"; return
+  fi
+  if [ ! -f "$CACHE/.complete" ]; then
+    # Private instances (tests) start in parallel: one fetch at a time, and a
+    # second one finds the first one's jars instead of deleting them.
+    mkdir -p "$(dirname "$CACHE")"
+    exec 8>"$CACHE.lock"
+    flock -w 900 8 || die "another scripts/services.sh is still fetching Kafka into $CACHE"
   fi
   if [ ! -f "$CACHE/.complete" ]; then
     command -v java >/dev/null || die "java is missing: install a JDK 17 (apt-get install openjdk-17-jre-headless)"
@@ -177,31 +191,90 @@ kafka_cds_keep() {  # after the broker stopped: publish the archive it wrote, at
   rm -f "$dir/broker.jsa"
 }
 
+# --- KRaft cluster id and storage ----------------------------------------
+# Kafka's form of an id (Uuid.toString): 16 bytes in URL-safe base64 without
+# padding, so 22 characters, the last of which carries 2 bits (A, Q, g or w).
+# The all-zero id and 1 are reserved (Uuid.ZERO_UUID, METADATA_TOPIC_ID).
+valid_cluster_id() {
+  [[ $1 =~ ^[A-Za-z0-9_-]{21}[AQgw]$ ]] && [[ $1 != AAAAAAAAAAAAAAAAAAAAA[AQ] ]]
+}
+
+# A new id as Kafka's Uuid.randomUuid makes one: never reserved, and never one
+# that begins with '-', which a command line takes for an option.
+new_cluster_id() {
+  local id
+  while :; do
+    id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-22)
+    if [[ $id != -* ]] && valid_cluster_id "$id"; then echo "$id"; return; fi
+  done
+}
+
+cluster_id() {  # the id a fresh broker's storage gets: YADTQ_KAFKA_CLUSTER_ID, checked, or a new one
+  local id=${YADTQ_KAFKA_CLUSTER_ID:-}
+  if [ -z "$id" ]; then new_cluster_id; return; fi
+  valid_cluster_id "$id" || die "YADTQ_KAFKA_CLUSTER_ID=$id is not a Kafka cluster id: expected 22 characters of URL-safe base64 (A-Z a-z 0-9 - _) of 16 bytes, the last one A, Q, g or w, and not the reserved 0 or 1; \`scripts/services.sh cluster-id\` makes one"
+  echo "$id"
+}
+
+# data/ without meta.properties is a format that was interrupted (before this
+# script formatted aside and renamed): it holds at most format's bootstrap.checkpoint.
+kafka_clear_half_format() {
+  local data=$STATE/kafka/data
+  [ -d "$data" ] || return 0
+  [ -z "$(ls -A "$data" | grep -vx bootstrap.checkpoint)" ] \
+    || die "$data holds files but no meta.properties: it is not a broker's storage made here; move it away"
+  rm -rf "$data"
+}
+
+# A KRaft node's storage is formatted once, as kafka-storage.sh format does:
+# into a folder of its own, renamed into place once whole, so that data/ either
+# has its meta.properties or does not exist, whatever interrupts the format.
+kafka_format() {  # kafka_format CLASSPATH JAVA_OPTS...
+  local cp=$1 dir=$STATE/kafka id rc=0 share=(); shift
+  id=$(cluster_id)
+  kafka_clear_half_format
+  local tmp=$dir/data.format
+  rm -rf "$tmp"
+  (umask 077; grep -v '^log\.dirs=' "$dir/server.properties" >"$dir/format.properties"; echo "log.dirs=$tmp" >>"$dir/format.properties")
+  [ "${YADTQ_KAFKA_CDS:-}" = 1 ] && [ -f "$(kafka_cds_file "$cp")" ] && share=("-XX:SharedArchiveFile=$(kafka_cds_file "$cp")")
+  # --cluster-id=ID, one word: the tool takes a separate word that begins with '-' for an option.
+  timeout "$START_TIMEOUT" java "$@" "${share[@]}" -cp "$cp" kafka.tools.StorageTool format \
+    --cluster-id="$id" -c "$dir/format.properties" >"$dir/format.log" 2>&1 9>&- || rc=$?
+  rm -f "$dir/format.properties"  # it may hold the SASL users' passwords
+  [ $rc = 0 ] && [ -f "$tmp/meta.properties" ] || die "formatting Kafka storage failed (exit $rc); see $dir/format.log"
+  mv "$tmp" "$dir/data"
+  say "kafka storage formatted under $dir/data (cluster id $id)"
+}
+
+kafka_check_cluster_id() {  # storage made for another cluster cannot join the one asked for
+  local want=${YADTQ_KAFKA_CLUSTER_ID:-} have
+  [ -n "$want" ] || return 0
+  have=$(sed -n 's/^cluster\.id=//p' "$STATE/kafka/data/meta.properties")
+  [ "$have" = "$want" ] || die "the storage under $STATE/kafka/data belongs to cluster $have, not YADTQ_KAFKA_CLUSTER_ID=$want: unset it, or use another YADTQ_SERVICES_DIR"
+}
+
 kafka_up() {
   local host port cp dir=$STATE/kafka
   host=$(host_of "$KAFKA_ADDR"); port=$(port_of "$KAFKA_ADDR")
   if answers "$host" "$port"; then say "kafka already answers on $KAFKA_ADDR"; return; fi
   is_local "$host" || die "kafka at $KAFKA_ADDR does not answer, and it is not local, so it is not started here"
+  if answers 127.0.0.1 $((port + 1)); then
+    die "port $((port + 1)) is in use: a broker on $port takes it for its KRaft controller"
+  fi
   command -v java >/dev/null || die "java is missing: install a JDK 17 (apt-get install openjdk-17-jre-headless)"
+  cluster_id >/dev/null  # a bad YADTQ_KAFKA_CLUSTER_ID stops here, before anything is written
   cp=$(kafka_classpath)
-  mkdir -p "$dir/data"
+  mkdir -p "$dir"
   kafka_config "$port"
   local tuning
   read -r -a tuning <<<"${YADTQ_KAFKA_JAVA_OPTS:--Xms256m -Xmx768m -XX:+UseG1GC}"
   local java_opts=("${tuning[@]}" -Djava.awt.headless=true
     "-Dkafka.logs.dir=$dir" "-Dlog4j2.configurationFile=$ROOT/scripts/kafka/log4j2.properties")
-  if [ ! -f "$dir/data/meta.properties" ]; then
-    # A KRaft node's storage is formatted once, as kafka-storage.sh format does.
-    local cluster_id
-    cluster_id=$(python3 -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
-    local share=()
-    [ "${YADTQ_KAFKA_CDS:-}" = 1 ] && [ -f "$(kafka_cds_file "$cp")" ] && share=("-XX:SharedArchiveFile=$(kafka_cds_file "$cp")")
-    java "${java_opts[@]}" "${share[@]}" -cp "$cp" kafka.tools.StorageTool format -t "$cluster_id" \
-      -c "$dir/server.properties" >"$dir/format.log" 2>&1 || die "formatting Kafka storage failed; see $dir/format.log"
-  fi
+  [ -f "$dir/data/meta.properties" ] || kafka_format "$cp" "${java_opts[@]}"
+  kafka_check_cluster_id
   local cds=()
   [ "${YADTQ_KAFKA_CDS:-}" = 1 ] && cds=("$(kafka_cds "$cp" "$dir")")
-  nohup java "${java_opts[@]}" "${cds[@]}" -cp "$cp" kafka.Kafka "$dir/server.properties" >"$dir/stdout.log" 2>&1 &
+  nohup java "${java_opts[@]}" "${cds[@]}" -cp "$cp" kafka.Kafka "$dir/server.properties" >"$dir/stdout.log" 2>&1 9>&- &
   echo $! >"$dir/kafka.pid"
   wait_for kafka 127.0.0.1 "$port" "$dir/kafka.pid"
   say "kafka $KAFKA_VERSION started on 127.0.0.1:$port (pid $(cat "$dir/kafka.pid"))"
@@ -234,13 +307,22 @@ kafka_down() { stop_pidfile kafka "$STATE/kafka/kafka.pid"; kafka_cds_keep; }
 # SIGTERM is Redis's graceful shutdown: it writes and fsyncs the AOF before it exits.
 redis_down() { stop_pidfile redis "$STATE/redis/redis.pid"; }
 
+# One services.sh at a time on a state dir: two at once would both format the
+# storage and start two brokers on it. The daemons do not inherit the lock (9>&-).
+lock_state() {
+  mkdir -p "$STATE"
+  exec 9>"$STATE/.lock"
+  flock -w 600 9 || die "another scripts/services.sh has held $STATE/.lock for 10 minutes"
+}
+
 case "${1:-}" in
-  up) redis_up; kafka_up ;;
-  down) kafka_down; redis_down ;;
+  up) lock_state; redis_up; kafka_up ;;
+  down) lock_state; kafka_down; redis_down ;;
   status) status ;;
-  kafka-up) kafka_up ;;
-  kafka-down) kafka_down ;;
-  redis-up) redis_up ;;
-  redis-down) redis_down ;;
-  *) echo "usage: $0 up|down|status|kafka-up|kafka-down|redis-up|redis-down" >&2; exit 2 ;;
+  kafka-up) lock_state; kafka_up ;;
+  kafka-down) lock_state; kafka_down ;;
+  redis-up) lock_state; redis_up ;;
+  redis-down) lock_state; redis_down ;;
+  cluster-id) cluster_id ;;
+  *) echo "usage: $0 up|down|status|kafka-up|kafka-down|redis-up|redis-down|cluster-id" >&2; exit 2 ;;
 esac

@@ -6,26 +6,7 @@ Kafka, Redis or clock patching.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-
-@dataclass
-class Placement:
-    """Where a task is: its worker, the attempt (fencing token) and its wire payload."""
-
-    worker: str
-    attempt: int
-    payload: str
-
-
-def encode_placement(p: Placement) -> str:
-    """The Redis form of a placement: 'worker|attempt|payload' (see store._ASSIGN)."""
-    return f"{p.worker}|{p.attempt}|{p.payload}"
-
-
-def decode_placement(text: str) -> Placement:
-    worker, attempt, payload = text.split("|", 2)
-    return Placement(worker, int(attempt), payload)
+from client.store import Placement as Placement  # re-exported: the scheduler's table holds them
 
 
 class SchedulerState:

@@ -23,7 +23,7 @@ from kafka.structs import OffsetAndMetadata
 
 from client import kafka as kafka_io
 from client.config import Config
-from client.errors import InvalidMessage
+from client.errors import Fenced, InvalidMessage
 from client.protocol import (
     Heartbeat,
     TasksFinished,
@@ -35,8 +35,8 @@ from client.protocol import (
     parse_event,
     parse_task,
 )
-from client.store import TERMINAL, Keys, ResultStore, connect
-from supervisor.policy import Placement, SchedulerState, decode_placement
+from client.store import TERMINAL, Assign, AssignResult, Batch, Keys, Reject, Reply, TaskStore, connect
+from supervisor.policy import Placement, SchedulerState
 from worker_pool import quarantine
 from worker_pool.process import exit_on_service_loss, process_setup
 from worker_pool.registry import Registry, default_registry
@@ -69,8 +69,10 @@ class _Pending:
 class Scheduler:
     """``initialize()``, then ``loop(now)`` until ``stop()``, then ``shutdown()``."""
 
-    def __init__(self, config: Config, registry: Registry = default_registry, careful: bool = False) -> None:
+    def __init__(self, config: Config, registry: Registry = default_registry, epoch: int = 0,
+                 careful: bool = False) -> None:
         self.config = config
+        self.epoch = epoch
         self.careful = careful  # started after a crash: read what was uncommitted one by one (quarantine.py)
         self._guard: quarantine.Guard | None = None
         self.registry = registry
@@ -78,12 +80,14 @@ class Scheduler:
         w = config.workers
         self.state = SchedulerState(config.worker_ids(), w.max_pending, w.heartbeat_timeout)
         self.waiting: deque[_Pending] = deque()
+        self._limits = config.tasks.limits()
         self._stop = threading.Event()
         self._next_offset: dict[TopicPartition, int] = {}
-        self._committed: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, tuple[int, float]] = {}  # offset, when committed
         self._ended: list[str] = []  # finished tasks to drop from the Redis table
         self._sent: list[Any] = []  # produce futures to check after the next flush
         self._orphaned: list[tuple[str, int]] = []  # (task, dead pid) taken from dead workers, to mark in Redis
+        self._rejected: list[tuple[Reply[Reject], _Pending, str]] = []  # REJECTs queued, with the task id
         self._last_status_commit = 0.0
         self._commit_status_now = False
         self._last_reconcile = 0.0
@@ -98,7 +102,7 @@ class Scheduler:
         self.registry.load_modules(self.config.tasks.modules)
         self.redis = connect(self.config.redis)
         self.keys = Keys(self.config.redis.key_prefix)
-        self.store = ResultStore(self.redis, self.keys, self.config.tasks.result_ttl)
+        self.store = TaskStore(self.redis, self.keys, self.config.tasks.result_ttl, self.epoch)
         self._producer = kafka_io.producer(self.config.kafka, linger_ms=1)
         # Two consumers, so flow control is simply not polling TASKS while tasks
         # wait for room, and status events (which make room) always flow.
@@ -112,6 +116,8 @@ class Scheduler:
                                                                **quarantine.uncommitted(self._status_in, status)})
             log.warning("careful mode after a crash: reading %d uncommitted message(s) one by one",
                         sum(end - start for start, end in self._guard.ranges.values()))
+        # Committed again now and then even while idle (see _commit_changed).
+        self._next_offset.update({**kafka_io.positions(self._tasks_in), **kafka_io.positions(self._status_in)})
         self._reload()
         log.info("scheduler ready (pid %d): %d tasks in flight", os.getpid(), len(self.state.tasks))
 
@@ -122,12 +128,10 @@ class Scheduler:
         ended) and covers a crash between recording a placement and producing it.
         """
         assert self._producer is not None
-        table: dict[str, str] = self.redis.hgetall(self.keys.assignments)  # type: ignore[assignment]
-        orphans: dict[str, str] = self.redis.hgetall(self.keys.orphans)  # type: ignore[assignment]
-        for task_id, text in table.items():
-            p = decode_placement(text)
+        table, orphans = self.store.placements()
+        for task_id, p in table.items():
             if task_id in orphans or p.worker not in self.state.load:  # a dead worker's, or an unknown one's
-                self.waiting.append(_Pending(p.payload.encode(), mode="move", dead_pid=int(orphans.get(task_id, 0))))
+                self.waiting.append(_Pending(p.payload.encode(), mode="move", dead_pid=orphans.get(task_id, 0)))
                 continue
             self.state.place(task_id, p)
             self._sent.append(self._producer.send(p.worker, assignment_bytes(p.payload, p.attempt, p.worker)))
@@ -228,14 +232,12 @@ class Scheduler:
     # --- assignment ---
     def _dispatch(self, at: float) -> None:
         """Assign waiting tasks while some live worker has room; one Redis round trip."""
-        chosen: list[tuple[int, _Pending, str]] = []  # (index in the pipeline, task, worker)
-        pipe = self.redis.pipeline(transaction=False)
-        if self._ended:
-            pipe.hdel(self.keys.assignments, *self._ended)
-            self._ended.clear()
-        if self._orphaned:
-            pipe.hset(self.keys.orphans, mapping=dict(self._orphaned))
-            self._orphaned.clear()
+        chosen: list[tuple[Reply[AssignResult], _Pending, str, Placement | None]] = []  # (answer, task, worker, before)
+        pipe = self.store.pipeline()
+        self.store.drop_placements(pipe, self._ended)
+        self._ended.clear()
+        self.store.mark_orphans(pipe, self._orphaned)
+        self._orphaned.clear()
         while self.waiting:
             item = self.waiting[0]
             if not item.task_id and not self._admit(item, pipe, at):
@@ -246,20 +248,22 @@ class Scheduler:
                 break
             self.waiting.popleft()
             self._retrying.discard(item.task_id)
+            before = self.state.tasks.get(item.task_id)
             self.state.place(item.task_id, Placement(worker, 0, item.payload))  # holds its room
-            chosen.append((len(pipe.command_stack), item, worker))
-            self.store.assign(pipe, item.task_id, item.name, worker, item.payload, at, item.max_retries,
-                              item.mode, item.dead_pid)
-        if pipe.command_stack:
-            results = self.store.execute(pipe)
-            self._send([(item, worker, results[i]) for i, item, worker in chosen])
+            answer = self.store.assign(pipe, item.task_id, item.name, worker, item.payload, at, item.max_retries,
+                                       item.mode, item.dead_pid)
+            chosen.append((answer, item, worker, before))
+        if len(pipe):
+            self.store.execute(pipe)
+            self._rejected_done()
+            self._send(chosen)
         if self._sent:  # dead letters too: flushed before the offsets past them are committed
             self._flush()
 
-    def _admit(self, item: _Pending, pipe: Any, at: float) -> bool:
+    def _admit(self, item: _Pending, pipe: Batch, at: float) -> bool:
         """Check a message and fill in ``item``; fail or dead-letter it if invalid."""
         try:
-            task = parse_task(item.raw, max_bytes=self.config.tasks.max_message_bytes)
+            task = parse_task(item.raw, self._limits)
         except InvalidMessage as e:
             self._reject(item, e, pipe, at)
             return False
@@ -273,38 +277,61 @@ class Scheduler:
         item.max_retries = self.config.tasks.retries_for(task.options)
         return True
 
-    def _reject(self, item: _Pending, e: InvalidMessage, pipe: Any, at: float) -> None:
+    def _reject(self, item: _Pending, e: InvalidMessage, pipe: Batch, at: float) -> None:
         if item.retry_id:  # e.g. its task is no longer registered: off the schedule, or it comes back for ever
-            pipe.zrem(self.keys.retries, item.retry_id)
-            pipe.hdel(self.keys.retry_payloads, item.retry_id)
+            self.store.drop_retry(pipe, item.retry_id)
             self._retrying.discard(item.retry_id)
         if e.task_id:
             log.warning("task %s rejected: %s", e.task_id, e.reason)
-            # Fails its record, unless that id is already placed or ended: a bad
-            # duplicate of a live task must not touch it.
-            self.store.reject(pipe, e.task_id, at, f"InvalidMessage: {e.reason}")
+            # Fails its record, unless that id was ever accepted or has ended: a
+            # bad duplicate of a live task must not touch it.
+            reply = self.store.reject(pipe, e.task_id, at, f"InvalidMessage: {e.reason}", item.mode)
+            self._rejected.append((reply, item, e.task_id))
             return
+        self._dead_letter(item, e.reason)
+
+    def _rejected_done(self) -> None:
+        """Act on REJECT's answers: an id naming a foreign key gets a dead letter instead."""
+        rejected, self._rejected = self._rejected, []
+        for reply, item, task_id in rejected:
+            if reply.value is Reject.STALE_EPOCH:
+                raise Fenced(f"scheduler of epoch {self.epoch}: a newer generation owns the cluster")
+            if reply.value is Reject.NOT_OURS:
+                self._refuse_foreign(item, task_id, "")
+
+    def _refuse_foreign(self, item: _Pending, task_id: str, key_type: str) -> None:
+        """The task id names a Redis key YADTQ does not own: a dead letter, and the key is left as it was."""
+        what = f" (a {key_type})" if key_type else ""
+        self._dead_letter(item, f"task id {task_id!r} names an existing Redis key that YADTQ does not own{what}; "
+                                "refused, the key is left as it was; set redis.key_prefix when sharing a database")
+
+    def _dead_letter(self, item: _Pending, reason: str) -> None:
         assert self._producer is not None
         where = f"{item.tp.topic}:{item.tp.partition}@{item.offset}" if item.tp else f"a task to {item.mode}"
-        log.warning("message at %s dead-lettered to %s: %s", where, self.topics.dead_letter, e.reason)
-        body, headers = item.raw, [("error", e.reason.encode())]
+        log.warning("message at %s dead-lettered to %s: %s", where, self.topics.dead_letter, reason)
+        body, headers = item.raw, [("error", reason.encode())]
         if len(body) > self.config.tasks.max_message_bytes:  # keep the dead letter itself under Kafka's limit
             body = body[:self.config.tasks.max_message_bytes]
             headers.append(("truncated-from", str(len(item.raw)).encode()))
         self._sent.append(self._producer.send(self.topics.dead_letter, body, headers=headers))
 
-    def _send(self, chosen: list[tuple[_Pending, str, list[Any]]]) -> None:
+    def _send(self, chosen: list[tuple[Reply[AssignResult], _Pending, str, Placement | None]]) -> None:
         """Act on ASSIGN's answers: send the new placements, keep the old ones."""
         assert self._producer is not None
-        for item, worker, answer in chosen:
-            code = int(answer[0])
-            if code < 0:  # already ended (-1), failed for good just now (-2), retry taken already (-3)
+        for reply, item, worker, before in chosen:
+            answer = reply.value
+            if answer.kind is Assign.STALE_EPOCH:
+                raise Fenced(f"scheduler of epoch {self.epoch}: a newer generation owns the cluster")
+            if answer.kind is Assign.PLACED:  # placed (and sent) before: keep that placement
+                self.state.place(item.task_id, Placement(answer.worker, answer.attempt,
+                                                         _kept_payload(answer, item, before)))
+                continue
+            if answer.kind is not Assign.ASSIGNED:  # ended, failed just now, not now, or not ours
                 self.state.forget(item.task_id)
+                if answer.kind is Assign.NOT_OURS:
+                    self._refuse_foreign(item, item.task_id, answer.key_type)
                 continue
-            if code == 0:  # already placed (and sent) before: keep that placement
-                self.state.place(item.task_id, Placement(str(answer[2]), int(answer[1]), item.payload))
-                continue
-            p = Placement(worker, int(answer[1]), item.payload)
+            p = Placement(worker, answer.attempt, item.payload)
             self.state.place(item.task_id, p)
             self._sent.append(self._producer.send(worker, assignment_bytes(p.payload, p.attempt, p.worker)))
 
@@ -335,19 +362,21 @@ class Scheduler:
             else:
                 first_waiting = next((w.offset for w in self.waiting if w.tp == tp), None)
                 tasks[tp] = first_waiting if first_waiting is not None else nxt
-        self._commit_changed(self._tasks_in, tasks)
+        self._commit_changed(self._tasks_in, tasks, at)
         if self._commit_status_now or at - self._last_status_commit >= 1.0:
             self._last_status_commit, self._commit_status_now = at, False
-            self._commit_changed(self._status_in, status)
+            self._commit_changed(self._status_in, status, at)
         if self._guard is not None and self._guard.careful():
-            for tp, o in self._committed.items():
+            for tp, (o, _) in self._committed.items():
                 self._guard.passed(tp, o)
 
-    def _commit_changed(self, consumer: KafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
-        changed = {tp: o for tp, o in offsets.items() if self._committed.get(tp) != o}
-        if changed:
-            consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in changed.items()})
-            self._committed.update(changed)
+    def _commit_changed(self, consumer: KafkaConsumer, offsets: dict[TopicPartition, int], at: float) -> None:
+        """Commit the offsets that moved, and every OFFSET_REFRESH seconds the
+        others too: an idle group's offsets must not expire in Kafka."""
+        due = kafka_io.offsets_due(offsets, self._committed, at)
+        if due:
+            consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in due.items()})
+            self._committed.update({tp: (o, at) for tp, o in due.items()})
 
     def _take_due_retries(self, at: float) -> None:
         """Queue the tasks whose retry time has come (ASSIGN takes them off the schedule)."""
@@ -356,10 +385,6 @@ class Scheduler:
             return
         for task_id, payload in self.store.due_retries(at, MAX_WAITING - len(self.waiting)):
             if task_id in self._retrying:
-                continue
-            if payload is None:  # cannot happen through RETRY, which writes both; say so rather than spin
-                log.error("task %s is scheduled for a retry but its payload is missing; dropping it", task_id)
-                self.redis.zrem(self.keys.retries, task_id)
                 continue
             self._retrying.add(task_id)
             self.waiting.append(_Pending(payload.encode(), mode="retry", retry_id=task_id))
@@ -377,8 +402,8 @@ class Scheduler:
         if not ids:
             return
         statuses = self.store.statuses(ids)
-        placed = self.redis.hmget(self.keys.assignments, ids)
-        ended = [t for t, s, p in zip(ids, statuses, placed, strict=True) if s in TERMINAL or p is None]
+        placed = self.store.placed(ids)
+        ended = [t for t, s, p in zip(ids, statuses, placed, strict=True) if s in TERMINAL or not p]
         for t in ended:
             self.state.forget(t)
         self._ended.extend(ended)
@@ -387,13 +412,24 @@ class Scheduler:
         assert self._producer is not None
         self._last_beat = at
         self._producer.send(self.topics.status, encode_event(Heartbeat("scheduler", "scheduler", os.getpid(), at)))
-        self.redis.hset(self.keys.load, mapping={w: n for w, n in self.state.load.items()})
+        self.store.write_load(self.state.load)
 
 
-def run_scheduler(config: Config, careful: bool = False) -> None:
-    """Process entry point: run the scheduler until SIGTERM (``careful``: after a crash, see quarantine.py)."""
+def _kept_payload(answer: AssignResult, item: _Pending, before: Placement | None) -> str:
+    """The payload of a task ASSIGN found placed: the stored one, else the one
+    held before; a duplicate message's own payload never replaces it."""
+    if answer.payload is not None:
+        return answer.payload
+    if before is not None:
+        return before.payload
+    return item.payload  # a move or retry: its payload came from the placement itself
+
+
+def run_scheduler(config: Config, epoch: int = 0, careful: bool = False) -> None:
+    """Process entry point: run the scheduler (of the cluster's generation ``epoch``) until SIGTERM
+    (``careful``: started after a crash, see worker_pool/quarantine.py)."""
     process_setup("scheduler")
-    s = Scheduler(config, careful=careful)
+    s = Scheduler(config, epoch=epoch, careful=careful)
     signal.signal(signal.SIGTERM, lambda *_: s.stop())
     with exit_on_service_loss("scheduler"):
         try:

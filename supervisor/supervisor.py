@@ -26,7 +26,7 @@ from client import kafka as kafka_io
 from client.config import Config, safe_url
 from client.errors import InvalidMessage, ServiceUnavailable
 from client.protocol import Heartbeat, WorkerDown, encode_event, now, parse_event
-from client.store import Keys, connect, ping
+from client.store import Keys, TaskStore, connect, ping
 from supervisor.scheduler import run_scheduler
 from supervisor.topics import ensure_topics
 from worker_pool import quarantine
@@ -324,11 +324,10 @@ class Supervisor:
         live = sum(1 for c in workers if c.alive() and c.announced)
         sched = self.children["scheduler"]
         try:
-            load: dict[str, str] = self.redis.hgetall(self.keys.load)  # type: ignore[assignment]
-            stats: dict[str, str] = self.redis.hgetall(self.keys.stats)  # type: ignore[assignment]
+            load, stats = TaskStore(self.redis, self.keys, 0).counters()
         except redis.RedisError as e:
             return f"workers {live}/{len(workers)} live | redis unavailable: {e}"
-        loads = " ".join(f"{c.name}={load.get(c.name, '0')}" for c in workers)
+        loads = " ".join(f"{c.name}={load.get(c.name, 0)}" for c in workers)
         restarts = sum(len(c.restarts) for c in self.children.values())
         return (f"workers {live}/{len(workers)} live | scheduler {'up' if sched.alive() else 'down'} | "
                 f"load {loads} | done {stats.get('success', 0)} failed {stats.get('failed', 0)} | "

@@ -1,4 +1,4 @@
-"""Creating the cluster's topics with Kafka's admin client."""
+"""Creating the cluster's topics with Kafka's admin client, with their settings."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from kafka.errors import TopicAlreadyExistsError
 
 from client import kafka as kafka_io
 from client.config import Config
-from client.errors import ServiceUnavailable
+from client.errors import ConfigError, ServiceUnavailable
 
 
 def topic_names(config: Config) -> list[str]:
@@ -19,16 +19,49 @@ def topic_names(config: Config) -> list[str]:
     return [t.tasks, t.status, t.dead_letter, *config.worker_ids()]
 
 
+def replication(config: Config, brokers: int) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) for a cluster of ``brokers`` brokers.
+
+    Unset (0) in the config: three copies where there are three brokers, and a
+    write acknowledged by two, so one broker can be lost without losing a task.
+    """
+    factor = config.topics.replication_factor or max(1, min(3, brokers))
+    insync = config.topics.min_insync_replicas or min(2, factor)
+    if factor > brokers:  # Kafka would refuse to create the topic, less clearly
+        raise ConfigError(f"{config.source}: topics.replication_factor: {factor} copies, but the Kafka cluster "
+                          f"reports {brokers} broker(s)")
+    if insync > factor:  # every write would be refused with NotEnoughReplicas
+        raise ConfigError(f"{config.source}: topics.min_insync_replicas: expected at most the replication "
+                          f"factor ({factor}), got {insync}")
+    return factor, insync
+
+
+def topic_configs(config: Config, name: str, insync: int) -> dict[str, str]:
+    """The topic-level settings ``name`` is created with (Kafka's config names)."""
+    t = config.topics
+    retention = {t.tasks: t.tasks_retention, t.status: t.status_retention,
+                 t.dead_letter: t.dead_letter_retention}.get(name, t.workers_retention)
+    out = {"retention.ms": str(int(retention * 1000)), "min.insync.replicas": str(insync)}
+    if name == t.status:
+        out["segment.ms"] = str(int(t.status_segment * 1000))
+    return out
+
+
 def ensure_topics(config: Config, timeout: float = 30.0) -> list[str]:
-    """Create every topic the cluster uses that does not exist yet; return the names."""
+    """Create every topic the cluster uses that does not exist yet; return the names.
+
+    A topic that exists already is left as it is, settings included.
+    """
     admin = kafka_io.admin(config.kafka, request_timeout_ms=int(timeout * 1000))
     try:
         names = topic_names(config)
         missing = [n for n in names if n not in set(admin.list_topics())]
         if missing:
+            factor, insync = replication(config, len(admin.describe_cluster()["brokers"]))
+            new = [NewTopic(n, 1, factor, topic_configs=topic_configs(config, n, insync)) for n in missing]
             # Another process may create one meanwhile: that is what we wanted.
             with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics([NewTopic(n, 1, 1) for n in missing], timeout_ms=int(timeout * 1000))
+                admin.create_topics(new, timeout_ms=int(timeout * 1000))
         _wait_visible(admin, names, timeout)
         return names
     finally:

@@ -22,10 +22,10 @@ _parse_task = scheduler.parse_task
 _parse_assignment = worker.parse_assignment
 
 
-def _crashing_parse_task(raw: bytes, *, max_bytes: int) -> Task:
+def _crashing_parse_task(raw: bytes, *args: Any, **kwargs: Any) -> Task:
     if CRASH_SCHEDULER.encode() in raw:
         os._exit(1)
-    return _parse_task(raw, max_bytes=max_bytes)
+    return _parse_task(raw, *args, **kwargs)
 
 
 def _crashing_parse_assignment(raw: bytes, *args: Any, **kwargs: Any) -> Assignment:

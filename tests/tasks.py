@@ -67,3 +67,14 @@ def stuck_in_c(seconds: int) -> None:
     nor the worker's heartbeat thread can act; only the supervisor can."""
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
     ctypes.PyDLL(None).sleep(seconds)  # PyDLL: the call keeps the GIL
+
+
+@task
+def unstorable(kind: str) -> object:
+    """Return a value no record can hold: 'deep' nesting, or a file name that is not UTF-8."""
+    if kind == "deep":
+        value: list[object] = []
+        for _ in range(100_000):
+            value = [value]
+        return value
+    return b"caf\xe9.txt".decode("utf-8", "surrogateescape")  # as os.listdir gives it

@@ -24,9 +24,32 @@ from kafka.structs import OffsetAndMetadata
 
 from client import kafka as kafka_io
 from client.config import Config
-from client.errors import InvalidMessage, TaskTimeLimitExceeded
-from client.protocol import Assignment, Heartbeat, TasksFinished, encode, encode_event, now, parse_assignment
-from client.store import TERMINAL, Keys, ResultStore, connect, failure_fields, result_fields
+from client.errors import Fenced, InvalidMessage, InvalidResult, TaskTimeLimitExceeded
+from client.protocol import (
+    Assignment,
+    Heartbeat,
+    TasksFinished,
+    encode,
+    encode_event,
+    encode_result,
+    now,
+    parse_assignment,
+    safe_text,
+)
+from client.store import (
+    TERMINAL,
+    Batch,
+    Claim,
+    Finish,
+    Keys,
+    Release,
+    Reply,
+    Retry,
+    Status,
+    TaskStore,
+    connect,
+    failure_fields,
+)
 from worker_pool import quarantine
 from worker_pool.context import TaskContext, running
 from worker_pool.process import EXIT_HARD_LIMIT, exit_on_service_loss, process_setup
@@ -52,7 +75,7 @@ class _Result:
     """A task's outcome, not yet written to its record."""
 
     assignment: Assignment
-    status: str
+    status: Status
     fields: dict[str, str]
     at: float
 
@@ -60,9 +83,10 @@ class _Result:
 class Worker:
     """One worker: ``initialize()``, then ``loop()`` until ``stop()``, then ``shutdown()``."""
 
-    def __init__(self, config: Config, worker_id: str, registry: Registry = default_registry,
+    def __init__(self, config: Config, worker_id: str, registry: Registry = default_registry, epoch: int = 0,
                  careful: bool = False) -> None:
         self.config = config
+        self.epoch = epoch
         self.id = worker_id
         self.careful = careful  # started after a crash: read what was uncommitted one by one (quarantine.py)
         self._guard: quarantine.Guard | None = None
@@ -80,11 +104,14 @@ class Worker:
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
         self._beat: threading.Thread | None = None
+        self._last_commit = time.monotonic()
+        self._limits = config.tasks.limits()
 
     def initialize(self) -> None:
         self.registry.load_modules(self.config.tasks.modules)
         self.redis = connect(self.config.redis)
-        self.store = ResultStore(self.redis, Keys(self.config.redis.key_prefix), self.config.tasks.result_ttl)
+        self.store = TaskStore(self.redis, Keys(self.config.redis.key_prefix), self.config.tasks.result_ttl,
+                               self.epoch)
         self._producer = kafka_io.producer(self.config.kafka)
         self._consumer = kafka_io.consumer(self.config.kafka, f"yadtq-worker.{self.id}",
                                            max_poll_records=self.config.workers.max_pending)
@@ -116,7 +143,9 @@ class Worker:
         """One poll: run the assignments it returns, then commit past them."""
         assert self._consumer is not None
         careful = self._guard is not None and self._guard.careful()
-        batches = self._consumer.poll(timeout_ms=200, max_records=1 if careful else None)
+        batches = self._consumer.poll(timeout_ms=200, max_records=1) if careful else self._consumer.poll(timeout_ms=200)
+        if not batches and not self._stop.is_set():
+            self._recommit()
         for tp, records in batches.items():
             done = None
             for rec in records:
@@ -130,9 +159,22 @@ class Worker:
             self.send_reports(force=True)
             if done is not None:
                 self._consumer.commit({tp: OffsetAndMetadata(done.offset + 1, "", -1)})
+                self._last_commit = time.monotonic()
                 if careful:
                     assert self._guard is not None
                     self._guard.passed(tp, done.offset + 1)
+
+    def _recommit(self) -> None:
+        """Idle: commit the position again every OFFSET_REFRESH seconds, so that
+        Kafka never expires this worker's offset (a restart would then replay
+        its topic). Every record before the position is handled: an empty poll
+        comes only after whole batches."""
+        assert self._consumer is not None
+        if time.monotonic() - self._last_commit < kafka_io.OFFSET_REFRESH:
+            return
+        at = kafka_io.positions(self._consumer)
+        self._consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in at.items()})
+        self._last_commit = time.monotonic()
 
     def shutdown(self) -> None:
         self._stop.set()
@@ -174,7 +216,7 @@ class Worker:
     # --- one assignment ---
     def handle(self, rec: ConsumerRecord) -> None:
         try:
-            a = parse_assignment(rec.value)
+            a = parse_assignment(rec.value, self._limits)
         except InvalidMessage as e:
             # Only the scheduler writes here, so this is a bug or a stray producer.
             log.error("skipping invalid message at %s:%d: %s", rec.topic, rec.offset, e.reason)
@@ -182,19 +224,18 @@ class Worker:
         with self._gate:
             claim = self._claim(a)
         self.send_reports()  # the previous task's, written with this claim, if they are due
-        if claim != 1:
-            # Reported all the same, so the scheduler drops the placement: 0 the
-            # task already ended, -2 it just failed for good, -1 it was fenced.
-            what = {0: "already ended", -1: "fenced (reassigned)", -2: "failed: retry limit"}[claim]
-            log.info("task %s attempt %d %s; not running it", a.task.task_id, a.attempt, what)
-            self._report(a, {0: "ended", -1: "fenced", -2: "failed"}[claim])
+        if claim is not Claim.RUN:
+            # Reported all the same, so the scheduler drops the placement.
+            log.info("task %s attempt %d %s; not running it", a.task.task_id, a.attempt, _NOT_RUN[claim][0])
+            self._report(a, _NOT_RUN[claim][1])
             return
-        status, fields = self.execute(a)
-        if status == "raised":
-            status, fields = self._retry_or_fail(a, fields)
-            if status == "retry":
-                self._report(a, status)
+        outcome, fields = self.execute(a)
+        if outcome == "raised":
+            outcome, fields = self._retry_or_fail(a, fields)
+            if outcome == "retry":
+                self._report(a, outcome)
                 return
+        status = Status(outcome)
         # Written with the next task's claim, in one round trip, or at the end
         # of the batch: either way before any other task starts here.
         self._held = _Result(a, status, fields, now())
@@ -206,24 +247,27 @@ class Worker:
         pipe = self.store.pipeline()
         held = self._queue_held(pipe)
         if held is not None:
-            self._finished(held, int(self.store.execute(pipe)[0]))
+            self.store.execute(pipe)
+            self._finished(*held)
 
-    def _queue_held(self, pipe: Any) -> _Result | None:
+    def _queue_held(self, pipe: Batch) -> tuple[_Result, Reply[Finish]] | None:
         held, self._held = self._held, None
-        if held is not None:
-            self.store.finish(pipe, held.assignment.task.task_id, held.assignment.attempt, held.status, held.at,
-                              held.fields)
-        return held
-
-    def _finished(self, held: _Result, code: int) -> None:
-        """Act on FINISH's answer: 1 written, 0 it had ended already, -1 fenced."""
+        if held is None:
+            return None
         a = held.assignment
-        if code != 1:
-            what = "was reassigned" if code == -1 else "ended elsewhere"
-            log.warning("task %s attempt %d %s while it ran; result dropped", a.task.task_id, a.attempt, what)
-            if code == -1:
+        return held, self.store.finish(pipe, a.task.task_id, a.attempt, held.status, held.at, held.fields)
+
+    def _finished(self, held: _Result, reply: Reply[Finish]) -> None:
+        """Act on FINISH's answer."""
+        a, answer = held.assignment, reply.value
+        if answer is Finish.STALE_EPOCH:
+            raise Fenced(f"worker {self.id} of epoch {self.epoch}: a newer generation owns the cluster")
+        if answer is not Finish.WRITTEN:
+            log.warning("task %s attempt %d %s while it ran; result dropped", a.task.task_id, a.attempt,
+                        _NOT_WRITTEN[answer])
+            if answer is Finish.FENCED:  # the attempt that replaced it reports
                 return
-        self._report(a, held.status)
+        self._report(a, held.status if answer is not Finish.NOT_OURS else "fenced")
 
     def _retry_or_fail(self, a: Assignment, fields: dict[str, str]) -> tuple[str, dict[str, str]]:
         """The task raised: schedule a retry ('retry', {}) or, with none left, ('failed', fields).
@@ -233,31 +277,36 @@ class Worker:
         """
         t, cfg = a.task, self.config.tasks
         limit = cfg.retries_for(t.options)
-        code, value = self.store.retry(t.task_id, a.attempt, now(), (cfg.retry_backoff, cfg.retry_backoff_max),
-                                       limit, fields, encode(t.to_wire()).decode())
-        if code == 1:
-            log.info("task %s raised %s; retry at %s", t.task_id, fields["error"], _clock(value))
+        answer = self.store.retry(t.task_id, a.attempt, now(), (cfg.retry_backoff, cfg.retry_backoff_max),
+                                  limit, fields, encode(t.to_wire()).decode())
+        if answer.kind is Retry.STALE_EPOCH:
+            raise Fenced(f"worker {self.id} of epoch {self.epoch}: a newer generation owns the cluster")
+        if answer.kind is Retry.SCHEDULED:
+            log.info("task %s raised %s; retry at %s", t.task_id, fields["error"], _clock(answer.due))
             return "retry", {}
-        if code == 0:
-            fields = {**fields, "error": f"{fields['error']} (gave up after {int(value) + 1} failed runs; "
+        if answer.kind is Retry.EXHAUSTED:
+            fields = {**fields, "error": f"{fields['error']} (gave up after {answer.used + 1} failed runs; "
                                          f"the retry limit is {limit})"}
-        return "failed", fields
+        return Status.FAILED, fields
 
-    def _claim(self, a: Assignment) -> int:
-        """START the task (and write the previous one's result in the same round trip)."""
+    def _claim(self, a: Assignment) -> Claim:
+        """CLAIM the task (and write the previous one's result in the same round trip)."""
         pipe = self.store.pipeline()
         held = self._queue_held(pipe)
         retries = self.config.tasks.retries_for(a.task.options)
-        self.store.start(pipe, a.task.task_id, a.attempt, self.id, now(), os.getpid(), retries)
-        answers = self.store.execute(pipe)
+        claim = self.store.claim(pipe, a.task.task_id, a.attempt, self.id, now(), os.getpid(), retries)
+        self.store.execute(pipe)
         if held is not None:
-            self._finished(held, int(answers[0]))
-        return int(answers[-1])
+            self._finished(*held)
+        if claim.value is Claim.STALE_EPOCH:
+            raise Fenced(f"worker {self.id} of epoch {self.epoch}: a newer generation owns the cluster")
+        return claim.value
 
-    def _finish(self, a: Assignment, status: str, fields: dict[str, str]) -> int:
+    def _finish(self, a: Assignment, status: Status, fields: dict[str, str]) -> Finish:
         pipe = self.store.pipeline()
-        self.store.finish(pipe, a.task.task_id, a.attempt, status, now(), fields)
-        return int(self.store.execute(pipe)[0])
+        reply = self.store.finish(pipe, a.task.task_id, a.attempt, status, now(), fields)
+        self.store.execute(pipe)
+        return reply.value
 
     def execute(self, a: Assignment) -> tuple[str, dict[str, str]]:
         """Run the task under its time limit: ('success', fields), ('raised',
@@ -277,15 +326,16 @@ class Worker:
             with running(TaskContext(t.task_id, t.name, a.attempt, self.id, self.config)), _time_limit(limit):
                 value = fn(*t.args, **t.kwargs)
         except (InvalidMessage, TaskTimeLimitExceeded) as e:  # running it again would end the same way
-            return "failed", {"error": f"{type(e).__name__}: {e}"}
+            return Status.FAILED, {"error": safe_text(f"{type(e).__name__}: {e}")}
         except Exception as e:  # the task's own error: recorded, never fatal to the worker
-            return "raised", failure_fields(e)
+            # Its message may hold text Redis cannot take (a lone surrogate).
+            return "raised", {k: safe_text(v) for k, v in failure_fields(e).items()}
         finally:
             self.running = None
         try:
-            return "success", result_fields(value)
-        except (TypeError, ValueError) as e:  # the same value again next time: no retry
-            return "failed", failure_fields(e)
+            return Status.SUCCESS, {"result": encode_result(value)}
+        except InvalidResult as e:  # the same value again next time: no retry
+            return Status.FAILED, {"error": f"InvalidResult: {e}"}
 
     def _report(self, a: Assignment, status: str) -> None:
         """Tell the scheduler this assignment is done with, in the next tasks-finished event."""
@@ -346,10 +396,10 @@ class Worker:
         error = (f"TaskTimeLimitExceeded: task ran past its time limit of {running.limit:g}s and did not stop "
                  f"within {HARD_LIMIT_GRACE:g}s more; its worker process was ended and replaced")
         log.error("task %s: %s", a.task.task_id, error)
-        if self._finish(a, "failed", {"error": error}) == 1:
+        if self._finish(a, Status.FAILED, {"error": error}) is Finish.WRITTEN:
             assert self._producer is not None  # the process ends next: this event goes out alone
             self._producer.send(self.config.topics.status,
-                                encode_event(TasksFinished(self.id, [[a.task.task_id, a.attempt, "failed"]])))
+                                encode_event(TasksFinished(self.id, [[a.task.task_id, a.attempt, Status.FAILED]])))
             self._producer.flush(timeout=2)
 
     def _hand_back(self, running: _Running) -> None:
@@ -359,9 +409,20 @@ class Worker:
         the next start runs it again, and that run is not counted as a death.
         """
         a = running.assignment
-        self.store.release(a.task.task_id, a.attempt, os.getpid())
+        if self.store.release(a.task.task_id, a.attempt, os.getpid()) is Release.STALE_EPOCH:
+            log.warning("task %s not handed back: a newer generation owns the cluster", a.task.task_id)
+            return
         log.warning("task %s did not finish within the shutdown grace period; it will run again after the "
                     "next start", a.task.task_id)
+
+
+# Why a claimed task is not run: (log text, status reported to the scheduler).
+_NOT_RUN = {Claim.ENDED: ("already ended", "ended"), Claim.FENCED: ("fenced (reassigned)", "fenced"),
+            Claim.FAILED_NOW: ("failed: retry limit", Status.FAILED),
+            Claim.NOT_OURS: ("names a Redis key YADTQ does not own", "fenced")}
+# Why a result was not written (FINISH's other answers).
+_NOT_WRITTEN = {Finish.FENCED: "was reassigned", Finish.ENDED: "ended elsewhere",
+                Finish.NOT_OURS: "lost its record to a key YADTQ does not own"}
 
 
 def _clock(ts: float) -> str:
@@ -394,10 +455,11 @@ class _time_limit:
         signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-def run_worker(config: Config, worker_id: str, careful: bool = False) -> None:
-    """Process entry point: run worker ``worker_id`` until SIGTERM (``careful``: after a crash, see quarantine.py)."""
+def run_worker(config: Config, worker_id: str, epoch: int = 0, careful: bool = False) -> None:
+    """Process entry point: run worker ``worker_id`` (of the cluster's generation ``epoch``) until SIGTERM
+    (``careful``: started after a crash, see worker_pool/quarantine.py)."""
     process_setup(f"worker {worker_id}")
-    w = Worker(config, worker_id, careful=careful)
+    w = Worker(config, worker_id, epoch=epoch, careful=careful)
     signal.signal(signal.SIGTERM, lambda *_: w.stop())
     with exit_on_service_loss(f"worker {worker_id}"):
         try:

@@ -22,9 +22,9 @@ import yaml
 
 from client import Client, load_config
 from client import kafka as kafka_io
-from supervisor.harness import ROOT as ROOT  # re-exported for the tests
-from supervisor.harness import ClusterProcess, remove_cluster_data
 from tests.integration.private_services import private_services  # noqa: F401  (a fixture for every module here)
+from tests.support.harness import ROOT as ROOT  # re-exported for the tests
+from tests.support.harness import ClusterProcess, remove_cluster_data
 
 KAFKA = os.environ.get("YADTQ_TEST_KAFKA", "localhost:9092")
 REDIS = os.environ.get("YADTQ_TEST_REDIS", "redis://localhost:6379/15")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import secrets
 import shutil
 import socket
@@ -97,6 +98,7 @@ class PrivateServices:
     sasl_user: str = "yadtq-test"
     sasl_password: str = field(default_factory=lambda: "kafka-" + secrets.token_hex(12))
     redis_password: str = field(default_factory=lambda: "redis-" + secrets.token_hex(12))
+    cluster_id: str | None = None  # YADTQ_KAFKA_CLUSTER_ID for a fresh broker; None: services.sh makes one
     timings: dict[str, list[float]] = field(default_factory=dict)  # seconds each start/stop took
 
     @property
@@ -120,7 +122,7 @@ class PrivateServices:
     def start_kafka(self) -> None:
         """Start the broker (again) and return once it serves metadata on both listeners."""
         with self._timing("kafka-start"):
-            self._script("kafka-up", START_TIMEOUT)
+            self._script("kafka-up", 2 * START_TIMEOUT + 30)  # format, then start: each bounded by the script
             self._wait_kafka_up()
 
     def stop_kafka(self) -> None:
@@ -153,7 +155,8 @@ class PrivateServices:
     # --- internals ---------------------------------------------------------
     def env(self) -> dict[str, str]:
         """The environment that points scripts/services.sh at these instances."""
-        return {**os.environ,
+        own = {"YADTQ_KAFKA_CLUSTER_ID": self.cluster_id} if self.cluster_id else {}
+        return {**os.environ, **own,
                 "YADTQ_SERVICES_DIR": str(self.state_dir),
                 "YADTQ_KAFKA": self.kafka, "YADTQ_REDIS": f"127.0.0.1:{self.redis_port}",
                 "YADTQ_KAFKA_SASL_PORT": str(self.sasl_port),
@@ -166,7 +169,8 @@ class PrivateServices:
         out = subprocess.run([str(SERVICES), command], env=self.env(), capture_output=True, text=True,
                              timeout=timeout, check=False)
         if out.returncode != 0:
-            raise RuntimeError(f"scripts/services.sh {command} failed ({out.returncode}):\n{out.stdout}{out.stderr}")
+            raise RuntimeError(f"scripts/services.sh {command} failed ({out.returncode}):\n{out.stdout}{out.stderr}"
+                               + _logs_named(out.stderr))
 
     @contextlib.contextmanager
     def _timing(self, what: str) -> Iterator[None]:
@@ -226,11 +230,23 @@ class PrivateServices:
         raise TimeoutError(f"Kafka on port {self.kafka_port} not ready within {START_TIMEOUT:.0f}s: {last}")
 
 
+def _logs_named(message: str) -> str:
+    """The end of each log file that services.sh's error names ("see X.log"), so that a
+    fixture error says why, not only that, a service failed to start."""
+    tails = []
+    for name in re.findall(r"see (/\S+\.log)", message):
+        with contextlib.suppress(OSError):
+            tails.append(f"--- last lines of {name}:\n" + "\n".join(Path(name).read_text().splitlines()[-20:]))
+    return "\n".join(tails)
+
+
 @contextlib.contextmanager
-def running_private_services(state_dir: Path) -> Iterator[PrivateServices]:
-    """Start a private Kafka and Redis with their state in ``state_dir``; stop them on exit."""
+def running_private_services(state_dir: Path, cluster_id: str | None = None) -> Iterator[PrivateServices]:
+    """Start a private Kafka and Redis with their state in ``state_dir``; stop them on exit.
+    ``cluster_id``: the KRaft cluster id a fresh broker is formatted with (default: a new one)."""
     base = free_port_block(4)
-    ps = PrivateServices(state_dir, kafka_port=base, sasl_port=base + 2, redis_port=base + 3)
+    ps = PrivateServices(state_dir, kafka_port=base, sasl_port=base + 2, redis_port=base + 3,
+                         cluster_id=cluster_id)
     try:
         ps.start_redis()
         ps.start_kafka()

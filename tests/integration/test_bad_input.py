@@ -14,9 +14,11 @@ import uuid
 from typing import Any
 
 import pytest
+import redis
 from kafka import KafkaConsumer, KafkaProducer
 
 from client import TaskSpec
+from client.errors import InvalidMessage
 from tests.integration.conftest import KAFKA
 
 pytestmark = pytest.mark.integration
@@ -100,3 +102,136 @@ def test_bad_messages_fail_clearly_and_the_good_ones_around_them_succeed(start_c
 
     # And the cluster still takes work as usual.
     assert c.submit_many([TaskSpec("mul", (6, 7))])[0].result(timeout=30) == 42
+
+
+def test_poison_tasks_events_and_results_neither_stop_nor_restart_any_process(start_cluster: Any) -> None:
+    """Defects 1, 2 and 8, each of which crashed the scheduler, the supervisor or a worker."""
+    cluster = start_cluster(count=2)
+    c = cluster.client
+    assert c.submit("add", 1, 1).result(timeout=60) == 2
+    start = cluster.mark()
+    tag = uuid.uuid4().hex[:8]
+    topics = cluster.config.topics
+    # task id -> (message to TASKS, the error its record must hold)
+    tasks: dict[str, tuple[bytes, str]] = {
+        f"{tag}-sur": (task_json(f"{tag}-sur", task="echo", args=["\ud800"]),   # defect 1, as reported
+                       "InvalidMessage: message holds text that is not valid Unicode"),
+        f"{tag}-sur-key": (task_json(f"{tag}-sur-key", task="echo", kwargs={"\udc80": 1}), "not valid Unicode"),
+        f"{tag}-timeout": (task_json(f"{tag}-timeout", task="add", args=[1, 2], options={"timeout": 1e9}),
+                           "options.timeout 1e+09 is over this cluster's limit (tasks.max_timeout = 86400)"),
+        f"{tag}-retries": (task_json(f"{tag}-retries", task="add", args=[1, 2], options={"max_retries": 10**9}),
+                           "(tasks.max_retries_cap = 100)"),
+        f"{tag}-deep": (f'{{"task-id": "{tag}-deep", "task": "echo", "args": {"[" * 900}{"]" * 900}}}'.encode(),
+                        "InvalidMessage: message is nested too deeply"),
+    }
+    # no task id can be read: dead-lettered (NaN is not JSON, so the message is not either)
+    no_id = [(f'{{"task-id": "{tag}-nan", "task": "add", "args": [NaN, 1]}}'.encode(),
+              "message is not valid JSON: NaN is not a JSON number"),
+             (f'{{"task-id": "{tag}-inf", "task": "add", "args": [1], "options": {{"timeout": Infinity}}}}'.encode(),
+              "message is not valid JSON: Infinity is not a JSON number"),
+             (task_json(f"{tag}.b:yadtq:assignments", task="add", args=[1, 2]),  # another cluster's internal key
+              "'task-id' may not start with or contain 'yadtq:'")]
+    beat = {"type": "heartbeat", "sender": "W1", "role": "worker", "pid": 1, "ts": 1.0}
+    events = [  # defect 2: each crashed the scheduler on every restart, or the supervisor
+        {**beat, "ts": "soon"}, {**beat, "sender": ["W1"]}, {**beat, "pid": "abc"}, {**beat, "ts": 1e308 * 10},
+        {"type": "worker-down", "worker": "W1", "reason": "x", "ts": 1.0, "pid": "abc"},
+        {"type": "worker-down", "worker": ["W1"], "reason": "x", "ts": 1.0},
+        {"type": "tasks-finished", "worker": "W1", "tasks": [[["t"], 1, "success"]]},
+        {**beat, "sender": "W\ud800"},
+    ]
+    good: list[tuple[str, int]] = []
+    producer = KafkaProducer(bootstrap_servers=KAFKA)
+    try:
+        bad = [m for m, _ in tasks.values()] + [m for m, _ in no_id]
+        for i, message in enumerate(bad + [json.dumps(e).encode() for e in events]):
+            if i < len(bad):
+                producer.send(topics.tasks, message)
+            else:  # json.dumps writes 1e309 as Infinity: not JSON, as some producers do
+                producer.send(topics.status, message)
+            good_id = f"{tag}-good-{i}"
+            producer.send(topics.tasks, task_json(good_id, task="add", args=[i, 1000]))
+            good.append((good_id, i + 1000))
+        producer.flush(10)
+    finally:
+        producer.close()
+    # Defect 8: return values that no record can hold fail their task once, without killing the worker.
+    results = c.submit_many([TaskSpec("unstorable", ("deep",), max_retries=3),
+                             TaskSpec("unstorable", ("file-name",), max_retries=3)])
+
+    c.wait([t for t, _ in good] + list(tasks) + [h.id for h in results], timeout=60)
+    assert [c.result(t) for t, _ in good] == [v for _, v in good]
+    for task_id, (_, error) in tasks.items():
+        record = c.record(task_id)
+        assert record["status"] == "failed" and error in record["error"], (task_id, record)
+    deep, name = (h.record() for h in results)
+    assert deep["status"] == "failed" and deep["error"] == (
+        "InvalidResult: the task's return value is nested too deeply to store as JSON")
+    assert name["status"] == "failed" and "InvalidResult: the task's return value cannot be stored as JSON: " \
+        "'utf-8' codec can't encode character '\\udce9'" in name["error"]
+    assert deep["attempt"] == name["attempt"] == "1"  # failed once, no retry, not a death
+    for _, reason in no_id:
+        cluster.wait_line(rf"dead-lettered to \S+: {re.escape(reason)}", timeout=10, start=start)
+    for _ in events:
+        cluster.wait_line(r"ignoring invalid status event: bad (heartbeat|worker-down|tasks-finished) event",
+                          timeout=10, start=start)
+    # Nothing died, crashed or restarted.
+    trouble = [line for line in cluster.lines[start:] if re.search(r"is dead|crashing|exit code|Traceback", line)]
+    assert trouble == []
+    assert c.submit("mul", 6, 7).result(timeout=30) == 42
+
+
+def test_ids_naming_keys_yadtq_does_not_own_are_refused_and_the_keys_left_alone(start_cluster: Any) -> None:
+    cluster = start_cluster(count=1)
+    c, prefix = cluster.client, cluster.config.redis.key_prefix
+    raw = redis.Redis.from_url(cluster.config.redis.url)  # bytes, for DUMP
+    # Another application's string and hash, and another cluster's internal
+    # key in the same database (its prefix 'p2:' inside this one's).
+    raw.set(f"{prefix}foreign-string", b"another app's value")
+    raw.hset(f"{prefix}foreign-hash", mapping={"name": "ann", "status": "queued"})
+    raw.expire(f"{prefix}foreign-hash", 1000)
+    raw.zadd(f"{prefix}p2:yadtq:retries", {"x": 1.0})
+    foreign = {"foreign-string": "string", "foreign-hash": "hash", "p2:yadtq:retries": "zset"}
+
+    def snapshot() -> list[Any]:
+        return [(raw.type(prefix + t), raw.dump(prefix + t), raw.ttl(prefix + t) > 900) for t in foreign]
+
+    # The ownership check refuses the first two; the parse step refuses any id
+    # holding 'yadtq:' before Redis is asked (another cluster's internal key).
+    reasons = {"foreign-string": "names an existing Redis key that YADTQ does not own",
+               "foreign-hash": "names an existing Redis key that YADTQ does not own",
+               "p2:yadtq:retries": "'task-id' may not start with or contain 'yadtq:'"}
+    before = snapshot()
+    for task_id in foreign:  # the client refuses them before producing anything
+        with pytest.raises(InvalidMessage, match=re.escape(reasons[task_id])):
+            c.submit_many([TaskSpec("add", (1, 2), task_id=f"{task_id}")])
+
+    good: list[str] = []
+    producer = KafkaProducer(bootstrap_servers=KAFKA)
+    try:
+        for i, task_id in enumerate(foreign):  # a plain producer is not stopped: the scheduler refuses them
+            producer.send(cluster.config.topics.tasks, task_json(task_id, task="add", args=[1, 2]))
+            good.append(f"{uuid.uuid4().hex[:8]}-good-{i}")
+            producer.send(cluster.config.topics.tasks, task_json(good[-1], task="add", args=[i, 1000]))
+        producer.flush(10)
+    finally:
+        producer.close()
+    c.wait(good, timeout=60)
+    assert [c.result(t) for t in good] == [i + 1000 for i in range(len(foreign))]
+    assert not [line for line in cluster.lines if " is dead " in line or "exiting" in line]
+    assert snapshot() == before
+
+    consumer = KafkaConsumer(cluster.config.topics.dead_letter, bootstrap_servers=KAFKA,
+                             auto_offset_reset="earliest", consumer_timeout_ms=20000)
+    try:
+        letters = [next(consumer) for _ in foreign]
+    finally:
+        consumer.close()
+    errors = {json.loads(m.value)["task-id"]: dict(m.headers)["error"].decode() for m in letters}
+    assert set(errors) == set(foreign)
+    for task_id in ("foreign-string", "foreign-hash"):
+        assert f"task id {task_id!r} names an existing Redis key that YADTQ does not own" in errors[task_id]
+        assert "set redis.key_prefix when sharing a database" in errors[task_id]
+    assert reasons["p2:yadtq:retries"] in errors["p2:yadtq:retries"]
+    for task_id in ("foreign-string", "foreign-hash"):
+        assert f"does not own (a {foreign[task_id]}); refused, the key is left as it was" in errors[task_id]
+    raw.close()

@@ -16,9 +16,9 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from client import Client, TaskFailed, TaskSpec, load_config
 from client.config import Config
 from client.protocol import WorkerDown, encode_event, now
-from supervisor.harness import WatchedProcess
 from supervisor.topics import ensure_topics
 from tests.integration.conftest import KAFKA, cluster_config
+from tests.support.harness import WatchedProcess
 
 pytestmark = pytest.mark.integration
 

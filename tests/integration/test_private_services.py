@@ -3,13 +3,22 @@ and a restart keeps what Kafka and Redis held."""
 
 from __future__ import annotations
 
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import redis
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
-from tests.integration.private_services import PrivateServices, answers
+from tests.integration.private_services import (
+    SERVICES,
+    START_TIMEOUT,
+    PrivateServices,
+    answers,
+    free_port_block,
+    running_private_services,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -57,3 +66,37 @@ def test_redis_requires_the_password(private_services: PrivateServices) -> None:
     with pytest.raises(redis.AuthenticationError):
         anonymous.get("kept")
     anonymous.close()
+
+
+def test_a_fresh_broker_takes_a_cluster_id_that_begins_with_a_dash(tmp_path: Path) -> None:
+    """Defect 15: an id that begins with '-' was taken by kafka-storage for an option.
+    Such ids are valid (Uuid.fromString takes them), and one given is used as it is."""
+    given = "-" + "bcdefghijklmnopqrstu" + "A"
+    with running_private_services(tmp_path, cluster_id=given) as ps:  # returns once the broker serves
+        meta = (tmp_path / "kafka" / "data" / "meta.properties").read_text()
+        assert f"cluster.id={given}\n" in meta
+        admin = KafkaAdminClient(bootstrap_servers=ps.kafka, request_timeout_ms=10000)
+        try:
+            assert admin.describe_cluster()["cluster_id"] == given
+        finally:
+            admin.close()
+
+
+def test_two_starts_at_once_on_a_fresh_folder_both_succeed(tmp_path: Path) -> None:
+    """Two `services.sh kafka-up` at once on one fresh state dir (two terminals, two
+    `make services`): one formats and starts, the other finds the broker answering."""
+    ps = PrivateServices(tmp_path, *_ports())
+    try:
+        runs = [subprocess.Popen([str(SERVICES), "kafka-up"], env=ps.env(), stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+        outs = [p.communicate(timeout=2 * START_TIMEOUT + 30)[0] for p in runs]
+        assert [p.returncode for p in runs] == [0, 0], outs
+        assert sum("formatted" in out for out in outs) == 1, outs
+        ps.start_kafka()  # answers already: waits until it serves metadata on both listeners
+    finally:
+        ps.stop_all()
+
+
+def _ports() -> tuple[int, int, int]:
+    base = free_port_block(4)
+    return base, base + 2, base + 3

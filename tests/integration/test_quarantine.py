@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
+from client.errors import ResultTimeout
 from tests.crashy_tasks import CRASH_SCHEDULER, CRASH_WORKER
 from tests.integration.conftest import KAFKA
 from worker_pool.quarantine import TRIES
@@ -62,14 +63,17 @@ def test_a_message_that_keeps_killing_its_reader_is_quarantined(start_cluster: A
         producer.close()
 
     c = cluster.client
-    c.wait(before + after + [crash], timeout=120)
+    try:
+        c.wait(before + after + [crash], timeout=120)
+    except ResultTimeout as e:
+        raise AssertionError(f"{e}; cluster output:\n" + "\n".join(cluster.lines[mark:][-60:])) from None
     assert [c.result(t) for t in before + after] == [i + 1000 for i in range(3)] * 2
     record = c.record(crash)
     assert record["status"] == "failed" and "quarantined" in record["error"], record
     body, headers = dead_letter(cluster.config.topics.dead_letter, crash)
     assert "quarantined" in headers["error"].decode() and crash.encode() in body
     started = [m.group(1) for line in cluster.lines[mark:] if (m := re.search(r"started (\S+) \(pid", line))]
-    assert 1 <= len(started) <= TRIES + 1, started  # worker names are '<tag>.W1'
+    assert 1 <= len(started) <= TRIES + 1, "\n".join(cluster.lines[mark:])  # worker names are '<tag>.W1'
     assert all(name == process or name.endswith(f".{process}") for name in started), started
     # And it goes on: a task sent now runs at once.
     assert c.submit("add", 2, 3).result(timeout=30) == 5

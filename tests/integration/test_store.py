@@ -10,101 +10,117 @@ from typing import Any
 import pytest
 import redis
 
-from client.store import Keys, ResultStore, connect
+from client.store import (
+    Assign,
+    AssignResult,
+    Claim,
+    Finish,
+    Keys,
+    Reject,
+    Release,
+    Retry,
+    RetryResult,
+    TaskStore,
+    connect,
+)
 from tests.integration.conftest import REDIS
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def store(services: None) -> Iterator[ResultStore]:
+def store(services: None) -> Iterator[TaskStore]:
     prefix = f"t{uuid.uuid4().hex[:10]}:"
     client = connect(REDIS)
-    yield ResultStore(client, Keys(prefix), result_ttl=60)
+    yield TaskStore(client, Keys(prefix), result_ttl=60)
     keys = list(client.scan_iter(match=f"{prefix}*"))
     if keys:
         client.delete(*keys)
     client.close()
 
 
-def run(store: ResultStore, op: str, *args: Any, **kwargs: Any) -> Any:
-    pipe = store.redis.pipeline(transaction=False)
-    getattr(store, op)(pipe, *args, **kwargs)
-    return store.execute(pipe)[0]
+def run(store: TaskStore, op: str, *args: Any, **kwargs: Any) -> Any:
+    """Run one lifecycle script now; its decoded answer."""
+    pipe = store.pipeline()
+    reply = getattr(store, op)(pipe, *args, **kwargs)
+    store.execute(pipe)
+    return reply.value
 
 
-def assign(store: ResultStore, worker: str, dead_pid: int | None = None, retries: int = 1,
-           mode: str | None = None) -> list[Any]:
+def assign(store: TaskStore, worker: str, dead_pid: int | None = None, retries: int = 1,
+           mode: str | None = None) -> AssignResult:
     mode = mode or ("new" if dead_pid is None else "move")
-    return list(run(store, "assign", "t1", "add", worker, '{"task-id":"t1"}', 1.0, retries, mode, dead_pid or 0))
+    return run(store, "assign", "t1", "add", worker, '{"task-id":"t1"}', 1.0, retries, mode, dead_pid or 0)  # type: ignore[no-any-return]
 
 
-def retry(store: ResultStore, attempt: int, at: float = 10.0, limit: int = 2) -> tuple[int, float]:
+def retry(store: TaskStore, attempt: int, at: float = 10.0, limit: int = 2) -> RetryResult:
     return store.retry("t1", attempt, at, (1.0, 3.0), limit, {"error": "ValueError: x", "traceback": "tb"},
                        '{"task-id":"t1"}')
 
 
-def test_a_redelivered_task_keeps_its_placement(store: ResultStore) -> None:
-    assert assign(store, "W1") == [1, 1]
-    assert assign(store, "W2") == [0, 1, "W1"]  # same message read again: no new attempt
+def test_a_redelivered_task_keeps_its_placement(store: TaskStore) -> None:
+    assert assign(store, "W1") == AssignResult(Assign.ASSIGNED, 1)
+    # The same message read again: no new attempt.
+    assert assign(store, "W2") == AssignResult(Assign.PLACED, 1, "W1", '{"task-id":"t1"}')
     assert store.record("t1")["attempt"] == "1"
 
 
-def test_a_terminal_record_is_final(store: ResultStore) -> None:
+def test_a_terminal_record_is_final(store: TaskStore) -> None:
     assign(store, "W1")
-    assert run(store, "start", "t1", 1, "W1", 2.0, 111, 1) == 1
-    assert run(store, "finish", "t1", 1, "success", 3.0, {"result": "3"}) == 1
-    assert run(store, "finish", "t1", 1, "failed", 4.0, {"error": "late"}) == 0
-    assert run(store, "reject", "t1", 4.0, "InvalidMessage: late") == 0
-    assert assign(store, "W2") == [-1]
-    assert run(store, "start", "t1", 1, "W1", 5.0, 111, 1) == 0
+    assert run(store, "claim", "t1", 1, "W1", 2.0, 111, 1) is Claim.RUN
+    assert run(store, "finish", "t1", 1, "success", 3.0, {"result": "3"}) is Finish.WRITTEN
+    assert run(store, "finish", "t1", 1, "failed", 4.0, {"error": "late"}) is Finish.ENDED
+    assert run(store, "reject", "t1", 4.0, "InvalidMessage: late") is Reject.ENDED
+    assert assign(store, "W2") == AssignResult(Assign.ENDED)
+    assert run(store, "claim", "t1", 1, "W1", 5.0, 111, 1) is Claim.ENDED
     rec = store.record("t1")
     assert (rec["status"], rec["result"], rec.get("error")) == ("success", "3", None)
     assert 0 < store.redis.ttl(store.keys.task("t1")) <= 60
     assert not store.redis.hexists(store.keys.assignments, "t1")
 
 
-def test_a_moved_task_fences_the_old_attempt(store: ResultStore) -> None:
+def test_a_moved_task_fences_the_old_attempt(store: TaskStore) -> None:
     assign(store, "W1")
-    assert assign(store, "W2", dead_pid=111) == [1, 2]  # queued on W1, never started: no death counted
-    assert run(store, "start", "t1", 1, "W1", 2.0, 222, 1) == -1
-    assert run(store, "finish", "t1", 1, "success", 2.0, {"result": "0"}) == -1
-    assert run(store, "start", "t1", 2, "W2", 2.0, 333, 1) == 1
+    # Queued on W1, never started: no death counted.
+    assert assign(store, "W2", dead_pid=111) == AssignResult(Assign.ASSIGNED, 2)
+    assert run(store, "claim", "t1", 1, "W1", 2.0, 222, 1) is Claim.FENCED
+    assert run(store, "finish", "t1", 1, "success", 2.0, {"result": "0"}) is Finish.FENCED
+    assert run(store, "claim", "t1", 2, "W2", 2.0, 333, 1) is Claim.RUN
     assert store.record("t1").get("worker_deaths") is None
 
 
-def test_deaths_count_once_each_and_end_in_failed(store: ResultStore) -> None:
+def test_deaths_count_once_each_and_end_in_failed(store: TaskStore) -> None:
     assign(store, "W1")
-    assert run(store, "start", "t1", 1, "W1", 2.0, 111, 1) == 1
+    assert run(store, "claim", "t1", 1, "W1", 2.0, 111, 1) is Claim.RUN
     # pid 111 died; a newer W1 (pid 222) re-reads the message first: one death.
-    assert run(store, "start", "t1", 1, "W1", 3.0, 222, 1) == 1
+    assert run(store, "claim", "t1", 1, "W1", 3.0, 222, 1) is Claim.RUN
     # The scheduler's move for pid 111 arrives late: pid 222 runs it, so it stays.
-    assert assign(store, "W2", dead_pid=111) == [0, 1, "W1"]
+    assert assign(store, "W2", dead_pid=111) == AssignResult(Assign.PLACED, 1, "W1", '{"task-id":"t1"}')
     # pid 222 dies too: the second death passes the limit of 1.
-    assert assign(store, "W2", dead_pid=222) == [-2]
+    assert assign(store, "W2", dead_pid=222) == AssignResult(Assign.FAILED_NOW)
     rec = store.record("t1")
     assert rec["status"] == "failed"
     assert rec["error"] == "WorkerLost: the worker died while running this task 2 time(s); the retry limit is 1"
     assert store.redis.hget(store.keys.stats, "failed") == "1"
 
 
-def test_a_bad_duplicate_of_a_placed_task_does_not_touch_it(store: ResultStore) -> None:
+def test_a_bad_duplicate_of_a_placed_task_does_not_touch_it(store: TaskStore) -> None:
     assign(store, "W1")
-    assert run(store, "reject", "t1", 2.0, "InvalidMessage: bad args") == -1
+    assert run(store, "reject", "t1", 2.0, "InvalidMessage: bad args") is Reject.ACCEPTED
     assert store.record("t1")["status"] == "queued"
 
 
-def test_a_handed_back_task_runs_again_without_counting_a_death(store: ResultStore) -> None:
+def test_a_handed_back_task_runs_again_without_counting_a_death(store: TaskStore) -> None:
     assign(store, "W1")
-    assert run(store, "start", "t1", 1, "W1", 2.0, 111, 0) == 1
-    assert store.release("t1", 1, 222) == 0  # not the process that runs it
-    assert store.release("t1", 1, 111) == 1
+    assert run(store, "claim", "t1", 1, "W1", 2.0, 111, 0) is Claim.RUN
+    assert store.release("t1", 1, 222) is Release.NOT_HELD  # not the process that runs it
+    assert store.release("t1", 1, 111) is Release.RELEASED
     assert store.record("t1")["status"] == "queued"
-    assert run(store, "start", "t1", 1, "W1", 3.0, 333, 0) == 1  # retry limit 0, and still allowed
+    assert run(store, "claim", "t1", 1, "W1", 3.0, 333, 0) is Claim.RUN  # retry limit 0, and still allowed
     assert store.record("t1").get("worker_deaths") is None
 
 
-def test_results_wake_subscribers(store: ResultStore) -> None:
+def test_results_wake_subscribers(store: TaskStore) -> None:
     sub = store.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
     sub.subscribe(store.keys.done_channel("t2"))
     run(store, "reject", "t2", 1.0, "InvalidMessage: x")
@@ -125,89 +141,266 @@ def test_the_redis_url_password_is_never_shown() -> None:
         connect("redis://localhost:1/0").ping()
 
 
-def test_a_task_that_raised_is_retried_with_backoff_then_fails(store: ResultStore) -> None:
+def test_a_task_that_raised_is_retried_with_backoff_then_fails(store: TaskStore) -> None:
     assign(store, "W1")
-    assert run(store, "start", "t1", 1, "W1", 2.0, 111, 2) == 1
-    assert retry(store, 1, at=10.0) == (1, 11.0)  # first retry after the base delay
+    assert run(store, "claim", "t1", 1, "W1", 2.0, 111, 2) is Claim.RUN
+    assert retry(store, 1, at=10.0) == RetryResult(Retry.SCHEDULED, due=11.0)  # first retry after the base delay
     rec = store.record("t1")
     assert (rec["status"], rec["retries"], rec["error"], rec["retry_at"]) == ("queued", "1", "ValueError: x", "11")
     assert not store.redis.hexists(store.keys.assignments, "t1")  # off the scheduler's table
     assert store.due_retries(10.5, 10) == []
     assert store.due_retries(11.0, 10) == [("t1", '{"task-id":"t1"}')]
 
-    assert assign(store, "W2", mode="retry") == [1, 2]
-    assert assign(store, "W2", mode="retry") == [-3]  # taken already: not placed twice
+    assert assign(store, "W2", mode="retry") == AssignResult(Assign.ASSIGNED, 2)
+    assert assign(store, "W2", mode="retry") == AssignResult(Assign.NOT_NOW)  # taken already: not placed twice
     assert store.due_retries(99.0, 10) == []
-    assert run(store, "start", "t1", 1, "W1", 12.0, 111, 2) == -1  # the old attempt is fenced
-    assert run(store, "start", "t1", 2, "W2", 12.0, 222, 2) == 1
-    assert retry(store, 1) == (-1, 0.0)
-    assert retry(store, 2, at=20.0) == (1, 22.0)  # doubled
+    assert run(store, "claim", "t1", 1, "W1", 12.0, 111, 2) is Claim.FENCED  # the old attempt is fenced
+    assert run(store, "claim", "t1", 2, "W2", 12.0, 222, 2) is Claim.RUN
+    assert retry(store, 1) == RetryResult(Retry.FENCED)
+    assert retry(store, 2, at=20.0) == RetryResult(Retry.SCHEDULED, due=22.0)  # doubled
     assign(store, "W1", mode="retry")
-    run(store, "start", "t1", 3, "W1", 30.0, 333, 2)
-    assert retry(store, 3, at=30.0) == (0, 2.0)  # two retries used: the limit
-    assert run(store, "finish", "t1", 3, "failed", 31.0, {"error": "ValueError: x (gave up)"}) == 1
-    assert retry(store, 3) == (-2, 0.0)
+    run(store, "claim", "t1", 3, "W1", 30.0, 333, 2)
+    assert retry(store, 3, at=30.0) == RetryResult(Retry.EXHAUSTED, used=2)  # two retries used: the limit
+    assert run(store, "finish", "t1", 3, "failed", 31.0, {"error": "ValueError: x (gave up)"}) is Finish.WRITTEN
+    assert retry(store, 3) == RetryResult(Retry.ENDED)
 
 
-def test_a_task_waiting_for_its_retry_is_placed_only_by_the_schedule(store: ResultStore) -> None:
+def test_a_task_waiting_for_its_retry_is_placed_only_by_the_schedule(store: TaskStore) -> None:
     assign(store, "W1")
-    run(store, "start", "t1", 1, "W1", 2.0, 111, 2)
-    assert retry(store, 1, at=10.0)[0] == 1
+    run(store, "claim", "t1", 1, "W1", 2.0, 111, 2)
+    assert retry(store, 1, at=10.0).kind is Retry.SCHEDULED
     # A duplicate message, and a move after its worker died, arrive before the
     # scheduler heard of the retry: neither may place it, nor count a death.
-    assert assign(store, "W2") == [-3]
-    assert assign(store, "W2", dead_pid=111) == [-3]
+    assert assign(store, "W2") == AssignResult(Assign.NOT_NOW)
+    assert assign(store, "W2", dead_pid=111) == AssignResult(Assign.NOT_NOW)
     assert "worker_deaths" not in store.record("t1")
-    assert assign(store, "W2", mode="retry") == [1, 2]
-    assert run(store, "start", "t1", 2, "W2", 12.0, 222, 2) == 1
-    assert assign(store, "W1", mode="retry") == [-3]  # no second copy from the schedule either
+    assert assign(store, "W2", mode="retry") == AssignResult(Assign.ASSIGNED, 2)
+    assert run(store, "claim", "t1", 2, "W2", 12.0, 222, 2) is Claim.RUN
+    assert assign(store, "W1", mode="retry") == AssignResult(Assign.NOT_NOW)  # no second copy from the schedule either
 
 
-def test_raises_and_deaths_share_one_retry_limit(store: ResultStore) -> None:
+def test_raises_and_deaths_share_one_retry_limit(store: TaskStore) -> None:
     assign(store, "W1", retries=1)
-    run(store, "start", "t1", 1, "W1", 2.0, 111, 1)
-    assert retry(store, 1, limit=1)[0] == 1
+    run(store, "claim", "t1", 1, "W1", 2.0, 111, 1)
+    assert retry(store, 1, limit=1).kind is Retry.SCHEDULED
     assign(store, "W1", mode="retry", retries=1)
-    run(store, "start", "t1", 2, "W1", 3.0, 111, 1)
-    assert assign(store, "W2", dead_pid=111, retries=1) == [-2]  # its worker died: one failure too many
+    run(store, "claim", "t1", 2, "W1", 3.0, 111, 1)
+    # Its worker died: one failure too many.
+    assert assign(store, "W2", dead_pid=111, retries=1) == AssignResult(Assign.FAILED_NOW)
     rec = store.record("t1")
     assert rec["status"] == "failed"
     assert rec["error"] == ("WorkerLost: the worker died while running this task 1 time(s) "
                             "(and it raised 1 time(s)); the retry limit is 1")
 
 
-def test_scripts_are_loaded_again_when_redis_lost_them(store: ResultStore) -> None:
+def test_scripts_are_loaded_again_when_redis_lost_them(store: TaskStore) -> None:
     # A restarted Redis has an empty script cache: NOSCRIPT, load, run again.
     store.redis.script_flush()
     pipe = store.pipeline()
-    pipe.hincrby(store.keys.task("other"), "x", 1)
+    pipe.pipe.hincrby(store.keys.task("other"), "x", 1)
     store.assign(pipe, "t1", "add", "W1", '{"task-id":"t1"}', 1.0, 1)
-    assert store.execute(pipe) == [1, [1, 1]]
+    assert store.execute(pipe) == [1, ["assigned", 1]]
     assert store.record("t1")["attempt"] == "1"  # ran once, not twice
     assert store.redis.hget(store.keys.task("other"), "x") == "1"  # and so did the plain command
 
 
-def test_only_the_scripts_that_missed_run_again(store: ResultStore) -> None:
+def test_only_the_scripts_that_missed_run_again(store: TaskStore) -> None:
     # Another client may load the scripts while a long pipeline is being read:
     # some scripts in it then run and others miss. Only those run again.
     assign(store, "W1")
     pipe = store.pipeline()
-    store.start(pipe, "t1", 1, "W1", 2.0, 111, 3)  # run twice, START would count a death
-    pipe.evalsha("0" * 40, 0)  # a script Redis does not know, standing in for one that missed
+    store.claim(pipe, "t1", 1, "W1", 2.0, 111, 3)  # run twice, START would count a death
+    pipe.pipe.evalsha("0" * 40, 0)  # a script Redis does not know, standing in for one that missed
     with pytest.raises(redis.exceptions.NoScriptError):  # the unknown one stays unknown
         store.execute(pipe)
     record = store.record("t1")
     assert record["status"] == "processing" and "worker_deaths" not in record
 
 
-def test_a_submit_marks_queued_but_never_replaces_what_the_scheduler_wrote(store: ResultStore) -> None:
+def test_a_submit_marks_queued_but_never_replaces_what_the_scheduler_wrote(store: TaskStore) -> None:
     run(store, "mark_queued", "t0", "add", 5.0)
-    assert store.record("t0") == {"status": "queued", "task": "add", "submitted_at": "5.0"}
+    assert store.record("t0") == {"yadtq": "1", "status": "queued", "task": "add", "submitted_at": "5.0"}
     assign(store, "W1")  # the scheduler got to t1 before the client's write
-    run(store, "start", "t1", 1, "W1", 2.0, 111, 1)
+    run(store, "claim", "t1", 1, "W1", 2.0, 111, 1)
     run(store, "mark_queued", "t1", "add", 0.5)
     assert (store.record("t1")["status"], store.record("t1")["submitted_at"]) == ("processing", "1.0")
     run(store, "reject", "t2", 3.0, "InvalidMessage: bad")  # refused before the client's write
     run(store, "mark_queued", "t2", "add", 2.5)
     record = store.record("t2")
     assert (record["status"], record["task"], record["submitted_at"]) == ("failed", "add", "2.5")
+
+
+# --- a task id that names a key YADTQ does not own (defect 5) ---
+
+def snapshot(key: str) -> tuple[Any, ...]:
+    """The key byte for byte: its type, serialized value and time to live."""
+    raw = redis.Redis.from_url(REDIS)
+    try:
+        return raw.type(key), raw.dump(key), raw.ttl(key)
+    finally:
+        raw.close()
+
+
+def every_script(store: TaskStore, task_id: str) -> list[Any]:
+    """Each lifecycle script's answer for ``task_id``, every ASSIGN mode included."""
+    p = '{"task-id":"x"}'
+    answers = [run(store, "assign", task_id, "add", "W1", p, 1.0, 1, mode) for mode in ("new", "move")]
+    answers += [run(store, "assign", task_id, "add", "W1", p, 1.0, 1, "retry"),
+                run(store, "claim", task_id, 1, "W1", 2.0, 111, 1),
+                run(store, "finish", task_id, 1, "success", 3.0, {"result": "1"}),
+                run(store, "reject", task_id, 3.0, "InvalidMessage: x"),
+                run(store, "mark_queued", task_id, "add", 1.0),
+                store.release(task_id, 1, 111),
+                store.retry(task_id, 1, 4.0, (1.0, 3.0), 2, {"error": "E"}, p).kind]
+    return answers
+
+
+def assert_refused_untouched(store: TaskStore, task_id: str, key_type: str) -> None:
+    key = store.keys.task(task_id)
+    own_schedule = key in (store.keys.retries, store.keys.retry_payloads)
+    if not own_schedule:  # so that ASSIGN's 'retry' gets past the schedule (else it answers not_now)
+        store.redis.zadd(store.keys.retries, {task_id: 1.0})
+        store.redis.hset(store.keys.retry_payloads, task_id, "{}")
+    before = snapshot(key)
+    sub = store.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    sub.subscribe(store.keys.done_channel(task_id))
+    try:
+        assert store.foreign_ids([task_id, "free-id"]) == {task_id: key_type}
+        answers = every_script(store, task_id)
+        assert answers[0] == AssignResult(Assign.NOT_OURS, key_type=key_type)
+        if own_schedule:
+            assert answers.pop(2) == AssignResult(Assign.NOT_NOW)
+        assert all(str(a.kind if isinstance(a, AssignResult) else a) == "not_ours" for a in answers), answers
+        assert snapshot(key) == before
+        assert sub.get_message(timeout=0.2) is None  # nothing published on its channel
+    finally:
+        sub.close()
+    assert not store.redis.hexists(store.keys.assignments, task_id)
+    assert store.redis.hget(store.keys.stats, "failed") is None
+
+
+def test_an_id_naming_another_applications_string_is_refused_and_left_alone(store: TaskStore) -> None:
+    store.redis.set(store.keys.task("session:42"), "another app's value")
+    assert_refused_untouched(store, "session:42", "string")
+
+
+def test_an_id_naming_another_applications_hash_is_refused_and_left_alone(store: TaskStore) -> None:
+    # Even one with YADTQ-like fields: without the marker it is not a YADTQ record.
+    store.redis.hset(store.keys.task("user:7"), mapping={"name": "ann", "status": "queued", "attempt": "1"})
+    store.redis.expire(store.keys.task("user:7"), 1000)
+    assert_refused_untouched(store, "user:7", "hash")
+
+
+def test_an_id_naming_a_yadtq_internal_key_is_refused_and_left_alone(store: TaskStore) -> None:
+    # This cluster's own tables, and those of another cluster in the same
+    # database whose prefix extends this one's.
+    other = TaskStore(store.redis, Keys(f"{store.keys.prefix}p2:"), 60)
+    for s in (store, other):
+        run(s, "assign", "t1", "add", "W1", '{"task-id":"t1"}', 1.0, 1)
+        run(s, "claim", "t1", 1, "W1", 2.0, 111, 2)
+        assert s.retry("t1", 1, 10.0, (1.0, 3.0), 2, {"error": "E"}, "{}").kind is Retry.SCHEDULED
+    assert_refused_untouched(store, "yadtq:retry-payloads", "hash")
+    assert_refused_untouched(store, "p2:yadtq:retries", "zset")
+    assert_refused_untouched(store, "yadtq:retries", "zset")
+
+
+def test_a_record_is_marked_as_yadtqs_by_each_script_that_creates_one(store: TaskStore) -> None:
+    run(store, "mark_queued", "a", "add", 1.0)
+    run(store, "assign", "b", "add", "W1", "{}", 1.0, 1)
+    run(store, "reject", "c", 1.0, "InvalidMessage: x")
+    assert [store.record(t).get("yadtq") for t in "abc"] == ["1", "1", "1"]
+    assert store.foreign_ids(["a", "b", "c"]) == {}
+
+
+# --- a duplicate message must not replace an in-flight task's payload (defect 6) ---
+
+def test_a_duplicate_gets_the_stored_payload_back_not_its_own(store: TaskStore) -> None:
+    first, dup = '{"task-id":"t1","task":"add","args":[1,2]}', '{"task-id":"t1","task":"rm","args":["/"]}'
+    assert run(store, "assign", "t1", "add", "W1", first, 1.0, 1) == AssignResult(Assign.ASSIGNED, 1)
+    assert run(store, "assign", "t1", "rm", "W2", dup, 2.0, 1) == AssignResult(Assign.PLACED, 1, "W1", first)
+    run(store, "claim", "t1", 1, "W1", 2.0, 111, 1)
+    run(store, "claim", "t1", 1, "W1", 3.0, 222, 1)  # a newer W1 process runs it
+    # The move for the dead pid 111 finds it running elsewhere: the stored payload again.
+    moved = run(store, "assign", "t1", "rm", "W2", dup, 4.0, 1, "move", 111)
+    assert moved == AssignResult(Assign.PLACED, 1, "W1", first)
+    assert store.placements()[0]["t1"].payload == first
+
+
+def test_an_unreadable_placement_is_dropped_and_replaced(store: TaskStore) -> None:
+    store.redis.hset(store.keys.assignments, mapping={"bad": "no bars here", "t1": "W1|1|{}"})
+    store.redis.hset(store.keys.orphans, mapping={"t1": "not a pid"})
+    placed, orphans = store.placements()
+    assert list(placed) == ["t1"] and orphans == {"t1": 0}
+    assert not store.redis.hexists(store.keys.assignments, "bad")
+
+
+# --- a malformed duplicate must not fail a task that was accepted (defect 7) ---
+
+def test_a_bad_duplicate_of_a_task_waiting_for_its_retry_does_not_touch_it(store: TaskStore) -> None:
+    assign(store, "W1")
+    run(store, "claim", "t1", 1, "W1", 2.0, 111, 2)
+    assert retry(store, 1, at=10.0).kind is Retry.SCHEDULED  # off the table, on the schedule
+    before = store.record("t1")
+    assert run(store, "reject", "t1", 11.0, "InvalidMessage: bad args") is Reject.ACCEPTED
+    assert store.record("t1") == before
+    assert store.due_retries(99.0, 10) == [("t1", '{"task-id":"t1"}')]
+    # Even once taken off the schedule (between that and its placement), it has an attempt.
+    assert assign(store, "W1", mode="retry") == AssignResult(Assign.ASSIGNED, 2)
+    store.redis.hdel(store.keys.assignments, "t1")
+    assert run(store, "reject", "t1", 12.0, "InvalidMessage: bad args") is Reject.ACCEPTED
+    assert store.record("t1")["status"] == "queued"
+
+
+def test_only_a_never_accepted_record_is_failed_by_reject(store: TaskStore) -> None:
+    run(store, "mark_queued", "t3", "add", 1.0)  # only the client's write
+    assert run(store, "reject", "t3", 2.0, "InvalidMessage: x") is Reject.FAILED
+    assert run(store, "reject", "t4", 2.0, "InvalidMessage: x") is Reject.FAILED  # no record at all
+    assert [store.record(t)["status"] for t in ("t3", "t4")] == ["failed", "failed"]
+
+
+# --- an older generation of the cluster cannot write (the fencing epoch) ---
+
+def test_a_caller_of_an_older_epoch_is_refused_and_touches_nothing(store: TaskStore) -> None:
+    assign(store, "W1")
+    store.redis.set(store.keys.epoch, "5")
+    old = TaskStore(store.redis, store.keys, 60, epoch=4)
+    before = store.record("t1")
+    p = '{"task-id":"t1"}'
+    assert [run(old, "assign", t, "add", "W2", p, 2.0, 1, m) for t, m in (("t1", "move"), ("t9", "new"))] == \
+        [AssignResult(Assign.STALE_EPOCH)] * 2
+    assert run(old, "claim", "t1", 1, "W1", 2.0, 111, 1) is Claim.STALE_EPOCH
+    assert run(old, "finish", "t1", 1, "success", 3.0, {"result": "1"}) is Finish.STALE_EPOCH
+    assert run(old, "reject", "t8", 3.0, "InvalidMessage: x") is Reject.STALE_EPOCH
+    assert old.release("t1", 1, 111) is Release.STALE_EPOCH
+    assert old.retry("t1", 1, 4.0, (1.0, 3.0), 2, {"error": "E"}, p).kind is Retry.STALE_EPOCH
+    assert store.record("t1") == before
+    assert store.record("t8") == {} and store.record("t9") == {}
+    current = TaskStore(store.redis, store.keys, 60, epoch=5)
+    assert run(current, "claim", "t1", 1, "W1", 2.0, 111, 1) is Claim.RUN
+    assert run(store, "claim", "t1", 1, "W1", 2.0, 111, 1) is Claim.STALE_EPOCH  # epoch 0 once a lease exists
+
+
+def test_reading_an_id_that_names_a_foreign_key_shows_no_record(store: TaskStore) -> None:
+    store.redis.set(store.keys.task("s"), "x")
+    store.redis.hset(store.keys.task("h"), mapping={"status": "success", "result": "1"})
+    run(store, "mark_queued", "t", "add", 1.0)
+    assert [store.record(t) for t in ("s", "h")] == [{}, {}]
+    assert store.statuses(["s", "h", "t", "none"]) == [None, None, "queued", None]
+
+
+def test_a_retry_that_cannot_run_is_failed_by_the_scheduler(store: TaskStore) -> None:
+    # Taken off the schedule, its payload is refused (e.g. its task is no longer
+    # registered): not a duplicate, so its record says why, or it stays 'queued' for ever.
+    assign(store, "W1")
+    run(store, "claim", "t1", 1, "W1", 2.0, 111, 2)
+    retry(store, 1, at=10.0)
+    pipe = store.pipeline()
+    store.drop_retry(pipe, "t1")
+    reply = store.reject(pipe, "t1", 11.0, "InvalidMessage: unknown task 'add'", "retry")
+    store.execute(pipe)
+    assert reply.value is Reject.FAILED
+    assert (store.record("t1")["status"], store.due_retries(99.0, 10)) == ("failed", [])
+    # A placed task is left alone (a later copy placed it meanwhile).
+    run(store, "assign", "t2", "add", "W1", "{}", 1.0, 1)
+    assert run(store, "reject", "t2", 12.0, "InvalidMessage: x", "retry") is Reject.ACCEPTED
+    assert store.record("t2")["status"] == "queued"

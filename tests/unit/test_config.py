@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from client import config as config_module
 from client.config import Config, load_config
 from client.errors import ConfigError
+from client.protocol import TaskLimits
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,3 +98,70 @@ def test_supervisor_refuses_a_missing_file(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert f"{tmp_path / 'nope.yaml'}: config file not found" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+# --- Bounds: finite numbers, distinct topics, caps on what a task may ask ---
+
+FLOAT_KEYS = [(f.name, key.name) for f in dataclasses.fields(Config)
+              if dataclasses.is_dataclass(section := getattr(config_module, f.type, None))
+              for key in dataclasses.fields(section) if key.type in ("float", float)]
+
+
+def test_every_float_key_is_covered() -> None:
+    assert ("workers", "heartbeat_interval") in FLOAT_KEYS and ("topics", "status_retention") in FLOAT_KEYS
+
+
+@pytest.mark.parametrize(("section", "key"), FLOAT_KEYS)
+@pytest.mark.parametrize("text", [".nan", ".inf", "-.inf"])
+def test_yaml_nan_and_infinity_are_refused_for_every_number(tmp_path: Path, section: str, key: str,
+                                                             text: str) -> None:
+    p = tmp_path / "y.yaml"
+    p.write_text(f"{section}:\n  {key}: {text}\n")
+    with pytest.raises(ConfigError, match=rf"{section}\.{key}: expected a finite number, got -?(nan|inf)"):
+        load_config(p)
+
+
+@pytest.mark.parametrize(("topics", "count", "message"), [
+    ({"dead_letter": "TASKS"}, 4, "topics.dead_letter: 'TASKS' is the same topic as topics.tasks ('TASKS')"),
+    ({"status": "TASKS"}, 4, "topics.status: 'TASKS' is the same topic as topics.tasks"),
+    ({"dead_letter": "status"}, 4, "topics.dead_letter: 'status' is the same topic as topics.status"),
+    ({"tasks": "W3"}, 4, "topics.workers (worker W3's topic): 'W3' is the same topic as topics.tasks ('W3')"),
+    ({"workers": "TASKS"}, 1, "topics.workers (worker TASKS1's topic)"),  # only with TASKS1 as another name
+    ({"status": "TASKS_dead-letter"}, 4, "topics.dead_letter: 'TASKS.dead-letter' is the same topic as "
+                                         "topics.status ('TASKS_dead-letter')"),  # Kafka: '.' and '_' collide
+])
+def test_two_roles_may_not_share_a_topic(topics: dict[str, str], count: int, message: str) -> None:
+    data = {"topics": topics, "workers": {"count": count}}
+    if topics.get("workers") == "TASKS":
+        data["topics"] = {**topics, "status": "TASKS1"}
+    with pytest.raises(ConfigError) as e:
+        Config.from_dict(data, source="y.yaml")
+    assert message in str(e.value) and "every topic needs its own name" in str(e.value)
+
+
+def test_worker_topics_may_share_a_prefix_with_other_topics() -> None:
+    cfg = Config.from_dict({"topics": {"tasks": "W", "workers": "W"}})  # W and W1..W4 differ
+    assert cfg.worker_ids()[0] == "W1"
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"tasks": {"max_timeout": 0}}, "tasks.max_timeout: expected a number > 0"),
+    ({"tasks": {"max_retries_cap": -1}}, "tasks.max_retries_cap: expected an integer >= 0"),
+    ({"tasks": {"time_limit": 100, "max_timeout": 50}}, "tasks.time_limit: expected at most tasks.max_timeout (50)"),
+    ({"tasks": {"max_retries": 5, "max_retries_cap": 4}},
+     "tasks.max_retries: expected at most tasks.max_retries_cap (4), got 5"),
+    ({"topics": {"replication_factor": -1}}, "topics.replication_factor: expected an integer >= 0"),
+    ({"topics": {"replication_factor": 2, "min_insync_replicas": 3}},
+     "topics.min_insync_replicas: expected at most topics.replication_factor (2), got 3"),
+    ({"topics": {"status_retention": 60}}, "topics.status_segment: expected at most topics.status_retention (60)"),
+    ({"topics": {"tasks_retention": 0}}, "topics.tasks_retention: expected a number > 0"),
+])
+def test_caps_and_topic_settings_are_checked(data: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Config.from_dict(data, source="y.yaml")
+
+
+def test_the_task_limits_come_from_the_config() -> None:
+    cfg = Config.from_dict({"tasks": {"max_timeout": 600, "max_retries_cap": 7, "max_message_bytes": 5000}})
+    assert cfg.tasks.limits() == TaskLimits(max_bytes=5000, max_timeout=600.0, max_retries=7)
+    assert Config().tasks.limits() == TaskLimits()

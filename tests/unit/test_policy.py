@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from supervisor.policy import Placement, SchedulerState, decode_placement, encode_placement
+from client.store import encode_placement, parse_placement
+from supervisor.policy import Placement, SchedulerState
 
 NOW = 1000.0
 
@@ -85,4 +86,9 @@ def test_orphan_takes_every_task_from_a_dead_worker() -> None:
 
 def test_placement_text_round_trip() -> None:
     p = Placement("W1", 7, '{"task-id":"x|y","args":["a|b"]}')
-    assert decode_placement(encode_placement(p)) == p
+    assert parse_placement(encode_placement(p)) == p
+
+
+def test_an_unreadable_placement_is_none_not_a_crash() -> None:
+    for text in ("", "W1", "W1|x|{}", "W1|-1|{}", "W1|٣|{}", None, 7):
+        assert parse_placement(text) is None

@@ -32,7 +32,19 @@ def registry() -> Registry:
     def unjsonable() -> object:
         return object()
 
-    for f in (add, boom, slow, unjsonable):
+    def deep() -> object:  # deep enough that json.dumps runs out of stack
+        value: list[object] = []
+        for _ in range(100_000):
+            value = [value]
+        return value
+
+    def file_name() -> str:  # what os.listdir gives for a name that is not UTF-8
+        return b"caf\xe9.txt".decode("utf-8", "surrogateescape")
+
+    def raise_surrogate() -> None:
+        raise ValueError("bad name caf\udce9")
+
+    for f in (add, boom, slow, unjsonable, deep, file_name, raise_surrogate):
         r.register(f)
     return r
 
@@ -88,7 +100,26 @@ def test_an_exception_is_recorded_with_its_traceback_and_may_be_retried() -> Non
 
 def test_a_result_that_is_not_json_fails_the_task() -> None:
     status, fields = run(Task("t", "unjsonable"))
-    assert status == "failed" and fields["error"].startswith("TypeError: Object of type object")
+    assert status == "failed" and fields["error"] == ("InvalidResult: the task's return value cannot be stored as "
+                                                      "JSON: Object of type object is not JSON serializable")
+
+
+@pytest.mark.parametrize(("name", "error"), [
+    ("deep", "InvalidResult: the task's return value is nested too deeply to store as JSON"),
+    ("file_name", "InvalidResult: the task's return value cannot be stored as JSON: 'utf-8' codec can't encode "
+                  "character '\\udce9'"),
+])
+def test_a_result_that_cannot_be_stored_fails_the_task_once(name: str, error: str) -> None:
+    # Defect 8: these raised out of execute (RecursionError, UnicodeEncodeError) and killed the worker.
+    status, fields = run(Task("t", name))
+    assert status == "failed" and fields["error"].startswith(error), fields
+    assert all(v.encode("utf-8") for v in fields.values())
+
+
+def test_a_task_error_with_a_lone_surrogate_can_be_stored() -> None:
+    status, fields = run(Task("t", "raise_surrogate"))
+    assert status == "raised" and fields["error"] == "ValueError: bad name caf\\udce9"
+    assert all(v.encode("utf-8") for v in fields.values())
 
 
 def test_wrong_arguments_fail_without_a_retry() -> None:

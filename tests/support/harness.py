@@ -18,9 +18,9 @@ from pathlib import Path
 
 from client import kafka as kafka_io
 from client.config import Config
-from client.store import connect
+from client.store import Keys, TaskStore, connect
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository (tests/support/harness.py)
 
 
 class WatchedProcess:
@@ -110,9 +110,7 @@ def remove_cluster_data(config: Config) -> None:
     if config.redis.key_prefix:
         r = connect(config.redis)
         try:
-            keys = list(r.scan_iter(match=f"{config.redis.key_prefix}*", count=1000))
-            for i in range(0, len(keys), 1000):
-                r.delete(*keys[i:i + 1000])
+            TaskStore(r, Keys(config.redis.key_prefix), config.tasks.result_ttl).delete_all()
         finally:
             r.close()
     admin = kafka_io.admin(config.kafka)

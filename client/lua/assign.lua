@@ -1,0 +1,62 @@
+-- Assign a task, bumping its attempt (the fencing token) so older copies are
+-- skipped. Mode 'new' (a message read from TASKS) is idempotent: a task that
+-- already has a placement keeps it, so a redelivered or duplicate message does
+-- not run it twice, and the placement's payload is the stored one, never the
+-- duplicate's. Mode 'move' (its worker died, pid ARGV[9]) counts the death if
+-- that process was running it, and leaves it alone if a newer process of the
+-- same worker already runs it. Mode 'retry' takes a task that raised off the
+-- retry schedule (KEYS[6], KEYS[7]). A move, whatever its outcome, clears the
+-- task's mark in the orphans hash (KEYS[5]).
+-- KEYS: record, stats, done channel, assignments, orphans, retries,
+--       retry payloads, epoch.
+-- ARGV: id, worker, payload, at, retry limit, ttl, name, mode, dead pid, epoch.
+-- Answers: {'assigned', attempt}; {'placed', attempt, worker, payload} already
+-- placed or running (send nothing); {'ended'}; {'failed_now'}; {'not_now'} a
+-- 'retry' taken already, or a 'new' or 'move' of a task that waits on the
+-- retry schedule; {'stale_epoch'}; {'not_ours', key type}.
+local id, worker, payload, at, limit, ttl, name, mode, dead_pid =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+if stale(KEYS[8], ARGV[10]) then return {'stale_epoch'} end
+if mode == 'move' then redis.call('HDEL', KEYS[5], id) end
+if mode == 'retry' then
+  redis.call('HDEL', KEYS[7], id)
+  if redis.call('ZREM', KEYS[6], id) == 0 then return {'not_now'} end
+end
+local own = owner(KEYS[1])
+if own ~= 'ours' and own ~= 'none' then
+  redis.call('HDEL', KEYS[4], id)
+  return {'not_ours', own}
+end
+if mode ~= 'retry' and redis.call('ZSCORE', KEYS[6], id) then
+  -- It waits for its retry (its table entry is gone): a duplicate message or
+  -- a move must not place it before then; the schedule will.
+  return {'not_now'}
+end
+local st = redis.call('HGET', KEYS[1], 'status')
+if is_terminal(st) then
+  redis.call('HDEL', KEYS[4], id)
+  return {'ended'}
+end
+-- The stored placement 'worker|attempt|payload', if one is there and readable.
+local entry = redis.call('HGET', KEYS[4], id)
+local pw, pa, pp = false, false, false
+if entry then
+  pw, pa, pp = string.match(entry, '^([^|]*)|(%d+)|(.*)$')
+end
+if mode == 'new' then
+  if pa then return {'placed', pa, pw, pp} end
+elseif st == 'processing' then
+  if mode == 'retry' or (dead_pid ~= '0' and redis.call('HGET', KEYS[1], 'pid') ~= dead_pid) then
+    return {'placed', redis.call('HGET', KEYS[1], 'attempt'), redis.call('HGET', KEYS[1], 'worker'), pp or false}
+  end
+  if died(limit, at, ttl) then
+    redis.call('HDEL', KEYS[4], id)
+    return {'failed_now'}
+  end
+end
+local a = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+redis.call('HSET', KEYS[1], 'yadtq', FORMAT, 'status', 'queued', 'worker', worker, 'task', name)
+redis.call('HDEL', KEYS[1], 'retry_at')
+redis.call('HSETNX', KEYS[1], 'submitted_at', at)
+redis.call('HSET', KEYS[4], id, worker .. '|' .. a .. '|' .. payload)
+return {'assigned', a}

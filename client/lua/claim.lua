@@ -1,0 +1,16 @@
+-- A worker claims (task, attempt) to run it. Finding it already 'processing'
+-- under the same attempt means the process that claimed it died.
+-- KEYS: record, stats, done channel, epoch.
+-- ARGV: attempt, worker, at, pid, retry limit, ttl, epoch.
+-- Answers: {'run'}; {'ended'}; {'fenced'} reassigned, or no record;
+-- {'failed_now'} it just failed for good; {'stale_epoch'}; {'not_ours', type}.
+if stale(KEYS[4], ARGV[7]) then return {'stale_epoch'} end
+local own = owner(KEYS[1])
+if own == 'none' then return {'fenced'} end
+if own ~= 'ours' then return {'not_ours', own} end
+local st = redis.call('HGET', KEYS[1], 'status')
+if is_terminal(st) then return {'ended'} end
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return {'fenced'} end
+if st == 'processing' and died(ARGV[5], ARGV[3], ARGV[6]) then return {'failed_now'} end
+redis.call('HSET', KEYS[1], 'status', 'processing', 'worker', ARGV[2], 'started_at', ARGV[3], 'pid', ARGV[4])
+return {'run'}

@@ -1,0 +1,18 @@
+-- Shared by ASSIGN and CLAIM, whose KEYS[1..3] are (record, stats, done channel):
+-- the last claim of this task never finished, so its worker died mid-task.
+-- Count it; past the retry limit (deaths and raises together) the task fails
+-- for good (returns true).
+local function died(limit, at, ttl)
+  local n = redis.call('HINCRBY', KEYS[1], 'worker_deaths', 1)
+  local raised = tonumber(redis.call('HGET', KEYS[1], 'retries') or '0')
+  if n + raised <= tonumber(limit) then return false end
+  local also = ''
+  if raised > 0 then also = ' (and it raised ' .. raised .. ' time(s))' end
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', at, 'error',
+    'WorkerLost: the worker died while running this task ' .. n ..
+    ' time(s)' .. also .. '; the retry limit is ' .. limit)
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('HINCRBY', KEYS[2], 'failed', 1)
+  redis.call('PUBLISH', KEYS[3], 'failed')
+  return true
+end

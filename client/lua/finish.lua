@@ -1,0 +1,17 @@
+-- Write a terminal record.
+-- KEYS: record, stats, done channel, epoch.
+-- ARGV: attempt, status, at, ttl, epoch, then field, value, ...
+-- Answers: {'written'}; {'ended'} already terminal; {'fenced'};
+-- {'stale_epoch'}; {'not_ours', type}.
+if stale(KEYS[4], ARGV[5]) then return {'stale_epoch'} end
+local own = owner(KEYS[1])
+if own == 'none' then return {'fenced'} end
+if own ~= 'ours' then return {'not_ours', own} end
+local st = redis.call('HGET', KEYS[1], 'status')
+if is_terminal(st) then return {'ended'} end
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return {'fenced'} end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished_at', ARGV[3], unpack(ARGV, 6))
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+redis.call('PUBLISH', KEYS[3], ARGV[2])
+return {'written'}

@@ -1,0 +1,83 @@
+"""Every answer of every lifecycle script has a named result (client/lua/*.lua)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from enum import StrEnum
+from importlib import resources
+from typing import Any
+
+import pytest
+
+from client import store
+from client.store import (
+    TERMINAL,
+    Assign,
+    AssignResult,
+    Claim,
+    Finish,
+    Queued,
+    Reject,
+    Release,
+    Retry,
+    RetryResult,
+    Status,
+)
+
+# script -> (its decoder, the named results it may answer)
+SCRIPTS: dict[str, tuple[Callable[[Any], Any], type[StrEnum]]] = {
+    "assign": (store.decode_assign, Assign), "claim": (store.decode_claim, Claim),
+    "finish": (store.decode_finish, Finish), "retry": (store.decode_retry, Retry),
+    "reject": (store.decode_reject, Reject), "release": (store.decode_release, Release),
+    "queued": (store.decode_queued, Queued),
+}
+# What follows the tag in the answers that carry something (as Redis returns them).
+CARRIED = {"assigned": [3], "placed": ["3", "W1", '{"task-id":"t"}'], "scheduled": ["12.5"], "exhausted": [2],
+           "not_ours": ["string"]}
+
+
+def lua(name: str) -> str:
+    return resources.files("client").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+
+
+def answers(name: str) -> list[str]:
+    """The tags of every ``return`` of the script's own text (helpers are not answers)."""
+    code = "\n".join(line.split("--")[0] for line in lua(name).splitlines())
+    returns = re.findall(r"\breturn\b([^\n]*)", code)
+    tags = [re.match(r"\s*\{'([a-z_]+)'", r) for r in returns]
+    assert all(tags), f"{name}.lua: a return that is not a tagged answer: {returns}"
+    return [t.group(1) for t in tags if t]
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_every_answer_of_every_script_decodes_to_a_named_result(name: str) -> None:
+    decode, results = SCRIPTS[name]
+    tags = answers(name)
+    assert set(tags) == {r.value for r in results}, "a named result no answer gives, or an answer with no name"
+    for tag in tags:
+        decoded = decode([tag, *CARRIED.get(tag, [])])
+        kind = decoded.kind if isinstance(decoded, (AssignResult, RetryResult)) else decoded
+        assert kind is results(tag)
+
+
+def test_what_the_answers_carry_is_decoded() -> None:
+    assert store.decode_assign(["placed", "3", "W1", "{}"]) == AssignResult(Assign.PLACED, 3, "W1", "{}")
+    assert store.decode_assign(["placed", "3", "W1", None]) == AssignResult(Assign.PLACED, 3, "W1", None)
+    assert store.decode_assign(["not_ours", "zset"]) == AssignResult(Assign.NOT_OURS, key_type="zset")
+    assert store.decode_retry(["scheduled", "12.5"]) == RetryResult(Retry.SCHEDULED, due=12.5)
+    assert store.decode_retry(["exhausted", 2]) == RetryResult(Retry.EXHAUSTED, used=2)
+    with pytest.raises(ValueError):
+        store.decode_claim(1)  # the numeric answers of old are no answer at all
+
+
+def test_every_script_loads_with_the_shared_checks_first() -> None:
+    for name in (*SCRIPTS, "owners"):
+        text = store._SCRIPTS[name].text
+        assert text.startswith(lua("common")) and text.endswith(lua(name))
+        assert ("local function died" in text) == (name in ("assign", "claim"))
+
+
+def test_the_terminal_statuses() -> None:
+    assert {Status.SUCCESS, Status.FAILED, Status.CANCELLED} == TERMINAL
+    assert "success" in TERMINAL and "queued" not in TERMINAL and Status("failed") is Status.FAILED
