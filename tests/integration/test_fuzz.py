@@ -38,7 +38,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer, KafkaProducer
 
-from client.errors import YadtqError
+from client.errors import InvalidMessage, YadtqError
+from client.protocol import check_task_id
 from client.store import Keys
 from tests.integration.conftest import KAFKA
 
@@ -135,7 +136,15 @@ def almost_valid_task(draw: Callable[..., Any]) -> dict[str, Any]:
 
 
 # No readable id: every other shape of bytes and JSON.
-BAD_IDS = st.one_of(wrong(str), st.text(max_size=250), st.sampled_from(
+def readable_id(value: Any) -> bool:
+    try:
+        check_task_id(value)
+        return True
+    except InvalidMessage:
+        return False
+
+
+BAD_IDS = st.one_of(wrong(str), st.text(max_size=250).filter(lambda t: not readable_id(t)), st.sampled_from(
     ["", "-x", "a b", "yadtq:assignments", "yadtq:epoch", "yadtq:owner", "x" * 201, "\ud800", "a/b", "ключ"]))
 NO_ID = st.one_of(
     st.binary(max_size=200),
@@ -324,5 +333,7 @@ def test_fuzzed_messages_never_stop_the_cluster(start_cluster: Any) -> None:
         problems.append(f"only {logged} of {len(events)} bad status events were logged as invalid")
     for b in pending:
         problems.append(f"no clear error for {b.body[:150]!r} (record {record(c, b)})")
+    print(f"fuzz: {len(bad)} bad messages ({len(events)} status events, {logged} logged invalid), {len(good)} good "
+          f"tasks, {len(letters.letters)} dead letters, {len(problems)} problems, {time.monotonic() - started:.0f}s")
     assert not problems, "\n".join(problems[:60]) + f"\n({len(problems)} problems; {len(bad)} bad messages, " \
                                                     f"{time.monotonic() - started:.0f}s)"
