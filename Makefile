@@ -8,6 +8,7 @@ PY := $(VENV)/bin/python
 CONFIG ?= yadtq.yaml
 PYTEST_ARGS ?=
 CHAOS_ARGS ?=
+FUZZ_EXAMPLES ?= 3000
 # make bench: its own virtualenv (YADTQ plus the anchors Celery and Huey, and matplotlib)
 BENCH_VENV ?= .venv-bench
 BENCH_PY := $(BENCH_VENV)/bin/python
@@ -17,13 +18,15 @@ WORKERS ?= 1,2,4,8
 SYSTEMS ?= limit,yadtq,celery,huey
 BENCH_ARGS ?=
 
-.PHONY: help install services services-down services-status run test unit chaos lint format clean bench bench-install
+.PHONY: help install services services-down services-status run test unit fuzz chaos lint format clean bench bench-install
 
 help:
 	@echo "make run            install, start Kafka and Redis if needed, run the cluster from $(CONFIG)"
 	@echo "make test           install, start Kafka and Redis if needed, run all tests"
 	@echo "make unit           the unit tests only (no services needed)"
-	@echo "make chaos          kill workers and the scheduler while tasks run; CHAOS_ARGS='--tasks 20000'"
+	@echo "make fuzz           the fuzz test with many more messages: FUZZ_EXAMPLES=3000 (make test runs 150)"
+	@echo "make chaos          kill workers, the scheduler and the supervisor, restart Redis and Kafka, while tasks run;"
+	@echo "                    CHAOS_ARGS='--tasks 20000 --supervisor-kills 3 --redis-restarts 1 --broker-restarts 1'"
 	@echo "make lint           ruff and mypy"
 	@echo "make services       start local Kafka and Redis (idempotent); make services-down stops them"
 	@echo "make bench          benchmark YADTQ against raw kafka-python, Celery and Huey (docs/BENCHMARKS.md);"
@@ -62,6 +65,9 @@ bench: services bench-install
 
 test: services
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+fuzz: services
+	YADTQ_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) YADTQ_FUZZ_WAIT=300 $(PY) -m pytest tests/integration/test_fuzz.py $(PYTEST_ARGS)
 
 chaos: services
 	$(PY) -m scripts.chaos --config $(CONFIG) $(CHAOS_ARGS)

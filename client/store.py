@@ -223,6 +223,7 @@ class Keys:
 
     @property
     def quarantine(self) -> str:
+        """Hash 'group|topic|partition' -> 'offset:tries' of careful processes (worker_pool/quarantine.py)."""
         return f"{self.prefix}yadtq:quarantine"
 
 
@@ -617,3 +618,49 @@ class TaskStore:
         for i in range(0, len(keys), 1000):
             self.redis.delete(*keys[i:i + 1000])
         return len(keys)
+
+    # --- the quarantine (worker_pool/quarantine.py): a careful process's marks ---
+    def quarantine_mark(self, field: str) -> str | None:
+        """The 'offset:tries' a careful process recorded for ``field``, if any."""
+        return self.redis.hget(self.keys.quarantine, field)  # type: ignore[return-value]
+
+    def set_quarantine_mark(self, field: str, mark: str) -> None:
+        self.redis.hset(self.keys.quarantine, field, mark)
+
+    def clear_quarantine_marks(self, fields: list[str]) -> None:
+        self.redis.hdel(self.keys.quarantine, *fields)
+
+    def fail_quarantined(self, task_id: str, at: float, error: str) -> bool:
+        """Fail the record of a quarantined task unless it ended; False if it had, if the id
+        names a key YADTQ does not own, or if this process's epoch is stale.
+
+        Whatever its state (queued, placed, running): the message that carries
+        it kills its reader, so no attempt of it can end otherwise. WATCH/MULTI
+        rather than a script: it runs at most once per quarantined message, and
+        again when the scheduler changed the record meanwhile (it moves the task
+        of each dead reader).
+        """
+        for _ in range(10):
+            try:
+                return self._fail_quarantined(task_id, at, error)
+            except redis.WatchError:
+                continue
+        return False
+
+    def _fail_quarantined(self, task_id: str, at: float, error: str) -> bool:
+        key = self.keys.task(task_id)
+        with self.redis.pipeline() as pipe:
+            pipe.watch(key, self.keys.epoch)  # type: ignore[no-untyped-call]
+            kind = pipe.type(key)
+            if (kind not in ("hash", "none") or (kind == "hash" and not pipe.hexists(key, "yadtq"))
+                    or pipe.hget(key, "status") in TERMINAL or self.epoch < _int(pipe.get(self.keys.epoch))):
+                return False
+            pipe.multi()  # the record's marker 'yadtq' is FORMAT of client/lua/common.lua
+            pipe.hset(key, mapping={"yadtq": "1", "status": Status.FAILED.value, "finished_at": repr(at),
+                                    "error": error})
+            pipe.expire(key, self.ttl)
+            pipe.hincrby(self.keys.stats, Status.FAILED.value, 1)
+            pipe.hdel(self.keys.assignments, task_id)
+            pipe.publish(self.keys.done_channel(task_id), Status.FAILED.value)
+            pipe.execute()
+        return True

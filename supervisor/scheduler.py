@@ -38,6 +38,7 @@ from client.protocol import (
 )
 from client.store import TERMINAL, Assign, AssignResult, Batch, Keys, Reject, Reply, TaskStore, connect
 from supervisor.policy import Placement, SchedulerState
+from worker_pool import quarantine
 from worker_pool.process import check_parent, exit_on_service_loss, process_setup
 from worker_pool.registry import Registry, default_registry
 
@@ -69,9 +70,12 @@ class _Pending:
 class Scheduler:
     """``initialize()``, then ``loop(now)`` until ``stop()``, then ``shutdown()``."""
 
-    def __init__(self, config: Config, registry: Registry = default_registry, epoch: int = 0) -> None:
+    def __init__(self, config: Config, registry: Registry = default_registry, epoch: int = 0,
+                 careful: bool = False) -> None:
         self.config = config
         self.epoch = epoch  # the supervisor's lease epoch: the store refuses this process's writes once it is old
+        self.careful = careful  # started after a crash: read what was uncommitted one by one (quarantine.py)
+        self._guard: quarantine.Guard | None = None
         self.registry = registry
         self.topics = config.topics
         w = config.workers
@@ -105,9 +109,14 @@ class Scheduler:
         # wait for room, and status events (which make room) always flow.
         group = f"yadtq-scheduler.{self.topics.tasks}"
         self._tasks_in = kafka_io.consumer(self.config.kafka, group, max_poll_records=1000)
-        kafka_io.assign_all(self._tasks_in, [self.topics.tasks])
+        tasks = kafka_io.assign_all(self._tasks_in, [self.topics.tasks])
         self._status_in = kafka_io.consumer(self.config.kafka, group)
-        kafka_io.assign_all(self._status_in, [self.topics.status])
+        status = kafka_io.assign_all(self._status_in, [self.topics.status])
+        if self.careful:
+            self._guard = quarantine.Guard(self.store, group, {**quarantine.uncommitted(self._tasks_in, tasks),
+                                                               **quarantine.uncommitted(self._status_in, status)})
+            log.warning("careful mode after a crash: reading %d uncommitted message(s) one by one",
+                        sum(end - start for start, end in self._guard.ranges.values()))
         # Committed again now and then even while idle (see _commit_changed).
         self._next_offset.update({**kafka_io.positions(self._tasks_in), **kafka_io.positions(self._status_in)})
         self._reload()
@@ -151,16 +160,20 @@ class Scheduler:
         # While tasks wait for room, TASKS is left unread (that bounds memory),
         # and the loop waits on status events instead, which make room.
         status_wait = 50
+        # Careful mode (after a crash): one message a round from a topic with uncommitted messages left.
+        one_task = self._guard is not None and self._guard.careful_topic(self.topics.tasks)
+        one = self._guard is not None and self._guard.careful_topic(self.topics.status)
         if not self.waiting:
             status_wait = 0
-            for tp, records in self._tasks_in.poll(timeout_ms=50).items():
-                self.waiting.extend(_Pending(r.value, tp, r.offset) for r in records)
+            for tp, records in self._tasks_in.poll(timeout_ms=50, max_records=1 if one_task else None).items():
+                self.waiting.extend(_Pending(r.value, tp, r.offset) for r in self._screen(tp, records, at))
                 self._next_offset[tp] = records[-1].offset + 1
-        for tp, records in self._status_in.poll(timeout_ms=status_wait).items():
+        for tp, records in self._status_in.poll(timeout_ms=status_wait, max_records=1 if one else None).items():
             arrived = time.monotonic()  # liveness is judged on this clock, never on a sender's
-            for r in records:
+            for r in self._screen(tp, records, at):
                 self._on_event(r.value, at, arrived)
             self._next_offset[tp] = records[-1].offset + 1
+            self._commit_status_now = self._commit_status_now or one
         if at - self._last_retry_check >= RETRY_CHECK_INTERVAL:
             self._take_due_retries(at)
         self._dispatch(at)
@@ -169,6 +182,30 @@ class Scheduler:
             self._beat(at)
         if at - self._last_reconcile >= RECONCILE_INTERVAL:
             self._reconcile(at)
+
+    def _screen(self, tp: TopicPartition, records: list[Any], at: float) -> list[Any]:
+        """The records to handle: all of them, except in careful mode (after a crash) the quarantined."""
+        if self._guard is None or not self._guard.careful(tp):
+            return records
+        return [r for r in records if not self._quarantined(tp, r, at)]
+
+    def _quarantined(self, tp: TopicPartition, r: Any, at: float) -> bool:
+        """In careful mode: record that ``r`` is being handled, or dead-letter it if it killed too often."""
+        assert self._guard is not None
+        tries = self._guard.check(tp, r.offset)
+        if tries >= 0:
+            return False
+        assert self._producer is not None
+        reason = quarantine.reason(-tries, "the scheduler")
+        log.error("message at %s:%d@%d dead-lettered to %s: %s", tp.topic, tp.partition, r.offset,
+                  self.topics.dead_letter, reason)
+        task_id = quarantine.sniff_task_id(r.value) if tp.topic == self.topics.tasks else None
+        if task_id is not None:
+            self.store.fail_quarantined(task_id, at, reason)
+        body = r.value[:self.config.tasks.max_message_bytes]  # under Kafka's limit, like any dead letter
+        self._sent.append(self._producer.send(self.topics.dead_letter, body, headers=[
+            ("error", reason.encode()), ("from", f"{tp.topic}:{tp.partition}@{r.offset}".encode())]))
+        return True
 
     def _on_event(self, raw: bytes, at: float, arrived: float) -> None:
         """Act on one status event; ``arrived`` is when it was read (monotonic clock)."""
@@ -332,6 +369,9 @@ class Scheduler:
         if self._commit_status_now or at - self._last_status_commit >= 1.0:
             self._last_status_commit, self._commit_status_now = at, False
             self._commit_changed(self._status_in, status, at)
+        if self._guard is not None and self._guard.careful():
+            for tp, (o, _) in self._committed.items():
+                self._guard.passed(tp, o)
 
     def _commit_changed(self, consumer: KafkaConsumer, offsets: dict[TopicPartition, int], at: float) -> None:
         """Commit the offsets that moved, and every OFFSET_REFRESH seconds the
@@ -389,10 +429,11 @@ def _kept_payload(answer: AssignResult, item: _Pending, before: Placement | None
     return item.payload  # a move or retry: its payload came from the placement itself
 
 
-def run_scheduler(config: Config, epoch: int = 0) -> None:
-    """Process entry point: run the scheduler (of the cluster's generation ``epoch``) until SIGTERM."""
+def run_scheduler(config: Config, epoch: int = 0, careful: bool = False) -> None:
+    """Process entry point: run the scheduler (of the cluster's generation ``epoch``) until SIGTERM
+    (``careful``: started after a crash, see worker_pool/quarantine.py)."""
     process_setup("scheduler")
-    s = Scheduler(config, epoch=epoch)
+    s = Scheduler(config, epoch=epoch, careful=careful)
     signal.signal(signal.SIGTERM, lambda *_: s.stop())
     with exit_on_service_loss("scheduler"):
         try:

@@ -31,6 +31,7 @@ from supervisor.liveness import Liveness
 from supervisor.output import Output
 from supervisor.scheduler import run_scheduler
 from supervisor.topics import ensure_topics
+from worker_pool import quarantine
 from worker_pool.process import EXIT_FENCED, EXIT_HARD_LIMIT, EXIT_ORPHANED, EXIT_SERVICE_LOST
 from worker_pool.registry import default_registry
 from worker_pool.worker import run_worker
@@ -67,6 +68,7 @@ class Child:
     restarts: list[float] = field(default_factory=list)  # monotonic clock, as every time here
     due: float = 0.0            # when it may be started again
     announced: bool = False     # said 'live' since its last start
+    careful: bool = False       # the last one died abnormally: start the next in careful mode (quarantine.py)
 
     @property
     def pid(self) -> int | None:
@@ -262,12 +264,13 @@ class Supervisor:
 
     # --- children ---
     def _spawn(self, c: Child) -> None:
-        c.process = _spawn.Process(target=c.target, args=(*c.args, self.epoch), name=f"yadtq-{c.name}",
+        c.process = _spawn.Process(target=c.target, args=(*c.args, self.epoch),
+                                   kwargs={"careful": True} if c.careful else {}, name=f"yadtq-{c.name}",
                                    daemon=False)
         c.process.start()
         self.liveness.watch(c.name, c.pid, time.monotonic())
         c.announced = False
-        self.say(f"started {c.name} (pid {c.pid})")
+        self.say(f"started {c.name} (pid {c.pid}){' in careful mode' if c.careful else ''}")
 
     def _check(self, c: Child, at: float) -> None:
         if self.stopping:  # children exiting now are doing what they were told
@@ -280,6 +283,7 @@ class Supervisor:
         reason = self._death(c, at)
         if reason is None:
             return
+        c.careful = c.alive() or quarantine.abnormal(c.process.exitcode)  # a lapse, or a crash
         if c.alive():
             c.process.kill()  # heartbeats lapsed: make sure it is dead before moving its work
             c.process.join(5)

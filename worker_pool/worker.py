@@ -37,6 +37,7 @@ from client.protocol import (
     safe_text,
 )
 from client.store import (
+    TERMINAL,
     Batch,
     Claim,
     Finish,
@@ -49,6 +50,7 @@ from client.store import (
     connect,
     failure_fields,
 )
+from worker_pool import quarantine
 from worker_pool.context import TaskContext, running
 from worker_pool.process import EXIT_HARD_LIMIT, check_parent, exit_on_service_loss, process_setup
 from worker_pool.registry import Registry, default_registry
@@ -81,10 +83,13 @@ class _Result:
 class Worker:
     """One worker: ``initialize()``, then ``loop()`` until ``stop()``, then ``shutdown()``."""
 
-    def __init__(self, config: Config, worker_id: str, registry: Registry = default_registry, epoch: int = 0) -> None:
+    def __init__(self, config: Config, worker_id: str, registry: Registry = default_registry, epoch: int = 0,
+                 careful: bool = False) -> None:
         self.config = config
         self.id = worker_id
         self.epoch = epoch  # the supervisor's lease epoch: the store refuses this process's writes once it is old
+        self.careful = careful  # started after a crash: read what was uncommitted one by one (quarantine.py)
+        self._guard: quarantine.Guard | None = None
         self.registry = registry
         self.running: _Running | None = None  # read by the heartbeat thread
         self._held: _Result | None = None  # the last result, until written with the next claim
@@ -111,7 +116,12 @@ class Worker:
         self._producer = kafka_io.producer(self.config.kafka)
         self._consumer = kafka_io.consumer(self.config.kafka, f"yadtq-worker.{self.id}",
                                            max_poll_records=self.config.workers.max_pending)
-        kafka_io.assign_all(self._consumer, [self.id])
+        tps = kafka_io.assign_all(self._consumer, [self.id])
+        if self.careful:
+            self._guard = quarantine.Guard(self.store, f"yadtq-worker.{self.id}",
+                                           quarantine.uncommitted(self._consumer, tps))
+            log.warning("careful mode after a crash: reading %d uncommitted assignment(s) one by one",
+                        sum(end - start for start, end in self._guard.ranges.values()))
         self._beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
         self._beat.start()
         log.info("worker %s ready (pid %d)", self.id, os.getpid())
@@ -134,7 +144,8 @@ class Worker:
     def loop(self) -> None:
         """One poll: run the assignments it returns, then commit past them."""
         assert self._consumer is not None
-        batches = self._consumer.poll(timeout_ms=200)
+        careful = self._guard is not None and self._guard.careful()
+        batches = self._consumer.poll(timeout_ms=200, max_records=1) if careful else self._consumer.poll(timeout_ms=200)
         if not batches and not self._stop.is_set():
             self._recommit()
         for tp, records in batches.items():
@@ -142,14 +153,18 @@ class Worker:
             for rec in records:
                 if self._stop.is_set():
                     break
-                self.handle(rec)
-                self.send_reports()
+                if not careful or self._careful_pass(tp, rec):
+                    self.handle(rec)
+                    self.send_reports()
                 done = rec
             self.write_held_result()  # before the commit: the offset covers only recorded work
             self.send_reports(force=True)
             if done is not None:
                 self._consumer.commit({tp: OffsetAndMetadata(done.offset + 1, "", -1)})
                 self._last_commit = time.monotonic()
+                if careful:
+                    assert self._guard is not None
+                    self._guard.passed(tp, done.offset + 1)
 
     def _recommit(self) -> None:
         """Idle: commit the position again every OFFSET_REFRESH seconds, so that
@@ -177,6 +192,29 @@ class Worker:
         if self._consumer is not None:
             self._consumer.close(autocommit=False)
         log.info("worker %s stopped", self.id)
+
+    def _careful_pass(self, tp: Any, rec: ConsumerRecord) -> bool:
+        """Careful mode (after a crash): handle ``rec``, or dead-letter it if it killed too often.
+
+        A task that ended meanwhile (e.g. quarantined from another copy of its
+        assignment) is skipped unread: reading it may be what kills.
+        """
+        assert self._guard is not None and self._producer is not None and self._consumer is not None
+        tries = self._guard.check(tp, rec.offset)
+        task_id = quarantine.sniff_task_id(rec.value)
+        if tries >= 0:
+            return tries == 0 or task_id is None or self.store.statuses([task_id])[0] not in TERMINAL
+        reason = quarantine.reason(-tries, f"worker {self.id}")
+        log.error("assignment at %s:%d@%d dead-lettered to %s: %s", rec.topic, rec.partition, rec.offset,
+                  self.config.topics.dead_letter, reason)
+        if task_id is not None:
+            self.store.fail_quarantined(task_id, now(), reason)
+        sent = self._producer.send(self.config.topics.dead_letter, rec.value, headers=[
+            ("error", reason.encode()), ("from", f"{rec.topic}:{rec.partition}@{rec.offset}".encode())])
+        self._producer.flush(timeout=30)
+        kafka_io.check_sent([sent], "a dead letter")  # before the commit past it
+        self._guard.extend(self._consumer.end_offsets([tp]))
+        return False
 
     # --- one assignment ---
     def handle(self, rec: ConsumerRecord) -> None:
@@ -443,10 +481,11 @@ class _time_limit:
         signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-def run_worker(config: Config, worker_id: str, epoch: int = 0) -> None:
-    """Process entry point: run worker ``worker_id`` (of the cluster's generation ``epoch``) until SIGTERM."""
+def run_worker(config: Config, worker_id: str, epoch: int = 0, careful: bool = False) -> None:
+    """Process entry point: run worker ``worker_id`` (of the cluster's generation ``epoch``) until SIGTERM
+    (``careful``: started after a crash, see worker_pool/quarantine.py)."""
     process_setup(f"worker {worker_id}")
-    w = Worker(config, worker_id, epoch=epoch)
+    w = Worker(config, worker_id, epoch=epoch, careful=careful)
     signal.signal(signal.SIGTERM, lambda *_: w.stop())
     with exit_on_service_loss(f"worker {worker_id}"):
         try:

@@ -1,0 +1,38 @@
+"""Test-only: crashes no parse step can foresee, for the quarantine's tests.
+
+Loaded through ``tasks.modules``, so it is imported in the scheduler and the
+workers. A task id containing ``crash-scheduler`` ends the scheduler
+(``os._exit(1)``) when it reads that task from TASKS; one containing
+``crash-worker`` ends the worker that reads its assignment, before its claim.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import supervisor.scheduler as scheduler
+import worker_pool.worker as worker
+from client.protocol import Assignment, Task
+
+CRASH_SCHEDULER = "crash-scheduler"
+CRASH_WORKER = "crash-worker"
+
+_parse_task = scheduler.parse_task
+_parse_assignment = worker.parse_assignment
+
+
+def _crashing_parse_task(raw: bytes, *args: Any, **kwargs: Any) -> Task:
+    if CRASH_SCHEDULER.encode() in raw:
+        os._exit(1)
+    return _parse_task(raw, *args, **kwargs)
+
+
+def _crashing_parse_assignment(raw: bytes, *args: Any, **kwargs: Any) -> Assignment:
+    if CRASH_WORKER.encode() in raw:
+        os._exit(1)
+    return _parse_assignment(raw, *args, **kwargs)
+
+
+scheduler.parse_task = _crashing_parse_task  # type: ignore[assignment]
+worker.parse_assignment = _crashing_parse_assignment  # type: ignore[assignment]
