@@ -219,6 +219,9 @@ def test_a_lease_value_that_is_not_yadtqs_is_refused_not_a_crash(lease_keys: Any
     assert lease.renew() is Renewal.LOST
     lease.release()
     assert r.get(keys.owner) == "not json"
+    r.delete(keys.owner)
+    r.set(keys.epoch, "junk")  # an epoch that is not a number counts as 0
+    assert lease.try_acquire() is None and lease.epoch == 1
 
 
 def test_a_dead_holder_on_this_host_is_waited_out(lease_keys: Any) -> None:
