@@ -267,7 +267,8 @@ def failure_fields(exc: BaseException) -> dict[str, str]:
             "traceback": "".join(tb.format_exception(type(exc), exc, exc.__traceback__))}
 
 
-def _lua(name: str) -> str:
+def lua_text(name: str) -> str:
+    """The text of ``client/lua/<name>.lua``, shipped with the package."""
     return resources.files("client").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
@@ -284,7 +285,7 @@ class _Script:
 
     def __init__(self, name: str, needs: tuple[str, ...] = ()) -> None:
         self.name = name
-        self.text = "\n".join(_lua(part) for part in ("common", *needs, name))
+        self.text = "\n".join(lua_text(part) for part in ("common", *needs, name))
         self.sha = hashlib.sha1(self.text.encode()).hexdigest()
 
     def __call__(self, keys: list[Any], args: list[Any], client: Any) -> Any:
