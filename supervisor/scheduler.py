@@ -129,7 +129,7 @@ class Scheduler:
         ended) and covers a crash between recording a placement and producing it.
         """
         assert self._producer is not None
-        table, orphans = self.store.placements()
+        table, orphans = self.store.placements(self._limits)  # an unreadable one is failed there, never sent
         for task_id, p in table.items():
             if task_id in orphans or p.worker not in self.state.load:  # a dead worker's, or an unknown one's
                 self.waiting.append(_Pending(p.payload.encode(), mode="move", dead_pid=orphans.get(task_id, 0)))
@@ -382,11 +382,18 @@ class Scheduler:
             self._committed.update({tp: (o, at) for tp, o in due.items()})
 
     def _take_due_retries(self, at: float) -> None:
-        """Queue the tasks whose retry time has come (ASSIGN takes them off the schedule)."""
+        """Queue the tasks whose retry time has come (ASSIGN takes them off the schedule).
+
+        ``_retrying`` is rebuilt from what waits here, so an id can never stay
+        in it after its task left (placed, refused, or another task's id): the
+        store fails and drops a retry whose payload cannot be read or names
+        another task, so every id it returns is its payload's own.
+        """
         self._last_retry_check = at
+        self._retrying = {w.retry_id for w in self.waiting if w.retry_id}
         if len(self.waiting) >= MAX_WAITING:
             return
-        for task_id, payload in self.store.due_retries(at, MAX_WAITING - len(self.waiting)):
+        for task_id, payload in self.store.due_retries(at, MAX_WAITING - len(self.waiting), self._limits):
             if task_id in self._retrying:
                 continue
             self._retrying.add(task_id)
