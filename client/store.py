@@ -593,7 +593,8 @@ class TaskStore:
             except InvalidMessage as e:
                 bad.append((task_id, text, e.reason))
         self._fail_unreadable_all(bad, "assignments")
-        return placed, {t: self._pid(t, pid) for t, pid in orphans.items()}
+        gone = {t for t, _, _ in bad}  # their marks went with them
+        return placed, {t: self._pid(t, pid) for t, pid in orphans.items() if t not in gone}
 
     @staticmethod
     def _pid(task_id: str, text: str) -> int:
