@@ -10,23 +10,23 @@ from typing import Any
 import pytest
 import redis
 
+from client.errors import Fenced
 from client.store import (
     Assign,
     AssignResult,
     Claim,
     Finish,
     Keys,
+    Placement,
     Reject,
     Release,
     Retry,
     RetryResult,
-    Placement,
     TaskStore,
     Unreadable,
     UnreadableResult,
     connect,
 )
-from client.errors import Fenced
 from tests.integration.conftest import REDIS
 
 pytestmark = pytest.mark.integration
