@@ -480,6 +480,13 @@ def sniff_task_id(raw: bytes) -> str | None:
         return None
 
 
+def sniff_attempt(raw: bytes) -> int | None:
+    """Best effort: the attempt of an assignment that cannot be parsed, found
+    without parsing it where the scheduler writes it, at its end (``assignment_bytes``)."""
+    m = re.search(rb'"attempt"\s*:\s*([1-9][0-9]{0,17})\s*,\s*"worker"\s*:\s*"[^"\\]*"\s*}\s*$', raw[-512:])
+    return int(m.group(1)) if m else None
+
+
 def _reason(e: Exception) -> str:
     """An exception's message, safe to store and log (no lone surrogate in it)."""
     return safe_text(str(e))

@@ -667,21 +667,20 @@ class TaskStore:
                       text, _UNREADABLE_DONE[kind])
 
     def fail_unreadable(self, batch: Batch, task_id: str, at: float, error: str, where: str,
-                        text: str | None = None, worker: str = "") -> Reply[UnreadableResult]:
+                        text: str | None = None, worker: str = "", attempt: int = 0) -> Reply[UnreadableResult]:
         """Queue UNREADABLE: fail a task whose payload cannot be read, so it never hangs.
 
         ``where`` 'assignments' or 'retries': its stored entry ``text`` (None:
         absent), unless changed since, is removed and the record failed unless
         it ended or is not YADTQ's. ``where`` 'worker': ``worker`` read an
-        assignment of it that it cannot parse; failed only if the record is
-        placed on that worker (and not ended).
+        assignment of it (``attempt``) that it cannot parse; failed only if
+        the record holds that attempt placed on that worker (and has not ended).
         """
         k = self.keys
-        arg = worker if where == "worker" else (text or "")
+        args = [worker, str(attempt)] if where == "worker" else [text or "", "1" if text is not None else "0"]
         _SCRIPTS["unreadable"]([k.task(task_id), k.stats, k.done_channel(task_id), k.assignments, k.orphans,
                                 k.retries, k.retry_payloads, k.epoch],
-                               [task_id, repr(at), self.ttl, error, self.epoch, where, arg,
-                                "1" if text is not None else "0"], batch.pipe)
+                               [task_id, repr(at), self.ttl, error, self.epoch, where, *args], batch.pipe)
         return batch.expect(decode_unreadable)
 
     def write_load(self, load: dict[str, int]) -> None:

@@ -35,6 +35,7 @@ from client.protocol import (
     now,
     parse_assignment,
     safe_text,
+    sniff_attempt,
     sniff_task_id,
 )
 from client.store import (
@@ -248,28 +249,29 @@ class Worker:
         """An assignment that cannot be parsed: fail its task if it is placed here, and report it.
 
         Only the scheduler writes here, so this is a bug, damage or a stray
-        producer. If a task id can be read and its record says it is placed
-        on this worker (and has not ended), no copy of it can run here: its
-        record is failed with the reason and it leaves the scheduler's table,
-        and the report (with the record's attempt) frees its slot. Any other
-        record is left alone: a stray message must not end a task running elsewhere.
+        producer. If its task id and attempt can be read, and the record holds
+        that attempt placed on this worker (and has not ended), no copy of it
+        can run here: the record is failed with the reason, it leaves the
+        scheduler's table, and the report frees its slot. Anything else is
+        left alone: a stray message must not end a task placed elsewhere.
         """
         log.error("invalid assignment at %s:%d@%d: %s", rec.topic, rec.partition, rec.offset, e.reason)
-        task_id = e.task_id or sniff_task_id(rec.value)
-        if task_id is None:
+        task_id, attempt = e.task_id or sniff_task_id(rec.value), sniff_attempt(rec.value)
+        if task_id is None or attempt is None:
             return
         pipe = self.store.pipeline()
         reply = self.store.fail_unreadable(pipe, task_id, now(), safe_text(
-            f"InvalidMessage: its assignment on {rec.topic} cannot be read: {e.reason}"), "worker", worker=self.id)
+            f"InvalidMessage: its assignment on {rec.topic} cannot be read: {e.reason}"), "worker",
+            worker=self.id, attempt=attempt)
         self.store.execute(pipe)
-        answer = reply.value
-        if answer.kind is Unreadable.STALE_EPOCH:
+        answer = reply.value.kind
+        if answer is Unreadable.STALE_EPOCH:
             raise Fenced(f"worker {self.id} of epoch {self.epoch}: a newer generation owns the cluster")
-        if answer.kind is Unreadable.FAILED:
-            log.error("task %s attempt %d failed: its assignment cannot be read", task_id, answer.attempt)
+        if answer is Unreadable.FAILED:
+            log.error("task %s attempt %d failed: its assignment cannot be read", task_id, attempt)
             if not self._done:
                 self._done_since = time.monotonic()
-            self._done.append([task_id, answer.attempt, Status.FAILED.value])
+            self._done.append([task_id, attempt, Status.FAILED.value])
 
     def write_held_result(self) -> None:
         """Write the result of the last task run, if ``handle`` still holds it."""

@@ -7,7 +7,7 @@
 -- ARGV[7] read an assignment of this id that it cannot parse): failed only if
 -- the record is ours, not ended, and placed on that worker; its table entry goes.
 -- KEYS: record, stats, done channel, assignments, orphans, retries, retry payloads, epoch.
--- ARGV: id, at, ttl, error, epoch, mode, text or worker, present.
+-- ARGV: id, at, ttl, error, epoch, mode, text or worker, present ('1' or '0') or attempt.
 -- Answers: {'failed', attempt}; {'ended'}; {'changed'}; {'elsewhere'};
 -- {'stale_epoch'}; {'not_ours', type}.
 local id, mode = ARGV[1], ARGV[6]
@@ -15,7 +15,9 @@ if stale(KEYS[8], ARGV[5]) then return {'stale_epoch'} end
 local own = owner(KEYS[1])
 if mode == 'worker' then
   if own ~= 'ours' then return {'elsewhere'} end
-  if redis.call('HGET', KEYS[1], 'worker') ~= ARGV[7] then return {'elsewhere'} end
+  if redis.call('HGET', KEYS[1], 'worker') ~= ARGV[7] or redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[8] then
+    return {'elsewhere'}
+  end
 else
   local stored
   if mode == 'assignments' then stored = redis.call('HGET', KEYS[4], id)

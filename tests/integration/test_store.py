@@ -483,16 +483,16 @@ def test_a_moved_task_that_cannot_run_is_failed_and_leaves_the_table(store: Task
     assert not store.redis.hexists(store.keys.assignments, "t1") and not store.redis.hexists(store.keys.orphans, "t1")
 
 
-def test_a_worker_fails_an_unreadable_assignment_only_of_a_task_placed_on_it(store: TaskStore) -> None:
+def test_a_worker_fails_an_unreadable_assignment_only_of_its_placed_attempt(store: TaskStore) -> None:
     assign(store, "W1")
-    pipe = store.pipeline()
-    elsewhere = store.fail_unreadable(pipe, "t1", 2.0, "InvalidMessage: x", "worker", worker="W2")
-    unknown = store.fail_unreadable(pipe, "t7", 2.0, "InvalidMessage: x", "worker", worker="W1")
-    store.execute(pipe)
-    assert (elsewhere.value.kind, unknown.value.kind) == (Unreadable.ELSEWHERE, Unreadable.ELSEWHERE)
+
+    def fail(task_id: str, worker: str, attempt: int) -> UnreadableResult:
+        return run(store, "fail_unreadable", task_id, 2.0, "InvalidMessage: x", "worker",  # type: ignore[no-any-return]
+                   worker=worker, attempt=attempt)
+
+    # Another worker's, another attempt's, or an unknown task's: a stray message, left alone.
+    assert [fail("t1", "W2", 1).kind, fail("t1", "W1", 2).kind, fail("t7", "W1", 1).kind] == [Unreadable.ELSEWHERE] * 3
     assert store.record("t1")["status"] == "queued" and store.record("t7") == {}
-    pipe = store.pipeline()
-    mine = store.fail_unreadable(pipe, "t1", 2.0, "InvalidMessage: x", "worker", worker="W1")
-    store.execute(pipe)
-    assert mine.value == UnreadableResult(Unreadable.FAILED, 1)
+    assert fail("t1", "W1", 1) == UnreadableResult(Unreadable.FAILED, 1)
     assert store.record("t1")["status"] == "failed" and not store.redis.hexists(store.keys.assignments, "t1")
+    assert fail("t1", "W1", 1).kind is Unreadable.ENDED
