@@ -35,6 +35,7 @@ from client.protocol import (
     now,
     parse_event,
     parse_task,
+    sniff_task_id,
 )
 from client.store import TERMINAL, Assign, AssignResult, Batch, Keys, Reject, Reply, TaskStore, connect
 from supervisor.policy import Placement, SchedulerState
@@ -133,7 +134,7 @@ class Scheduler:
         ended) and covers a crash between recording a placement and producing it.
         """
         assert self._producer is not None
-        table, orphans = self.store.placements()
+        table, orphans = self.store.placements(self._limits)  # an unreadable one is failed there, never sent
         for task_id, p in table.items():
             if task_id in orphans or p.worker not in self.state.load:  # a dead worker's, or an unknown one's
                 self.waiting.append(_Pending(p.payload.encode(), mode="move", dead_pid=orphans.get(task_id, 0)))
@@ -213,7 +214,7 @@ class Scheduler:
         reason = quarantine.reason(-tries, "the scheduler")
         log.error("message at %s:%d@%d dead-lettered to %s: %s", tp.topic, tp.partition, r.offset,
                   self.topics.dead_letter, reason)
-        task_id = quarantine.sniff_task_id(r.value) if tp.topic == self.topics.tasks else None
+        task_id = sniff_task_id(r.value) if tp.topic == self.topics.tasks else None
         if task_id is not None:
             self.store.fail_quarantined(task_id, at, reason)
         body = r.value[:self.config.tasks.max_message_bytes]  # under Kafka's limit, like any dead letter
@@ -397,10 +398,17 @@ class Scheduler:
             self._committed.update({tp: (o, tick) for tp, o in due.items()})
 
     def _take_due_retries(self, at: float) -> None:
-        """Queue the tasks whose retry time has come (ASSIGN takes them off the schedule)."""
+        """Queue the tasks whose retry time has come (ASSIGN takes them off the schedule).
+
+        ``_retrying`` is rebuilt from what waits here, so an id can never stay
+        in it after its task left (placed, refused, or another task's id): the
+        store fails and drops a retry whose payload cannot be read or names
+        another task, so every id it returns is its payload's own.
+        """
+        self._retrying = {w.retry_id for w in self.waiting if w.retry_id}
         if len(self.waiting) >= MAX_WAITING:
             return
-        for task_id, payload in self.store.due_retries(at, MAX_WAITING - len(self.waiting)):
+        for task_id, payload in self.store.due_retries(at, MAX_WAITING - len(self.waiting), self._limits):
             if task_id in self._retrying:
                 continue
             self._retrying.add(task_id)

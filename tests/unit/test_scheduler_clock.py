@@ -58,7 +58,7 @@ class Store:
     def mark_orphans(self, pipe: Any, orphans: list[Any]) -> None:
         pass
 
-    def due_retries(self, at: float, limit: int) -> list[Any]:
+    def due_retries(self, at: float, limit: int, limits: Any = None) -> list[Any]:
         return []
 
     def write_load(self, load: dict[str, int]) -> None:
