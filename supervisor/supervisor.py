@@ -125,6 +125,8 @@ class Supervisor:
                  f"{' prefix ' + repr(cfg.redis.key_prefix) if cfg.redis.key_prefix else ''}")
         self.say(f"topics: {', '.join(topics)}")
         self._await_fence()
+        if self.stopping:  # Ctrl-C meanwhile: start nothing (and never before the fence's end)
+            return
         for c in self.children.values():
             self._spawn(c)
 
@@ -148,6 +150,7 @@ class Supervisor:
                      "any of its processes still running has seen the new epoch and exited")
 
     def _await_fence(self) -> None:
+        """Wait until the processes of an unreleased previous generation must have exited (see _take_lease)."""
         while time.monotonic() < self._spawn_after and not self.stopping:
             time.sleep(0.05)
         self._lease_news()

@@ -97,6 +97,7 @@ def test_after_sigkill_of_the_supervisor_no_child_survives_and_a_restart_resumes
 
     again = start_cluster(again=cluster)  # as systemd does: waits out the dead one's lease
     assert any("waiting" in line and "lease to lapse" in line for line in again.lines)
+    assert any("did not release the lease" in line for line in again.lines)  # its children may be alive: fenced
     again.client.wait([h.id for h in handles], timeout=120)
     assert [h.status() for h in handles] == ["success"] * len(handles)
     prefix = cfg.redis.key_prefix
@@ -178,6 +179,7 @@ def test_the_shutdown_hand_back_beats_the_grace_period_kill(start_cluster: Any) 
         assert record["status"] == "queued" and record.get("worker_deaths", "0") == "0", record
 
     again = start_cluster(again=cluster)
+    assert not any("did not release the lease" in line for line in again.lines)  # a clean stop: no fence wait
     again.client.wait([h.id for h in handles], timeout=90)
     for h in handles:
         record = h.record()
