@@ -238,7 +238,8 @@ class Supervisor:
             self._close("the Kafka producer", lambda: kafka_io.close_producer(self._producer)
                         if self._producer else None)
             self._close("the cluster's lease", lambda: self._keeper.release() if self._keeper else None)
-            self.say("stopped")
+            if self.epoch:  # it took the lease: a supervisor refused at the start ran nothing to stop
+                self.say("stopped")
 
     def _terminate_children(self) -> None:
         live = [c for c in self.children.values() if c.alive()]
