@@ -262,9 +262,30 @@ def ping(client: redis.Redis, cfg: RedisConfig) -> None:
 
 
 def failure_fields(exc: BaseException) -> dict[str, str]:
-    """The record fields for a task that raised: type, message and traceback."""
-    return {"error": f"{type(exc).__name__}: {exc}",
-            "traceback": "".join(tb.format_exception(type(exc), exc, exc.__traceback__))}
+    """The record fields for a task that raised: type, message and traceback.
+
+    Total: the exception is the task's, and its ``__str__`` (or a chained
+    one's, which the traceback prints) may itself raise; then its type stands
+    in for what cannot be printed.
+    """
+    name = _type_name(exc)
+    try:
+        error = f"{name}: {exc}"
+    except Exception:
+        error = f"{name}: <unprintable {name} object>"
+    try:
+        trace = "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:
+        trace = f"<unprintable traceback of {name}>"
+    return {"error": error, "traceback": trace}
+
+
+def _type_name(exc: BaseException) -> str:
+    """The exception's class name (a metaclass could make even that raise)."""
+    try:
+        return str(type(exc).__name__)
+    except Exception:
+        return "BaseException"
 
 
 def _lua(name: str) -> str:
