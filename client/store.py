@@ -676,11 +676,18 @@ class TaskStore:
             if (kind not in ("hash", "none") or (kind == "hash" and not pipe.hexists(key, "yadtq"))
                     or pipe.hget(key, "status") in TERMINAL or self.epoch < _int(pipe.get(self.keys.epoch))):
                 return False
+            # A damaged counter is reset, and a stats key of another type skipped, rather than failing
+            # the whole write (as tally() in client/lua/common.lua does).
+            stats = pipe.type(self.keys.stats)
+            damaged = stats == "hash" and not 0 <= _int(pipe.hget(self.keys.stats, "failed") or "0", -1) < 2 ** 62
             pipe.multi()  # the record's marker 'yadtq' is FORMAT of client/lua/common.lua
             pipe.hset(key, mapping={"yadtq": "1", "status": Status.FAILED.value, "finished_at": repr(at),
                                     "error": error})
             pipe.expire(key, self.ttl)
-            pipe.hincrby(self.keys.stats, Status.FAILED.value, 1)
+            if damaged:
+                pipe.hset(self.keys.stats, Status.FAILED.value, 1)
+            elif stats in ("hash", "none"):
+                pipe.hincrby(self.keys.stats, Status.FAILED.value, 1)
             pipe.hdel(self.keys.assignments, task_id)
             pipe.publish(self.keys.done_channel(task_id), Status.FAILED.value)
             pipe.execute()

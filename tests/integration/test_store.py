@@ -458,3 +458,16 @@ def test_a_stats_key_of_another_type_does_not_fail_a_finish(store: TaskStore) ->
     assert run(store, "claim", "t1", 1, "W1", 2.0, 111, 1) is Claim.RUN
     assert run(store, "finish", "t1", 1, "success", 3.0, {"result": "3"}) is Finish.WRITTEN
     assert run(store, "reject", "t2", 4.0, "InvalidMessage: bad") is Reject.FAILED
+
+
+@pytest.mark.parametrize("damage", ["junk", "string"])
+def test_a_damaged_stats_counter_does_not_fail_the_quarantines_write(store: TaskStore, damage: str) -> None:
+    if damage == "junk":
+        store.redis.hset(store.keys.stats, "failed", "x")
+    else:
+        store.redis.set(store.keys.stats, "not a hash")
+    assert assign(store, "W1").kind is Assign.ASSIGNED
+    assert store.fail_quarantined("t1", 2.0, "quarantined: test")
+    assert store.record("t1")["status"] == "failed"
+    if damage == "junk":
+        assert store.counters()[1]["failed"] == 1
