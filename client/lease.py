@@ -5,7 +5,8 @@ A cluster is its topics and its Redis key prefix. Its owner holds the key
 TTL, renewed about once a second. Taking the lease bumps ``Keys.epoch``; the
 owner hands that epoch to its children, and the store refuses writes from an
 older one, so the processes of a supervisor that lost its lease cannot write.
-Each step is one Lua script, so two supervisors can never both hold it.
+Each step is one Lua script (client/lua/lease_*.lua), so two supervisors can never
+both hold it, and a value it cannot read is never taken for its own.
 """
 
 from __future__ import annotations
@@ -23,43 +24,7 @@ import psutil
 import redis
 
 from client.errors import ClusterOwned
-from client.store import Keys
-
-# KEYS: owner, epoch. ARGV: ttl (ms), value (JSON without the epoch).
-# Returns {1, epoch} taken, or {0, holder's value, ms left}.
-_ACQUIRE = """
-local held = redis.call('GET', KEYS[1])
-if held then return {0, held, redis.call('PTTL', KEYS[1])} end
-local epoch = redis.call('INCR', KEYS[2])
-local value = cjson.decode(ARGV[2])
-value['epoch'] = epoch
-redis.call('SET', KEYS[1], cjson.encode(value), 'PX', ARGV[1])
-return {1, epoch}
-"""
-
-# KEYS: owner, epoch. ARGV: token, ttl (ms), our value, our epoch.
-# Returns 1 renewed, 2 taken again after it lapsed (no one else took it since:
-# the epoch is still ours, or gone with Redis's data), -1 someone else holds it.
-_RENEW = """
-local held = redis.call('GET', KEYS[1])
-if held then
-  if cjson.decode(held)['token'] ~= ARGV[1] then return -1 end
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-local epoch = redis.call('GET', KEYS[2])
-if epoch and epoch ~= ARGV[4] then return -1 end
-redis.call('SET', KEYS[2], ARGV[4])
-redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
-return 2
-"""
-
-# KEYS: owner. ARGV: token. Deletes the lease only if it is ours.
-_RELEASE = """
-local held = redis.call('GET', KEYS[1])
-if held and cjson.decode(held)['token'] == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+from client.store import Keys, lua_text
 
 
 class Renewal(Enum):
@@ -83,11 +48,19 @@ class Holder:
 
     @classmethod
     def parse(cls, text: str, ms_left: int = -1) -> Holder:
-        v = json.loads(text)
-        return cls(str(v.get("host", "?")), int(v.get("pid", 0)), float(v.get("since", 0.0)),
-                   int(v.get("epoch", 0)), [str(t) for t in v.get("topics", [])], ms_left)
+        """The holder a lease value names; one that cannot be read (the key was
+        written by hand, or by another program) is a holder of unknown host."""
+        try:
+            v = json.loads(text)
+            topics = v.get("topics", [])
+            return cls(str(v["host"]), int(v["pid"]), float(v["since"]), int(v.get("epoch", 0)),
+                       [str(t) for t in topics] if isinstance(topics, list) else [], ms_left)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+            return cls("?", 0, 0.0, 0, [], ms_left)
 
     def describe(self) -> str:
+        if self.host == "?":
+            return "a lease value that is not YADTQ's (written by hand, or by another program)"
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
         return f"host {self.host}, pid {self.pid}, since {since} (epoch {self.epoch})"
 
@@ -114,9 +87,10 @@ class Lease:
         self._token = uuid.uuid4().hex
         self._value = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time(),
                        "topics": topics, "token": self._token}
-        self._acquire = client.register_script(_ACQUIRE)
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
+        # Three scripts (client/lua/lease_*.lua), so two supervisors can never both hold it.
+        self._acquire = client.register_script(lua_text("lease_acquire"))
+        self._renew = client.register_script(lua_text("lease_renew"))
+        self._release = client.register_script(lua_text("lease_release"))
 
     def try_acquire(self) -> Holder | None:
         """Take the lease (a new epoch) and return None, or return who holds it."""

@@ -149,7 +149,7 @@ def parse_task(raw: bytes, limits: TaskLimits | None = None, *, max_bytes: int |
     size = limits.max_bytes if max_bytes is None else max_bytes
     if len(raw) > size:
         raise InvalidMessage(f"message is {len(raw)} bytes, over the limit of {size}",
-                             _sniff_task_id(raw[:4096]))
+                             sniff_task_id(raw))
     obj = _json_object(raw)
     task_id = check_task_id(obj.get("task-id"))
     try:
@@ -217,8 +217,12 @@ def parse_assignment(raw: bytes, limits: TaskLimits | None = None) -> Assignment
     """
     limits = limits or DEFAULT_LIMITS
     obj = _json_object(raw)
-    _check_whole(obj, raw)
-    task = _task_fields(obj, check_task_id(obj.get("task-id")), limits)
+    task_id = check_task_id(obj.get("task-id"))
+    try:  # the error carries the task id once it is read, as parse_task's does
+        _check_whole(obj, raw)
+        task = _task_fields(obj, task_id, limits)
+    except InvalidMessage as e:
+        raise InvalidMessage(e.reason, task_id) from None
     attempt, worker = obj.get("attempt"), obj.get("worker")
     if not _is_int(attempt) or attempt < 1 or not _is_name(worker):
         raise InvalidMessage("assignment needs an integer 'attempt' >= 1 and a 'worker' (a topic name)",
@@ -467,15 +471,23 @@ def _check_version(obj: dict[str, Any]) -> None:
         raise InvalidMessage(f"unsupported message version {_short(v)} (this release reads {PROTOCOL_VERSION})")
 
 
-def _sniff_task_id(head: bytes) -> str | None:
-    """Best effort: the task id of an oversized message, to fail its record."""
-    m = re.search(rb'"task-id"\s*:\s*"([^"\\]{1,200})"', head)
+def sniff_task_id(raw: bytes) -> str | None:
+    """Best effort: the task id of a message that cannot be parsed (e.g. oversized),
+    found in its first 4 KiB without parsing it, to fail its record."""
+    m = re.search(rb'"task-id"\s*:\s*"([^"\\]{1,200})"', raw[:4096])
     if not m:
         return None
     try:
         return check_task_id(m.group(1).decode("utf-8"))
     except (InvalidMessage, UnicodeDecodeError):
         return None
+
+
+def sniff_attempt(raw: bytes) -> int | None:
+    """Best effort: the attempt of an assignment that cannot be parsed, found
+    without parsing it where the scheduler writes it, at its end (``assignment_bytes``)."""
+    m = re.search(rb'"attempt"\s*:\s*([1-9][0-9]{0,17})\s*,\s*"worker"\s*:\s*"[^"\\]*"\s*}\s*$', raw[-512:])
+    return int(m.group(1)) if m else None
 
 
 def _reason(e: Exception) -> str:

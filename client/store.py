@@ -25,7 +25,8 @@ import redis
 
 from client.config import RedisConfig
 from client.config import safe_url as safe_url  # re-exported: it lived here first
-from client.errors import ServiceUnavailable
+from client.errors import Fenced, InvalidMessage, ServiceUnavailable
+from client.protocol import TaskLimits, encode, now, parse_task
 
 log = logging.getLogger("yadtq.store")
 
@@ -102,6 +103,23 @@ class Reject(StrEnum):
     NOT_OURS = "not_ours"
 
 
+class Unreadable(StrEnum):
+    """UNREADABLE's answer (``TaskStore.fail_unreadable``): a task whose payload cannot be read."""
+
+    FAILED = "failed"            # the record now says failed, with the reason (``attempt``: its attempt)
+    ENDED = "ended"              # terminal already: left alone (its stored entry is gone)
+    CHANGED = "changed"          # the stored entry changed since it was read: left alone, read it again
+    ELSEWHERE = "elsewhere"      # (a worker's) the record is not placed on that worker: left alone
+    STALE_EPOCH = "stale_epoch"
+    NOT_OURS = "not_ours"        # the id names a key YADTQ does not own: left alone (its stored entry is gone)
+
+
+@dataclass(frozen=True)
+class UnreadableResult:
+    kind: Unreadable
+    attempt: int = 0  # FAILED: the attempt the record held
+
+
 class Release(StrEnum):
     """RELEASE's answer (``TaskStore.release``)."""
 
@@ -158,6 +176,16 @@ def parse_placement(text: object) -> Placement | None:
     if len(parts) != 3 or not parts[1].isdigit() or not parts[1].isascii():
         return None
     return Placement(parts[0], int(parts[1]), parts[2])
+
+
+def stored_task(task_id: str, text: str, limits: TaskLimits | None = None) -> str:
+    """A task payload read back from Redis under ``task_id``, checked as a message
+    from TASKS is (``parse_task``) and re-encoded, ready to send; raise
+    InvalidMessage if it cannot be read or is another task's."""
+    task = parse_task(text.encode("utf-8", "surrogatepass"), limits)
+    if task.task_id != task_id:
+        raise InvalidMessage(f"it is the payload of another task, {task.task_id!r}")
+    return encode(task.to_wire()).decode()
 
 
 def _int(text: object, default: int = 0) -> int:
@@ -244,7 +272,10 @@ def connect(cfg: RedisConfig | str) -> redis.Redis:
     for key in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
         if getattr(cfg, key):
             opts[key] = getattr(cfg, key)
-    return redis.Redis.from_url(cfg.url, decode_responses=True, socket_connect_timeout=5,
+    # encoding_errors: a value that is not UTF-8 (written by another program)
+    # is read with U+FFFD in place of the bad bytes, never a UnicodeDecodeError
+    # that would end the process reading it; every value then meets its parse step.
+    return redis.Redis.from_url(cfg.url, decode_responses=True, encoding_errors="replace", socket_connect_timeout=5,
                                 socket_timeout=30, health_check_interval=30, **opts)
 
 
@@ -288,7 +319,8 @@ def _type_name(exc: BaseException) -> str:
         return "BaseException"
 
 
-def _lua(name: str) -> str:
+def lua_text(name: str) -> str:
+    """The text of ``client/lua/<name>.lua``, shipped with the package."""
     return resources.files("client").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
@@ -305,7 +337,7 @@ class _Script:
 
     def __init__(self, name: str, needs: tuple[str, ...] = ()) -> None:
         self.name = name
-        self.text = "\n".join(_lua(part) for part in ("common", *needs, name))
+        self.text = "\n".join(lua_text(part) for part in ("common", *needs, name))
         self.sha = hashlib.sha1(self.text.encode()).hexdigest()
 
     def __call__(self, keys: list[Any], args: list[Any], client: Any) -> Any:
@@ -314,7 +346,7 @@ class _Script:
 
 _SCRIPTS = {s.name: s for s in (_Script("assign", ("died",)), _Script("claim", ("died",)), _Script("finish"),
                                  _Script("reject"), _Script("release"), _Script("retry"), _Script("queued"),
-                                 _Script("owners"))}
+                                 _Script("owners"), _Script("unreadable"))}
 
 
 def _tag(answer: object) -> tuple[str, list[Any]]:
@@ -346,6 +378,12 @@ def decode_retry(answer: object) -> RetryResult:
     if kind is Retry.EXHAUSTED:
         return RetryResult(kind, used=_int(rest[0]))
     return RetryResult(kind)
+
+
+def decode_unreadable(answer: object) -> UnreadableResult:
+    tag, rest = _tag(answer)
+    kind = Unreadable(tag)
+    return UnreadableResult(kind, _int(rest[0]) if kind is Unreadable.FAILED and rest else 0)
 
 
 def decode_claim(answer: object) -> Claim:
@@ -527,10 +565,12 @@ class TaskStore:
     def reject(self, batch: Batch, task_id: str, at: float, error: str, mode: str = "new") -> Reply[Reject]:
         """Fail a task the scheduler refused: mode 'new' (a message from TASKS)
         unless that id was ever accepted or has ended; mode 'retry' (its retry,
-        taken off the schedule, cannot run) unless it ended or is placed."""
+        taken off the schedule, cannot run) unless it ended or is placed; mode
+        'move' (the task of a dead worker cannot run) unless it ended, and its
+        placement and orphan mark go."""
         k = self.keys
-        _SCRIPTS["reject"]([k.task(task_id), k.stats, k.done_channel(task_id), k.assignments, k.retries, k.epoch],
-                           [task_id, repr(at), self.ttl, error, self.epoch, mode], batch.pipe)
+        _SCRIPTS["reject"]([k.task(task_id), k.stats, k.done_channel(task_id), k.assignments, k.retries, k.epoch,
+                            k.orphans], [task_id, repr(at), self.ttl, error, self.epoch, mode], batch.pipe)
         return batch.expect(decode_reject)
 
     def release(self, task_id: str, attempt: int, pid: int) -> Release:
@@ -556,20 +596,30 @@ class TaskStore:
         return self._now(queue)
 
     # --- the scheduler's tables ---
-    def placements(self) -> tuple[dict[str, Placement], dict[str, int]]:
+    def placements(self, limits: TaskLimits | None = None) -> tuple[dict[str, Placement], dict[str, int]]:
         """The scheduler's table (task -> placement) and the orphan marks (task ->
-        dead pid, 0 unknown). An unreadable entry is logged and removed."""
+        dead pid, 0 unknown).
+
+        Each entry is checked as a message from TASKS is (``stored_task`` with
+        the cluster's ``limits``), and its payload comes back re-encoded, ready
+        to send. An entry that fails is never returned: its task is failed
+        with the reason and the entry removed (``fail_unreadable``).
+        """
         table: dict[str, str] = self.redis.hgetall(self.keys.assignments)  # type: ignore[assignment]
         orphans: dict[str, str] = self.redis.hgetall(self.keys.orphans)  # type: ignore[assignment]
         placed: dict[str, Placement] = {}
+        bad: list[tuple[str, str | None, str]] = []
         for task_id, text in table.items():
             p = parse_placement(text)
-            if p is None:
-                log.error("dropping unreadable placement of task %r: %.200r", task_id, text)
-                self.redis.hdel(self.keys.assignments, task_id)
-            else:
-                placed[task_id] = p
-        return placed, {t: self._pid(t, pid) for t, pid in orphans.items()}
+            try:
+                if p is None or p.attempt < 1:
+                    raise InvalidMessage("it is not 'worker|attempt|payload' with an attempt >= 1")
+                placed[task_id] = Placement(p.worker, p.attempt, stored_task(task_id, p.payload, limits))
+            except InvalidMessage as e:
+                bad.append((task_id, text, e.reason))
+        self._fail_unreadable_all(bad, "assignments")
+        gone = {t for t, _, _ in bad}  # their marks went with them
+        return placed, {t: self._pid(t, pid) for t, pid in orphans.items() if t not in gone}
 
     @staticmethod
     def _pid(task_id: str, text: str) -> int:
@@ -600,21 +650,63 @@ class TaskStore:
         batch.pipe.zrem(self.keys.retries, task_id)
         batch.pipe.hdel(self.keys.retry_payloads, task_id)
 
-    def due_retries(self, at: float, limit: int) -> list[tuple[str, str]]:
+    def due_retries(self, at: float, limit: int, limits: TaskLimits | None = None) -> list[tuple[str, str]]:
         """Up to ``limit`` (task id, task json) whose retry time has come.
 
-        A scheduled retry without a payload cannot run: it is logged and taken off.
+        Each payload is checked as a message from TASKS is (``stored_task``)
+        and comes back re-encoded. A missing or unreadable payload, or one of
+        another task, is never returned: the task is failed with the reason
+        and taken off the schedule (``fail_unreadable``).
         """
         ids: list[str] = self.redis.zrangebyscore(self.keys.retries, "-inf", at, start=0, num=limit)  # type: ignore[assignment]
         if not ids:
             return []
         payloads: list[str | None] = self.redis.hmget(self.keys.retry_payloads, ids)  # type: ignore[assignment]
-        missing = [t for t, p in zip(ids, payloads, strict=True) if p is None]
-        for t in missing:  # RETRY writes both, so this is damage; say so rather than spin
-            log.error("task %s is scheduled for a retry but its payload is missing; dropping it", t)
-        if missing:
-            self.redis.zrem(self.keys.retries, *missing)
-        return [(t, p) for t, p in zip(ids, payloads, strict=True) if p is not None]
+        due: list[tuple[str, str]] = []
+        bad: list[tuple[str, str | None, str]] = []
+        for task_id, text in zip(ids, payloads, strict=True):
+            try:
+                if text is None:  # RETRY writes both, so this is damage
+                    raise InvalidMessage("it is missing")
+                due.append((task_id, stored_task(task_id, text, limits)))
+            except InvalidMessage as e:
+                bad.append((task_id, text, e.reason))
+        self._fail_unreadable_all(bad, "retries")
+        return due
+
+    def _fail_unreadable_all(self, bad: list[tuple[str, str | None, str]], table: str) -> None:
+        """Fail each (task, stored text, reason) whose stored payload in ``table`` cannot be read."""
+        if not bad:
+            return
+        name = self.keys.assignments if table == "assignments" else self.keys.retry_payloads
+        batch = self.pipeline()
+        replies = [self.fail_unreadable(batch, t, now(), f"InvalidMessage: its stored payload in "
+                                        f"{name.removeprefix(self.keys.prefix)} cannot be read: {reason}",
+                                        table, text) for t, text, reason in bad]
+        self.execute(batch)
+        for (task_id, text, reason), reply in zip(bad, replies, strict=True):
+            kind = reply.value.kind
+            if kind is Unreadable.STALE_EPOCH:
+                raise Fenced(f"epoch {self.epoch}: a newer generation owns the cluster")
+            log.error("task %r: its stored payload in %s cannot be read (%s): %.200r; %s", task_id, name, reason,
+                      text, _UNREADABLE_DONE[kind])
+
+    def fail_unreadable(self, batch: Batch, task_id: str, at: float, error: str, where: str,
+                        text: str | None = None, worker: str = "", attempt: int = 0) -> Reply[UnreadableResult]:
+        """Queue UNREADABLE: fail a task whose payload cannot be read, so it never hangs.
+
+        ``where`` 'assignments' or 'retries': its stored entry ``text`` (None:
+        absent), unless changed since, is removed and the record failed unless
+        it ended or is not YADTQ's. ``where`` 'worker': ``worker`` read an
+        assignment of it (``attempt``) that it cannot parse; failed only if
+        the record holds that attempt placed on that worker (and has not ended).
+        """
+        k = self.keys
+        args = [worker, str(attempt)] if where == "worker" else [text or "", "1" if text is not None else "0"]
+        _SCRIPTS["unreadable"]([k.task(task_id), k.stats, k.done_channel(task_id), k.assignments, k.orphans,
+                                k.retries, k.retry_payloads, k.epoch],
+                               [task_id, repr(at), self.ttl, error, self.epoch, where, *args], batch.pipe)
+        return batch.expect(decode_unreadable)
 
     def write_load(self, load: dict[str, int]) -> None:
         """Publish each worker's number of unfinished tasks (the supervisor's status line reads it)."""
@@ -692,3 +784,11 @@ class TaskStore:
             pipe.publish(self.keys.done_channel(task_id), Status.FAILED.value)
             pipe.execute()
         return True
+
+
+# What became of a task whose stored payload cannot be read (UNREADABLE's answers), for the log.
+_UNREADABLE_DONE = {Unreadable.FAILED: "its record is failed and the entry removed",
+                    Unreadable.ENDED: "it had ended; the entry is removed",
+                    Unreadable.NOT_OURS: "its id names a key YADTQ does not own, left alone; the entry is removed",
+                    Unreadable.CHANGED: "the entry changed meanwhile; left for the next read",
+                    Unreadable.ELSEWHERE: "left alone"}

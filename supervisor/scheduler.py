@@ -35,6 +35,7 @@ from client.protocol import (
     now,
     parse_event,
     parse_task,
+    sniff_task_id,
 )
 from client.store import TERMINAL, Assign, AssignResult, Batch, Keys, Reject, Reply, TaskStore, connect
 from supervisor.policy import Placement, SchedulerState
@@ -95,6 +96,7 @@ class Scheduler:
         self._last_beat = 0.0
         self._last_retry_check = 0.0
         self._retrying: set[str] = set()  # ids taken off the retry schedule that wait here
+        self._fresh_from: dict[TopicPartition, int] = {}  # status offsets this process saw written
         self._tasks_in: KafkaConsumer | None = None
         self._status_in: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
@@ -112,6 +114,9 @@ class Scheduler:
         tasks = kafka_io.assign_all(self._tasks_in, [self.topics.tasks])
         self._status_in = kafka_io.consumer(self.config.kafka, group)
         status = kafka_io.assign_all(self._status_in, [self.topics.status])
+        # Heartbeats before these offsets were written before this process
+        # started (a backlog replayed after a restart): not signs of life now.
+        self._fresh_from = self._status_in.end_offsets(status)
         if self.careful:
             self._guard = quarantine.Guard(self.store, group, {**quarantine.uncommitted(self._tasks_in, tasks),
                                                                **quarantine.uncommitted(self._status_in, status)})
@@ -129,7 +134,7 @@ class Scheduler:
         ended) and covers a crash between recording a placement and producing it.
         """
         assert self._producer is not None
-        table, orphans = self.store.placements()
+        table, orphans = self.store.placements(self._limits)  # an unreadable one is failed there, never sent
         for task_id, p in table.items():
             if task_id in orphans or p.worker not in self.state.load:  # a dead worker's, or an unknown one's
                 self.waiting.append(_Pending(p.payload.encode(), mode="move", dead_pid=orphans.get(task_id, 0)))
@@ -143,7 +148,7 @@ class Scheduler:
 
     def run(self) -> None:
         while not self._stop.is_set():
-            self.loop(now())
+            self.loop(now(), time.monotonic())
 
     def shutdown(self) -> None:
         if self._producer is not None:
@@ -154,8 +159,14 @@ class Scheduler:
         log.info("scheduler stopped")
 
     # --- the loop ---
-    def loop(self, at: float) -> None:
-        """One round: read events and tasks, assign what fits, then commit."""
+    def loop(self, at: float, tick: float) -> None:
+        """One round: read events and tasks, assign what fits, then commit.
+
+        ``at`` is the wall clock, for what is written (records, the retry
+        schedule); ``tick`` the monotonic clock, for every interval and for
+        liveness, so that a step of the wall clock (NTP, a resumed VM) neither
+        stops the heartbeats nor makes a worker look dead or alive.
+        """
         assert self._tasks_in is not None and self._status_in is not None
         # While tasks wait for room, TASKS is left unread (that bounds memory),
         # and the loop waits on status events instead, which make room.
@@ -169,19 +180,23 @@ class Scheduler:
                 self.waiting.extend(_Pending(r.value, tp, r.offset) for r in self._screen(tp, records, at))
                 self._next_offset[tp] = records[-1].offset + 1
         for tp, records in self._status_in.poll(timeout_ms=status_wait, max_records=1 if one else None).items():
-            arrived = time.monotonic()  # liveness is judged on this clock, never on a sender's
             for r in self._screen(tp, records, at):
-                self._on_event(r.value, at, arrived)
+                # Liveness is judged on this clock, never on a sender's; a heartbeat
+                # replayed from before this process started says nothing about now.
+                self._on_event(r.value, at, tick if r.offset >= self._fresh_from.get(tp, 0) else None)
             self._next_offset[tp] = records[-1].offset + 1
             self._commit_status_now = self._commit_status_now or one
-        if at - self._last_retry_check >= RETRY_CHECK_INTERVAL:
+        if tick - self._last_retry_check >= RETRY_CHECK_INTERVAL:
+            self._last_retry_check = tick
             self._take_due_retries(at)
-        self._dispatch(at)
-        self._commit(at)
-        if at - self._last_beat >= self.config.workers.heartbeat_interval:
+        self._dispatch(at, tick)
+        self._commit(tick)
+        if tick - self._last_beat >= self.config.workers.heartbeat_interval:
+            self._last_beat = tick
             self._beat(at)
-        if at - self._last_reconcile >= RECONCILE_INTERVAL:
-            self._reconcile(at)
+        if tick - self._last_reconcile >= RECONCILE_INTERVAL:
+            self._last_reconcile = tick
+            self._reconcile()
 
     def _screen(self, tp: TopicPartition, records: list[Any], at: float) -> list[Any]:
         """The records to handle: all of them, except in careful mode (after a crash) the quarantined."""
@@ -199,7 +214,7 @@ class Scheduler:
         reason = quarantine.reason(-tries, "the scheduler")
         log.error("message at %s:%d@%d dead-lettered to %s: %s", tp.topic, tp.partition, r.offset,
                   self.topics.dead_letter, reason)
-        task_id = quarantine.sniff_task_id(r.value) if tp.topic == self.topics.tasks else None
+        task_id = sniff_task_id(r.value) if tp.topic == self.topics.tasks else None
         if task_id is not None:
             self.store.fail_quarantined(task_id, at, reason)
         body = r.value[:self.config.tasks.max_message_bytes]  # under Kafka's limit, like any dead letter
@@ -207,14 +222,15 @@ class Scheduler:
             ("error", reason.encode()), ("from", f"{tp.topic}:{tp.partition}@{r.offset}".encode())]))
         return True
 
-    def _on_event(self, raw: bytes, at: float, arrived: float) -> None:
-        """Act on one status event; ``arrived`` is when it was read (monotonic clock)."""
+    def _on_event(self, raw: bytes, at: float, arrived: float | None) -> None:
+        """Act on one status event; ``arrived`` is when it was read (monotonic
+        clock), or None for one replayed from before this process started."""
         try:
             ev = parse_event(raw)
         except InvalidMessage as e:
             log.warning("ignoring invalid status event: %s", e.reason)
             return
-        if isinstance(ev, Heartbeat) and ev.role == "worker":
+        if isinstance(ev, Heartbeat) and ev.role == "worker" and arrived is not None:
             self.state.heartbeat(ev.sender, arrived)
         elif isinstance(ev, TasksFinished):
             for task_id, attempt, _ in ev.tasks:
@@ -233,7 +249,7 @@ class Scheduler:
                                    for _, p in reversed(moved))
 
     # --- assignment ---
-    def _dispatch(self, at: float) -> None:
+    def _dispatch(self, at: float, tick: float) -> None:
         """Assign waiting tasks while some live worker has room; one Redis round trip."""
         chosen: list[tuple[Reply[AssignResult], _Pending, str, Placement | None]] = []  # (answer, task, worker, before)
         pipe = self.store.pipeline()
@@ -246,7 +262,7 @@ class Scheduler:
             if not item.task_id and not self._admit(item, pipe, at):
                 self.waiting.popleft()
                 continue
-            worker = self.state.choose(time.monotonic())
+            worker = self.state.choose(tick)
             if worker is None:
                 break
             self.waiting.popleft()
@@ -350,7 +366,7 @@ class Scheduler:
         kafka_io.check_sent(sent, "an assignment or a dead letter")
 
     # --- offsets, flow control, heartbeat ---
-    def _commit(self, at: float) -> None:
+    def _commit(self, tick: float) -> None:
         """Commit TASKS as far as every task before is placed; ``status`` about once a second.
 
         Re-reading status events after a restart is harmless (they are
@@ -365,34 +381,40 @@ class Scheduler:
             else:
                 first_waiting = next((w.offset for w in self.waiting if w.tp == tp), None)
                 tasks[tp] = first_waiting if first_waiting is not None else nxt
-        self._commit_changed(self._tasks_in, tasks, at)
-        if self._commit_status_now or at - self._last_status_commit >= 1.0:
-            self._last_status_commit, self._commit_status_now = at, False
-            self._commit_changed(self._status_in, status, at)
+        self._commit_changed(self._tasks_in, tasks, tick)
+        if self._commit_status_now or tick - self._last_status_commit >= 1.0:
+            self._last_status_commit, self._commit_status_now = tick, False
+            self._commit_changed(self._status_in, status, tick)
         if self._guard is not None and self._guard.careful():
             for tp, (o, _) in self._committed.items():
                 self._guard.passed(tp, o)
 
-    def _commit_changed(self, consumer: KafkaConsumer, offsets: dict[TopicPartition, int], at: float) -> None:
-        """Commit the offsets that moved, and every OFFSET_REFRESH seconds the
-        others too: an idle group's offsets must not expire in Kafka."""
-        due = kafka_io.offsets_due(offsets, self._committed, at)
+    def _commit_changed(self, consumer: KafkaConsumer, offsets: dict[TopicPartition, int], tick: float) -> None:
+        """Commit the offsets that moved, and every OFFSET_REFRESH seconds (of the
+        monotonic clock) the others too: an idle group's offsets must not expire in Kafka."""
+        due = kafka_io.offsets_due(offsets, self._committed, tick)
         if due:
             consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in due.items()})
-            self._committed.update({tp: (o, at) for tp, o in due.items()})
+            self._committed.update({tp: (o, tick) for tp, o in due.items()})
 
     def _take_due_retries(self, at: float) -> None:
-        """Queue the tasks whose retry time has come (ASSIGN takes them off the schedule)."""
-        self._last_retry_check = at
+        """Queue the tasks whose retry time has come (ASSIGN takes them off the schedule).
+
+        ``_retrying`` is rebuilt from what waits here, so an id can never stay
+        in it after its task left (placed, refused, or another task's id): the
+        store fails and drops a retry whose payload cannot be read or names
+        another task, so every id it returns is its payload's own.
+        """
+        self._retrying = {w.retry_id for w in self.waiting if w.retry_id}
         if len(self.waiting) >= MAX_WAITING:
             return
-        for task_id, payload in self.store.due_retries(at, MAX_WAITING - len(self.waiting)):
+        for task_id, payload in self.store.due_retries(at, MAX_WAITING - len(self.waiting), self._limits):
             if task_id in self._retrying:
                 continue
             self._retrying.add(task_id)
             self.waiting.append(_Pending(payload.encode(), mode="retry", retry_id=task_id))
 
-    def _reconcile(self, at: float) -> None:
+    def _reconcile(self) -> None:
         """Drop placed tasks that ended or left the table, in case an event was lost.
 
         A task leaves the Redis table when it ends or is scheduled for a retry.
@@ -400,7 +422,6 @@ class Scheduler:
         small pipeline every few seconds; without it a lost event would hold a
         worker's slot until the scheduler restarts.
         """
-        self._last_reconcile = at
         ids = list(self.state.tasks)
         if not ids:
             return
@@ -414,7 +435,6 @@ class Scheduler:
     def _beat(self, at: float) -> None:
         assert self._producer is not None
         check_parent("scheduler")
-        self._last_beat = at
         self._producer.send(self.topics.status, encode_event(Heartbeat("scheduler", "scheduler", os.getpid(), at)))
         self.store.write_load(self.state.load)
 

@@ -20,7 +20,6 @@ The reads and writes are the store's (``ResultStore.quarantine_*``).
 
 from __future__ import annotations
 
-import re
 import signal
 from dataclasses import dataclass
 from typing import Protocol
@@ -28,8 +27,6 @@ from typing import Protocol
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
-from client.errors import InvalidMessage
-from client.protocol import check_task_id
 from worker_pool.process import EXIT_FENCED, EXIT_HARD_LIMIT, EXIT_ORPHANED, EXIT_SERVICE_LOST
 
 TRIES = 3  # careful tries of one offset before it is dead-lettered
@@ -89,20 +86,6 @@ def reason(tries: int, what: str) -> str:
     """The ``error`` of a quarantined message."""
     return (f"quarantined: the process reading it ({what}) died {tries} times in a row while handling it "
             f"(and it was replaced each time); dead-lettered so that the next messages are handled")
-
-
-_TASK_ID = re.compile(rb'"task-id"\s*:\s*"([^"\\]{1,200})"')
-
-
-def sniff_task_id(raw: bytes) -> str | None:
-    """The task id of a message, found without parsing it (parsing may be what kills)."""
-    m = _TASK_ID.search(raw[:4096])
-    if not m:
-        return None
-    try:
-        return check_task_id(m.group(1).decode("utf-8"))
-    except (InvalidMessage, UnicodeDecodeError):
-        return None
 
 
 class MarkStore(Protocol):

@@ -35,6 +35,8 @@ from client.protocol import (
     now,
     parse_assignment,
     safe_text,
+    sniff_attempt,
+    sniff_task_id,
 )
 from client.store import (
     TERMINAL,
@@ -47,6 +49,7 @@ from client.store import (
     Retry,
     Status,
     TaskStore,
+    Unreadable,
     connect,
     failure_fields,
 )
@@ -201,7 +204,7 @@ class Worker:
         """
         assert self._guard is not None and self._producer is not None and self._consumer is not None
         tries = self._guard.check(tp, rec.offset)
-        task_id = quarantine.sniff_task_id(rec.value)
+        task_id = sniff_task_id(rec.value)
         if tries >= 0:
             return tries == 0 or task_id is None or self.store.statuses([task_id])[0] not in TERMINAL
         reason = quarantine.reason(-tries, f"worker {self.id}")
@@ -221,8 +224,7 @@ class Worker:
         try:
             a = parse_assignment(rec.value, self._limits)
         except InvalidMessage as e:
-            # Only the scheduler writes here, so this is a bug or a stray producer.
-            log.error("skipping invalid message at %s:%d: %s", rec.topic, rec.offset, e.reason)
+            self._unreadable(rec, e)
             return
         with self._gate:
             claim = self._claim(a)
@@ -242,6 +244,34 @@ class Worker:
         # Written with the next task's claim, in one round trip, or at the end
         # of the batch: either way before any other task starts here.
         self._held = _Result(a, status, fields, now())
+
+    def _unreadable(self, rec: ConsumerRecord, e: InvalidMessage) -> None:
+        """An assignment that cannot be parsed: fail its task if it is placed here, and report it.
+
+        Only the scheduler writes here, so this is a bug, damage or a stray
+        producer. If its task id and attempt can be read, and the record holds
+        that attempt placed on this worker (and has not ended), no copy of it
+        can run here: the record is failed with the reason, it leaves the
+        scheduler's table, and the report frees its slot. Anything else is
+        left alone: a stray message must not end a task placed elsewhere.
+        """
+        log.error("invalid assignment at %s:%d@%d: %s", rec.topic, rec.partition, rec.offset, e.reason)
+        task_id, attempt = e.task_id or sniff_task_id(rec.value), sniff_attempt(rec.value)
+        if task_id is None or attempt is None:
+            return
+        pipe = self.store.pipeline()
+        reply = self.store.fail_unreadable(pipe, task_id, now(), safe_text(
+            f"InvalidMessage: its assignment on {rec.topic} cannot be read: {e.reason}"), "worker",
+            worker=self.id, attempt=attempt)
+        self.store.execute(pipe)
+        answer = reply.value.kind
+        if answer is Unreadable.STALE_EPOCH:
+            raise Fenced(f"worker {self.id} of epoch {self.epoch}: a newer generation owns the cluster")
+        if answer is Unreadable.FAILED:
+            log.error("task %s attempt %d failed: its assignment cannot be read", task_id, attempt)
+            if not self._done:
+                self._done_since = time.monotonic()
+            self._done.append([task_id, attempt, Status.FAILED.value])
 
     def write_held_result(self) -> None:
         """Write the result of the last task run, if ``handle`` still holds it."""

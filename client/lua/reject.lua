@@ -4,8 +4,10 @@
 -- ended; only a record that was never accepted (none, or only the client's
 -- 'queued' write) is failed. Mode 'retry' (the scheduler took the task off the
 -- retry schedule, and its payload cannot run, e.g. its task is no longer
--- registered): failed unless it ended or is placed.
--- KEYS: record, stats, done channel, assignments, retries, epoch.
+-- registered): failed unless it ended or is placed. Mode 'move' (the task of
+-- a dead worker, taken from the scheduler's table, cannot run): failed unless
+-- it ended, and its placement and orphan mark go (it would hang otherwise).
+-- KEYS: record, stats, done channel, assignments, retries, epoch, orphans.
 -- ARGV: id, at, ttl, error, epoch, mode.
 -- Answers: {'failed'}; {'ended'}; {'accepted'} left alone; {'stale_epoch'};
 -- {'not_ours', type}.
@@ -14,8 +16,12 @@ local own = owner(KEYS[1])
 if own ~= 'ours' and own ~= 'none' then return {'not_ours', own} end
 local st = redis.call('HGET', KEYS[1], 'status')
 if is_terminal(st) then return {'ended'} end
-if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then return {'accepted'} end
-if ARGV[6] ~= 'retry' and ((st and st ~= 'queued') or redis.call('HEXISTS', KEYS[1], 'attempt') == 1
+if ARGV[6] == 'move' then
+  redis.call('HDEL', KEYS[4], ARGV[1])
+  redis.call('HDEL', KEYS[7], ARGV[1])
+elseif redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then
+  return {'accepted'}
+elseif ARGV[6] == 'new' and ((st and st ~= 'queued') or redis.call('HEXISTS', KEYS[1], 'attempt') == 1
     or redis.call('ZSCORE', KEYS[5], ARGV[1])) then
   return {'accepted'}
 end

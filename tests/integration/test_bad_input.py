@@ -235,3 +235,60 @@ def test_ids_naming_keys_yadtq_does_not_own_are_refused_and_the_keys_left_alone(
     for task_id in ("foreign-string", "foreign-hash"):
         assert f"does not own (a {foreign[task_id]}); refused, the key is left as it was" in errors[task_id]
     raw.close()
+
+
+def test_an_unreadable_assignment_of_a_task_placed_on_its_worker_fails_it_and_frees_the_worker(
+        start_cluster: Any) -> None:
+    """The only copy of a placement that a worker cannot parse: its record says why, its worker reports it
+    (the scheduler's slot is freed), and the next tasks run; a stray copy with another attempt is left alone."""
+    import time
+
+    from client.protocol import TasksFinished, parse_event
+    from client.store import Keys, TaskStore, connect
+
+    cluster = start_cluster(count=1, workers={"heartbeat_interval": 0.5})
+    c, cfg = cluster.client, cluster.config
+    [w1] = cfg.worker_ids()
+    assert c.submit("add", 1, 2).result(timeout=60) == 3
+    tag = uuid.uuid4().hex[:8]
+    lost, stray = f"{tag}-lost", f"{tag}-stray"
+    keys = Keys(cfg.redis.key_prefix)
+    store = TaskStore(connect(cfg.redis), keys, 60)
+    store.epoch = int(store.redis.get(keys.epoch) or 0)  # the cluster's generation: its writes are refused otherwise
+    for t in (lost, stray):  # placed on W1 (attempt 1) as the scheduler's ASSIGN does
+        pipe = store.pipeline()
+        placed = store.assign(pipe, t, "add", w1, task_json(t, task="add", args=[1, 2]).decode(), time.time(), 1)
+        store.execute(pipe)
+        assert placed.value.attempt == 1
+    # Damaged copies: 'task' is not a string; their ids and attempts can still be read.
+    junk = {lost: 1, stray: 7}
+    producer = KafkaProducer(bootstrap_servers=KAFKA)
+    try:
+        for t, attempt in junk.items():
+            tail = f',"attempt":{attempt},"worker":"{w1}"}}'.encode()
+            producer.send(w1, task_json(t, task=42, args=[1, 2])[:-1] + tail)
+        producer.flush(10)
+    finally:
+        producer.close()
+
+    c.wait([lost], timeout=60)
+    record = c.record(lost)
+    assert record["status"] == "failed"
+    assert record["error"].startswith(f"InvalidMessage: its assignment on {w1} cannot be read: 'task' must be"), \
+        record["error"]
+    assert not store.redis.hexists(store.keys.assignments, lost)
+    consumer = KafkaConsumer(cfg.topics.status, bootstrap_servers=KAFKA, auto_offset_reset="earliest",
+                             consumer_timeout_ms=20000)
+    try:
+        reports = (parse_event(m.value) for m in consumer)
+        assert any(isinstance(ev, TasksFinished) and [lost, 1, "failed"] in [list(x) for x in ev.tasks]
+                   for ev in reports)
+    finally:
+        consumer.close()
+    assert c.record(stray)["status"] == "queued"  # attempt 7 is not its placement: left alone
+    assert c.submit("mul", 6, 7).result(timeout=30) == 42  # good tasks keep running
+    deadline = time.monotonic() + 20
+    while store.counters()[0].get(w1) != 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert store.counters()[0].get(w1) == 0  # no slot of W1 stays taken
+    store.redis.close()

@@ -205,6 +205,25 @@ def test_the_lease_has_one_holder_and_a_new_epoch_per_taking(lease_keys: Any) ->
     assert first.renew() is Renewal.LOST  # someone else holds it now: the old owner must stop
 
 
+def test_a_lease_value_that_is_not_yadtqs_is_refused_not_a_crash(lease_keys: Any) -> None:
+    """The lease key is a Redis value read back: a hand-written one must not crash a supervisor."""
+    r, keys = lease_keys
+    lease = Lease(r, keys, 5.0, ["T"])
+    for junk in ("not json", "[1, 2]", '{"host": ["h"], "pid": "x"}', "\"text\""):
+        r.set(keys.owner, junk, px=5000)
+        with pytest.raises(ClusterOwned, match="a lease value that is not YADTQ's"):
+            lease.acquire(wait_for_dead=1.0, say=print)
+    r.delete(keys.owner)
+    assert lease.try_acquire() is None
+    r.set(keys.owner, "not json", px=5000)  # overwritten while held: not ours any more, and no Lua error
+    assert lease.renew() is Renewal.LOST
+    lease.release()
+    assert r.get(keys.owner) == "not json"
+    r.delete(keys.owner)
+    r.set(keys.epoch, "junk")  # an epoch that is not a number counts as 0
+    assert lease.try_acquire() is None and lease.epoch == 1
+
+
 def test_a_dead_holder_on_this_host_is_waited_out(lease_keys: Any) -> None:
     r, keys = lease_keys
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)

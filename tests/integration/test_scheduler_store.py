@@ -118,3 +118,31 @@ def test_an_id_naming_a_foreign_key_is_dead_lettered_and_the_next_task_placed(sc
     assert raw.get(s.keys.task("cache:1")) == "another app's value" and raw.ttl(s.keys.task("cache:1")) == -1
     assert "cache:1" not in s.state.tasks
     raw.close()
+
+
+def test_unreadable_stored_payloads_end_as_failed_records_and_nothing_is_sent_for_them(scheduler: Scheduler) -> None:
+    # Someone edited the scheduler's table and the retry schedule: what cannot be read must not be sent,
+    # nor hold a worker's slot, nor stay on the schedule (or in the scheduler's memory of it) for ever.
+    s = scheduler
+    good, retry_good = task("g1", "add", 1, 2).decode(), task("r3", "add", 3, 4).decode()
+    for t, worker, payload in (("g1", "W1", good), ("j1", "W1", "not json"), ("j2", "W2", good),
+                               ("j3", "W9", "{]")):  # j3's worker is unknown: it would be moved
+        pipe = s.store.pipeline()
+        s.store.assign(pipe, t, "add", worker, payload, AT, 1)
+        s.store.execute(pipe)
+    for t, payload in (("r1", "not json"), ("r2", task("r9", "add", 5, 6).decode()), ("r3", retry_good)):
+        s.redis.zadd(s.keys.retries, {t: AT - 1})
+        s.redis.hset(s.keys.retry_payloads, t, payload)
+    producer: FakeProducer = s._producer  # type: ignore[assignment]
+    s._reload()
+    s._take_due_retries(AT)
+    s._dispatch(AT)
+    assert sorted(parse_assignment(m).task.task_id for _, m, _ in producer.sent) == ["g1", "r3"]
+    for t in ("j1", "j2", "j3", "r1", "r2"):
+        rec = s.store.record(t)
+        assert rec["status"] == "failed" and "InvalidMessage: its stored payload in yadtq:" in rec["error"], t
+    assert sorted(s.state.tasks) == ["g1", "r3"] and s.state.load == {"W1": 1, "W2": 1}
+    assert sorted(s.redis.hkeys(s.keys.assignments)) == ["g1", "r3"]
+    assert s.redis.zcard(s.keys.retries) == 0 and s.redis.hlen(s.keys.retry_payloads) == 0
+    s._take_due_retries(AT + 1)
+    assert s._retrying == set() and not s.waiting

@@ -10,22 +10,29 @@ from typing import Any
 import pytest
 import redis
 
+from client.errors import Fenced
 from client.store import (
     Assign,
     AssignResult,
     Claim,
     Finish,
     Keys,
+    Placement,
     Reject,
     Release,
     Retry,
     RetryResult,
     TaskStore,
+    Unreadable,
+    UnreadableResult,
     connect,
 )
 from tests.integration.conftest import REDIS
 
 pytestmark = pytest.mark.integration
+
+# A task payload as the scheduler stores it: a readable task (what is read back is checked like a TASKS message).
+P1 = '{"v":1,"task-id":"t1","task":"add","args":[]}'
 
 
 @pytest.fixture
@@ -50,18 +57,18 @@ def run(store: TaskStore, op: str, *args: Any, **kwargs: Any) -> Any:
 def assign(store: TaskStore, worker: str, dead_pid: int | None = None, retries: int = 1,
            mode: str | None = None) -> AssignResult:
     mode = mode or ("new" if dead_pid is None else "move")
-    return run(store, "assign", "t1", "add", worker, '{"task-id":"t1"}', 1.0, retries, mode, dead_pid or 0)  # type: ignore[no-any-return]
+    return run(store, "assign", "t1", "add", worker, P1, 1.0, retries, mode, dead_pid or 0)  # type: ignore[no-any-return]
 
 
 def retry(store: TaskStore, attempt: int, at: float = 10.0, limit: int = 2) -> RetryResult:
     return store.retry("t1", attempt, at, (1.0, 3.0), limit, {"error": "ValueError: x", "traceback": "tb"},
-                       '{"task-id":"t1"}')
+                       P1)
 
 
 def test_a_redelivered_task_keeps_its_placement(store: TaskStore) -> None:
     assert assign(store, "W1") == AssignResult(Assign.ASSIGNED, 1)
     # The same message read again: no new attempt.
-    assert assign(store, "W2") == AssignResult(Assign.PLACED, 1, "W1", '{"task-id":"t1"}')
+    assert assign(store, "W2") == AssignResult(Assign.PLACED, 1, "W1", P1)
     assert store.record("t1")["attempt"] == "1"
 
 
@@ -95,7 +102,7 @@ def test_deaths_count_once_each_and_end_in_failed(store: TaskStore) -> None:
     # pid 111 died; a newer W1 (pid 222) re-reads the message first: one death.
     assert run(store, "claim", "t1", 1, "W1", 3.0, 222, 1) is Claim.RUN
     # The scheduler's move for pid 111 arrives late: pid 222 runs it, so it stays.
-    assert assign(store, "W2", dead_pid=111) == AssignResult(Assign.PLACED, 1, "W1", '{"task-id":"t1"}')
+    assert assign(store, "W2", dead_pid=111) == AssignResult(Assign.PLACED, 1, "W1", P1)
     # pid 222 dies too: the second death passes the limit of 1.
     assert assign(store, "W2", dead_pid=222) == AssignResult(Assign.FAILED_NOW)
     rec = store.record("t1")
@@ -149,7 +156,7 @@ def test_a_task_that_raised_is_retried_with_backoff_then_fails(store: TaskStore)
     assert (rec["status"], rec["retries"], rec["error"], rec["retry_at"]) == ("queued", "1", "ValueError: x", "11")
     assert not store.redis.hexists(store.keys.assignments, "t1")  # off the scheduler's table
     assert store.due_retries(10.5, 10) == []
-    assert store.due_retries(11.0, 10) == [("t1", '{"task-id":"t1"}')]
+    assert store.due_retries(11.0, 10) == [("t1", P1)]
 
     assert assign(store, "W2", mode="retry") == AssignResult(Assign.ASSIGNED, 2)
     assert assign(store, "W2", mode="retry") == AssignResult(Assign.NOT_NOW)  # taken already: not placed twice
@@ -198,7 +205,7 @@ def test_scripts_are_loaded_again_when_redis_lost_them(store: TaskStore) -> None
     store.redis.script_flush()
     pipe = store.pipeline()
     pipe.pipe.hincrby(store.keys.task("other"), "x", 1)
-    store.assign(pipe, "t1", "add", "W1", '{"task-id":"t1"}', 1.0, 1)
+    store.assign(pipe, "t1", "add", "W1", P1, 1.0, 1)
     assert store.execute(pipe) == [1, ["assigned", 1]]
     assert store.record("t1")["attempt"] == "1"  # ran once, not twice
     assert store.redis.hget(store.keys.task("other"), "x") == "1"  # and so did the plain command
@@ -296,7 +303,7 @@ def test_an_id_naming_a_yadtq_internal_key_is_refused_and_left_alone(store: Task
     # database whose prefix extends this one's.
     other = TaskStore(store.redis, Keys(f"{store.keys.prefix}p2:"), 60)
     for s in (store, other):
-        run(s, "assign", "t1", "add", "W1", '{"task-id":"t1"}', 1.0, 1)
+        run(s, "assign", "t1", "add", "W1", P1, 1.0, 1)
         run(s, "claim", "t1", 1, "W1", 2.0, 111, 2)
         assert s.retry("t1", 1, 10.0, (1.0, 3.0), 2, {"error": "E"}, "{}").kind is Retry.SCHEDULED
     assert_refused_untouched(store, "yadtq:retry-payloads", "hash")
@@ -315,7 +322,7 @@ def test_a_record_is_marked_as_yadtqs_by_each_script_that_creates_one(store: Tas
 # --- a duplicate message must not replace an in-flight task's payload (defect 6) ---
 
 def test_a_duplicate_gets_the_stored_payload_back_not_its_own(store: TaskStore) -> None:
-    first, dup = '{"task-id":"t1","task":"add","args":[1,2]}', '{"task-id":"t1","task":"rm","args":["/"]}'
+    first, dup = '{"v":1,"task-id":"t1","task":"add","args":[1,2]}', '{"task-id":"t1","task":"rm","args":["/"]}'
     assert run(store, "assign", "t1", "add", "W1", first, 1.0, 1) == AssignResult(Assign.ASSIGNED, 1)
     assert run(store, "assign", "t1", "rm", "W2", dup, 2.0, 1) == AssignResult(Assign.PLACED, 1, "W1", first)
     run(store, "claim", "t1", 1, "W1", 2.0, 111, 1)
@@ -327,7 +334,7 @@ def test_a_duplicate_gets_the_stored_payload_back_not_its_own(store: TaskStore) 
 
 
 def test_an_unreadable_placement_is_dropped_and_replaced(store: TaskStore) -> None:
-    store.redis.hset(store.keys.assignments, mapping={"bad": "no bars here", "t1": "W1|1|{}"})
+    store.redis.hset(store.keys.assignments, mapping={"bad": "no bars here", "t1": f"W1|1|{P1}"})
     store.redis.hset(store.keys.orphans, mapping={"t1": "not a pid"})
     placed, orphans = store.placements()
     assert list(placed) == ["t1"] and orphans == {"t1": 0}
@@ -343,7 +350,7 @@ def test_a_bad_duplicate_of_a_task_waiting_for_its_retry_does_not_touch_it(store
     before = store.record("t1")
     assert run(store, "reject", "t1", 11.0, "InvalidMessage: bad args") is Reject.ACCEPTED
     assert store.record("t1") == before
-    assert store.due_retries(99.0, 10) == [("t1", '{"task-id":"t1"}')]
+    assert store.due_retries(99.0, 10) == [("t1", P1)]
     # Even once taken off the schedule (between that and its placement), it has an attempt.
     assert assign(store, "W1", mode="retry") == AssignResult(Assign.ASSIGNED, 2)
     store.redis.hdel(store.keys.assignments, "t1")
@@ -365,7 +372,7 @@ def test_a_caller_of_an_older_epoch_is_refused_and_touches_nothing(store: TaskSt
     store.redis.set(store.keys.epoch, "5")
     old = TaskStore(store.redis, store.keys, 60, epoch=4)
     before = store.record("t1")
-    p = '{"task-id":"t1"}'
+    p = P1
     assert [run(old, "assign", t, "add", "W2", p, 2.0, 1, m) for t, m in (("t1", "move"), ("t9", "new"))] == \
         [AssignResult(Assign.STALE_EPOCH)] * 2
     assert run(old, "claim", "t1", 1, "W1", 2.0, 111, 1) is Claim.STALE_EPOCH
@@ -404,6 +411,108 @@ def test_a_retry_that_cannot_run_is_failed_by_the_scheduler(store: TaskStore) ->
     run(store, "assign", "t2", "add", "W1", "{}", 1.0, 1)
     assert run(store, "reject", "t2", 12.0, "InvalidMessage: x", "retry") is Reject.ACCEPTED
     assert store.record("t2")["status"] == "queued"
+
+
+# --- a payload read back from Redis is checked like a message from TASKS; an unreadable one fails its task ---
+
+def payload(task_id: str) -> str:
+    return P1.replace('"t1"', f'"{task_id}"')
+
+
+def test_unreadable_placements_fail_their_tasks_and_are_never_returned(store: TaskStore) -> None:
+    for t, p in (("t1", P1 + " \n"), ("junk", "not json"), ("other", P1), ("t9", payload("t9"))):
+        run(store, "assign", t, "add", "W1", p, 1.0, 1)  # ASSIGN stores what it is given
+    store.redis.hset(store.keys.assignments, "zero", f"W1|0|{payload('zero')}")  # attempt 0 cannot be sent
+    run(store, "claim", "t9", 1, "W1", 2.0, 111, 1)
+    run(store, "finish", "t9", 1, "success", 3.0, {"result": "1"})
+    store.redis.hset(store.keys.assignments, "t9", "W1|1|not json")  # ended: only its entry goes
+    store.redis.set(store.keys.task("s"), "x")
+    store.redis.hset(store.keys.assignments, "s", "W1|1|not json")  # a foreign key: left alone
+    store.redis.hset(store.keys.orphans, mapping={"junk": "111", "t1": "111"})
+    placed, orphans = store.placements()
+    # The one readable entry comes back re-encoded (its trailing blanks would break the assignment built from it).
+    assert placed == {"t1": Placement("W1", 1, P1)} and orphans == {"t1": 111}
+    assert store.redis.hgetall(store.keys.assignments) == {"t1": f"W1|1|{P1} \n"}
+    assert store.redis.hgetall(store.keys.orphans) == {"t1": "111"}
+    for t, why in (("junk", "message is not valid JSON"), ("other", "another task, 't1'"),
+                   ("zero", "attempt >= 1")):
+        rec = store.record(t)
+        assert rec["status"] == "failed", t
+        assert rec["error"].startswith("InvalidMessage: its stored payload in yadtq:assignments cannot be read: ")
+        assert why in rec["error"], rec["error"]
+    assert store.record("t9")["status"] == "success" and store.redis.get(store.keys.task("s")) == "x"
+    assert store.counters()[1]["failed"] == 3
+
+
+def test_bytes_that_are_not_utf8_in_yadtqs_keys_are_read_without_a_crash(store: TaskStore) -> None:
+    """redis-py decoding a value that is not UTF-8 raised UnicodeDecodeError in the scheduler's reload."""
+    raw = redis.Redis.from_url(REDIS)
+    try:
+        raw.hset(store.keys.assignments, "t1", b"W1|1|" + P1.encode().replace(b"add", b"\xffadd"))
+        raw.hset(store.keys.orphans, "t1", b"\xfe")
+        raw.hset(store.keys.task("t2"), mapping={"yadtq": "1", "status": b"\xff", "error": b"caf\xe9"})
+    finally:
+        raw.close()
+    placed, orphans = store.placements()
+    # Read with U+FFFD for the bad bytes: a task name no registry holds, which
+    # its worker refuses (unknown task), and a pid that is none (moved as from
+    # an unknown process).
+    assert placed["t1"].payload == P1.replace('"add"', '"\ufffdadd"') and orphans == {"t1": 0}
+    assert store.record("t2")["error"] == "caf\ufffd"
+
+
+def test_unreadable_or_foreign_retry_payloads_fail_their_tasks_and_leave_the_schedule(store: TaskStore) -> None:
+    for t in ("t1", "t2", "t3", "t4"):
+        run(store, "mark_queued", t, "add", 1.0)
+        store.redis.zadd(store.keys.retries, {t: 5.0})
+    store.redis.hset(store.keys.retry_payloads, mapping={"t1": "not json", "t2": P1, "t4": payload("t4")})
+    # t1 cannot be read, t2 holds another task's payload, t3 has none: none is returned, each fails.
+    assert store.due_retries(10.0, 10) == [("t4", payload("t4"))]
+    assert store.redis.zrange(store.keys.retries, 0, -1) == ["t4"]
+    assert store.redis.hkeys(store.keys.retry_payloads) == ["t4"]
+    for t, why in (("t1", "not valid JSON"), ("t2", "another task, 't1'"), ("t3", "it is missing")):
+        rec = store.record(t)
+        assert rec["status"] == "failed", t
+        assert rec["error"].startswith("InvalidMessage: its stored payload in yadtq:retry-payloads cannot be read")
+        assert why in rec["error"], rec["error"]
+
+
+def test_an_unreadable_payload_changed_meanwhile_or_read_by_an_old_generation_is_left_alone(
+        store: TaskStore) -> None:
+    run(store, "assign", "t1", "add", "W1", "not json", 1.0, 1)
+    pipe = store.pipeline()
+    reply = store.fail_unreadable(pipe, "t1", 2.0, "InvalidMessage: x", "assignments", "W1|1|older text")
+    store.execute(pipe)
+    assert reply.value.kind is Unreadable.CHANGED and store.record("t1")["status"] == "queued"
+    store.redis.set(store.keys.epoch, "5")
+    with pytest.raises(Fenced):
+        TaskStore(store.redis, store.keys, 60, epoch=4).placements()
+    assert store.record("t1")["status"] == "queued" and store.redis.hexists(store.keys.assignments, "t1")
+
+
+def test_a_moved_task_that_cannot_run_is_failed_and_leaves_the_table(store: TaskStore) -> None:
+    # E.g. its task is no longer registered: left in place, it would stay 'processing' for ever.
+    assign(store, "W1")
+    run(store, "claim", "t1", 1, "W1", 2.0, 111, 1)
+    store.redis.hset(store.keys.orphans, "t1", "111")
+    assert run(store, "reject", "t1", 3.0, "InvalidMessage: unknown task 'add'", "move") is Reject.FAILED
+    assert store.record("t1")["status"] == "failed"
+    assert not store.redis.hexists(store.keys.assignments, "t1") and not store.redis.hexists(store.keys.orphans, "t1")
+
+
+def test_a_worker_fails_an_unreadable_assignment_only_of_its_placed_attempt(store: TaskStore) -> None:
+    assign(store, "W1")
+
+    def fail(task_id: str, worker: str, attempt: int) -> UnreadableResult:
+        return run(store, "fail_unreadable", task_id, 2.0, "InvalidMessage: x", "worker",  # type: ignore[no-any-return]
+                   worker=worker, attempt=attempt)
+
+    # Another worker's, another attempt's, or an unknown task's: a stray message, left alone.
+    assert [fail("t1", "W2", 1).kind, fail("t1", "W1", 2).kind, fail("t7", "W1", 1).kind] == [Unreadable.ELSEWHERE] * 3
+    assert store.record("t1")["status"] == "queued" and store.record("t7") == {}
+    assert fail("t1", "W1", 1) == UnreadableResult(Unreadable.FAILED, 1)
+    assert store.record("t1")["status"] == "failed" and not store.redis.hexists(store.keys.assignments, "t1")
+    assert fail("t1", "W1", 1).kind is Unreadable.ENDED
 
 
 JUNK = ["x", "", "-3", "1.5", "1e400", "nan", " ", "9" * 40]

@@ -400,3 +400,22 @@ def test_nesting_is_bounded_so_that_a_parsed_task_can_be_encoded_from_any_depth(
 
 def test_many_lists_side_by_side_are_not_deep() -> None:
     assert parse({"task-id": "a", "task": "echo", "args": [[1]] * 500}).args == [[1]] * 500
+
+
+# --- what can be read of a message that cannot be parsed ---
+
+def test_an_invalid_assignment_names_its_task_once_the_id_is_read() -> None:
+    with pytest.raises(InvalidMessage) as e:
+        parse_assignment(b'{"task-id":"t1","task":42,"attempt":1,"worker":"W1"}')
+    assert e.value.task_id == "t1" and "'task' must be" in e.value.reason
+
+
+def test_the_attempt_of_an_unparsable_assignment_is_read_from_where_the_scheduler_writes_it() -> None:
+    from client.protocol import sniff_attempt, sniff_task_id
+
+    raw = assignment_bytes('{"task-id":"t1","task":"add","args":["' + "x" * 5000 + '"]}', 12, "W1")
+    assert sniff_attempt(raw) == 12 and sniff_attempt(b'{"task-id":"t1",' + raw[-40:]) == 12
+    assert sniff_task_id(b'{"task-id": "t1", oops') == "t1"
+    for junk in (b"", b"not json", b'{"attempt":0,"worker":"W1"}', b'{"attempt":1,"worker":"W1"} trailing',
+                 b'{"attempt":"1","worker":"W1"}', b'{"attempt":1}'):
+        assert sniff_attempt(junk) is None, junk

@@ -10,6 +10,7 @@ from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
 from client.errors import ServiceUnavailable
+from client.protocol import sniff_task_id
 from worker_pool import quarantine
 from worker_pool.process import EXIT_HARD_LIMIT, EXIT_SERVICE_LOST, exit_on_service_loss, service_lost
 from worker_pool.quarantine import TRIES, Guard, Mark, decide
@@ -86,10 +87,10 @@ def test_fields_name_group_topic_and_partition() -> None:
 
 
 def test_task_ids_are_found_without_parsing() -> None:
-    assert quarantine.sniff_task_id(b'{"task": {"x": [1], "task-id": "a1"}') == "a1"
-    assert quarantine.sniff_task_id(b'\xff{"task-id" : "t-2", "args": [') == "t-2"
+    assert sniff_task_id(b'{"task": {"x": [1], "task-id": "a1"}') == "a1"
+    assert sniff_task_id(b'\xff{"task-id" : "t-2", "args": [') == "t-2"
     for raw in (b"", b'{"task-id": 3}', b'{"task-id": "-bad"}', b'{"task-id": "a\\u0000"}', b'{"task-id": "\xff"}'):
-        assert quarantine.sniff_task_id(raw) is None, raw
+        assert sniff_task_id(raw) is None, raw
 
 
 def test_after_a_quarantine_the_range_can_grow_to_cover_copies_of_its_task() -> None:

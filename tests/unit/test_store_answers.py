@@ -23,6 +23,8 @@ from client.store import (
     Retry,
     RetryResult,
     Status,
+    Unreadable,
+    UnreadableResult,
 )
 
 # script -> (its decoder, the named results it may answer)
@@ -30,7 +32,7 @@ SCRIPTS: dict[str, tuple[Callable[[Any], Any], type[StrEnum]]] = {
     "assign": (store.decode_assign, Assign), "claim": (store.decode_claim, Claim),
     "finish": (store.decode_finish, Finish), "retry": (store.decode_retry, Retry),
     "reject": (store.decode_reject, Reject), "release": (store.decode_release, Release),
-    "queued": (store.decode_queued, Queued),
+    "queued": (store.decode_queued, Queued), "unreadable": (store.decode_unreadable, Unreadable),
 }
 # What follows the tag in the answers that carry something (as Redis returns them).
 CARRIED = {"assigned": [3], "placed": ["3", "W1", '{"task-id":"t"}'], "scheduled": ["12.5"], "exhausted": [2],
@@ -57,7 +59,7 @@ def test_every_answer_of_every_script_decodes_to_a_named_result(name: str) -> No
     assert set(tags) == {r.value for r in results}, "a named result no answer gives, or an answer with no name"
     for tag in tags:
         decoded = decode([tag, *CARRIED.get(tag, [])])
-        kind = decoded.kind if isinstance(decoded, (AssignResult, RetryResult)) else decoded
+        kind = decoded.kind if isinstance(decoded, (AssignResult, RetryResult, UnreadableResult)) else decoded
         assert kind is results(tag)
 
 
@@ -67,6 +69,7 @@ def test_what_the_answers_carry_is_decoded() -> None:
     assert store.decode_assign(["not_ours", "zset"]) == AssignResult(Assign.NOT_OURS, key_type="zset")
     assert store.decode_retry(["scheduled", "12.5"]) == RetryResult(Retry.SCHEDULED, due=12.5)
     assert store.decode_retry(["exhausted", 2]) == RetryResult(Retry.EXHAUSTED, used=2)
+    assert store.decode_unreadable(["failed", "4"]) == UnreadableResult(Unreadable.FAILED, 4)
     with pytest.raises(ValueError):
         store.decode_claim(1)  # the numeric answers of old are no answer at all
 
@@ -81,3 +84,24 @@ def test_every_script_loads_with_the_shared_checks_first() -> None:
 def test_the_terminal_statuses() -> None:
     assert {Status.SUCCESS, Status.FAILED, Status.CANCELLED} == TERMINAL
     assert "success" in TERMINAL and "queued" not in TERMINAL and Status("failed") is Status.FAILED
+
+
+def test_a_stored_payload_is_checked_like_a_tasks_message_and_re_encoded() -> None:
+    from client.errors import InvalidMessage
+    from client.protocol import TaskLimits
+
+    assert store.stored_task("t1", ' {"task-id": "t1", "task": "add", "args": [1]} \n') == \
+        '{"v":1,"task-id":"t1","task":"add","args":[1]}'
+    for text, why in (("not json", "not valid JSON"), ('{"task-id":"t2","task":"add"}', "another task, 't2'"),
+                      ('{"task-id":"t1"}', "'task' must be"),
+                      ('{"task-id":"t1","task":"add","options":{"max_retries":99}}', "over this cluster's limit")):
+        with pytest.raises(InvalidMessage, match=re.escape(why)):
+            store.stored_task("t1", text, TaskLimits(max_retries=5))
+
+
+def test_no_script_counts_with_a_command_that_fails_on_a_damaged_field() -> None:
+    # DESIGN 4.6: HINCRBY (or INCR) on a field someone set to "x" is a Redis error, and every read of
+    # that task's message failed with it; count(), bump() and tally() in common.lua read counts totally.
+    for path in resources.files("client").joinpath("lua").iterdir():
+        code = [line.split("--")[0] for line in path.read_text(encoding="utf-8").splitlines()]
+        assert not [c for c in code if re.search(r"'(HINCRBY|INCR|INCRBY|HINCRBYFLOAT)'", c, re.I)], path.name
