@@ -7,13 +7,22 @@ owner hands that epoch to its children, and the store refuses writes from an
 older one, so the processes of a supervisor that lost its lease cannot write.
 Each step is one Lua script (client/lua/lease_*.lua), so two supervisors can never
 both hold it, and a value it cannot read is never taken for its own.
+
+A supervisor that stalls (SIGSTOP, a paused VM) loses its lease while its
+children still run. So the lease is renewed by its own thread (``Keeper``),
+never behind the supervisor's loop; each child reads the owner's epoch with
+every heartbeat and exits once it names another generation; and a new owner
+that took a lease nobody released (``Lease.released_before``) waits until
+those children must have seen it before it starts its own.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -31,6 +40,7 @@ class Renewal(Enum):
     """What a renewal found."""
 
     HELD = "held"          # still ours
+    AWAY = "away"          # Redis did not answer (only a Keeper's news): tried again each interval
     RETAKEN = "retaken"    # it had lapsed (Redis away, or we stalled) and no one took it: ours again
     LOST = "lost"          # another supervisor holds it now: this one must stop its cluster at once
 
@@ -84,6 +94,7 @@ class Lease:
         self.keys = keys
         self.ttl_ms = max(1, int(ttl * 1000))
         self.epoch = 0
+        self.released_before = True  # did the previous owner release the lease (else it may still run)?
         self._token = uuid.uuid4().hex
         self._value = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time(),
                        "topics": topics, "token": self._token}
@@ -95,10 +106,11 @@ class Lease:
     def try_acquire(self) -> Holder | None:
         """Take the lease (a new epoch) and return None, or return who holds it."""
         self._value["since"] = time.time()
-        answer: list[Any] = self._acquire(keys=[self.keys.owner, self.keys.epoch],
+        answer: list[Any] = self._acquire(keys=[self.keys.owner, self.keys.epoch, self.keys.owner_released],
                                           args=[self.ttl_ms, json.dumps(self._value)])
         if int(answer[0]) == 1:
             self.epoch = int(answer[1])
+            self.released_before = int(answer[2]) == 1
             self._value["epoch"] = self.epoch
             return None
         return Holder.parse(str(answer[1]), int(answer[2]))
@@ -132,4 +144,58 @@ class Lease:
 
     def release(self) -> None:
         """Give the lease up, if it is still ours, so the next start need not wait."""
-        self._release(keys=[self.keys.owner], args=[self._token])
+        self._release(keys=[self.keys.owner, self.keys.owner_released], args=[self._token, self.epoch])
+
+
+class Keeper:
+    """Renews a held lease from its own daemon thread every ``interval`` seconds.
+
+    It never waits on its owner's loop, which may block for seconds (joining a
+    killed child, a Kafka flush). What the owner must act on goes on ``news``:
+    LOST (stop everything at once), RETAKEN, AWAY (Redis did not answer) and
+    HELD once it answers again. Give its lease a client with a short timeout:
+    ``release`` waits for a renewal in progress, so that none runs after it.
+    """
+
+    def __init__(self, lease: Lease, interval: float) -> None:
+        self.lease = lease
+        self.interval = interval
+        self.news: queue.SimpleQueue[Renewal] = queue.SimpleQueue()
+        self._done = threading.Event()
+        self._lock = threading.Lock()  # one renewal or release at a time
+        self._thread = threading.Thread(target=self._run, name="lease", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """No renewal from now on (the lease lapses by itself, unless released)."""
+        with self._lock:
+            self._done.set()
+
+    def release(self) -> None:
+        """Stop renewing, then give the lease up: a renewal after it would take it again."""
+        self.stop()
+        self.lease.release()
+
+    def _run(self) -> None:
+        away = False
+        while not self._done.wait(self.interval):
+            found = self._renew()
+            if found is None:
+                continue
+            if (found is Renewal.AWAY) != away or found in (Renewal.RETAKEN, Renewal.LOST):
+                self.news.put(found)
+            away = found is Renewal.AWAY
+            if found is Renewal.LOST:
+                return
+
+    def _renew(self) -> Renewal | None:
+        """One renewal; None once stopped."""
+        with self._lock:
+            if self._done.is_set():
+                return None
+            try:
+                return self.lease.renew()
+            except redis.RedisError:
+                return Renewal.AWAY

@@ -13,6 +13,7 @@ YADTQ's keys is a ``TaskStore`` method too.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import traceback as tb
 from collections.abc import Callable, Iterable
@@ -188,6 +189,19 @@ def stored_task(task_id: str, text: str, limits: TaskLimits | None = None) -> st
     return encode(task.to_wire()).decode()
 
 
+def parse_owner_epoch(text: object) -> int | None:
+    """The epoch a lease value (``Keys.owner``, JSON written by client/lua/lease_*.lua) names;
+    None for anything else: absent, not JSON, not an object, an epoch that is not a whole number."""
+    if not isinstance(text, str):
+        return None
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to read
+        return None
+    epoch = value.get("epoch") if isinstance(value, dict) else None
+    return epoch if type(epoch) is int else None  # not bool, not float
+
+
 def _int(text: object, default: int = 0) -> int:
     """A count read back from Redis; ``default`` if it is not a decimal integer."""
     try:
@@ -250,16 +264,24 @@ class Keys:
         return f"{self.prefix}yadtq:owner"
 
     @property
+    def owner_released(self) -> str:
+        """The epoch whose supervisor last released the lease on a clean stop (an integer string):
+        a new owner need not wait for that generation's processes to notice it (see client/lease.py)."""
+        return f"{self.owner}:released"
+
+    @property
     def quarantine(self) -> str:
         """Hash 'group|topic|partition' -> 'offset:tries' of careful processes (worker_pool/quarantine.py)."""
         return f"{self.prefix}yadtq:quarantine"
 
 
-def connect(cfg: RedisConfig | str) -> redis.Redis:
+def connect(cfg: RedisConfig | str, timeout: float = 30.0) -> redis.Redis:
     """A Redis client for the configured server that returns str, with bounded timeouts.
 
     The one place that turns ``redis.*`` keys into a connection, password and
     TLS included. A plain URL (tests, tools) means those keys' defaults.
+    ``timeout`` bounds each command (seconds): shorter for a thread that must
+    never stall on Redis, as the lease's renewals and the children's lease checks.
     """
     if isinstance(cfg, str):
         cfg = RedisConfig(url=cfg)
@@ -275,8 +297,9 @@ def connect(cfg: RedisConfig | str) -> redis.Redis:
     # encoding_errors: a value that is not UTF-8 (written by another program)
     # is read with U+FFFD in place of the bad bytes, never a UnicodeDecodeError
     # that would end the process reading it; every value then meets its parse step.
-    return redis.Redis.from_url(cfg.url, decode_responses=True, encoding_errors="replace", socket_connect_timeout=5,
-                                socket_timeout=30, health_check_interval=30, **opts)
+    return redis.Redis.from_url(cfg.url, decode_responses=True, encoding_errors="replace",
+                                socket_connect_timeout=min(5.0, timeout), socket_timeout=timeout,
+                                health_check_interval=30, **opts)
 
 
 def ping(client: redis.Redis, cfg: RedisConfig) -> None:
@@ -712,6 +735,14 @@ class TaskStore:
         """Publish each worker's number of unfinished tasks (the supervisor's status line reads it)."""
         if load:
             self.redis.hset(self.keys.load, mapping=load)  # type: ignore[arg-type]
+
+    def owner_epoch(self) -> int | None:
+        """The epoch of the cluster's lease holder now; None if no one holds it (lapsed, or Redis
+        lost it) or its value is not YADTQ's. A child of another epoch must stop (worker_pool/process.py)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(self.keys.owner)
+        [text] = pipe.execute(raise_on_error=False)  # a key of another type (WRONGTYPE) is junk too
+        return parse_owner_epoch(text)
 
     def counters(self) -> tuple[dict[str, int], dict[str, int]]:
         """(each worker's load, how many tasks ended per status), as last written."""

@@ -40,7 +40,7 @@ from client.protocol import (
 from client.store import TERMINAL, Assign, AssignResult, Batch, Keys, Reject, Reply, TaskStore, connect
 from supervisor.policy import Placement, SchedulerState
 from worker_pool import quarantine
-from worker_pool.process import check_parent, exit_on_service_loss, process_setup
+from worker_pool.process import check_owner, check_parent, exit_on_service_loss, process_setup
 from worker_pool.registry import Registry, default_registry
 
 log = logging.getLogger("yadtq.scheduler")
@@ -436,6 +436,7 @@ class Scheduler:
         assert self._producer is not None
         check_parent("scheduler")
         self._producer.send(self.topics.status, encode_event(Heartbeat("scheduler", "scheduler", os.getpid(), at)))
+        check_owner("scheduler", self.store, self.epoch)
         self.store.write_load(self.state.load)
 
 

@@ -24,7 +24,7 @@ from kafka.errors import KafkaError
 from client import kafka as kafka_io
 from client.config import Config, safe_url
 from client.errors import InvalidMessage, LeaseLost, ServiceUnavailable
-from client.lease import Lease, Renewal
+from client.lease import Keeper, Lease, Renewal
 from client.protocol import Heartbeat, WorkerDown, encode_event, now, parse_event
 from client.store import Keys, TaskStore, connect, ping
 from supervisor.liveness import Liveness
@@ -37,7 +37,9 @@ from worker_pool.registry import default_registry
 from worker_pool.worker import run_worker
 
 PROBE_INTERVAL = 1.0  # seconds between checks that Kafka and Redis answer
-LEASE_RENEW_INTERVAL = 1.0  # seconds between renewals of the cluster's lease (its TTL: heartbeat_timeout)
+LEASE_RENEW_INTERVAL = 1.0  # seconds between renewals of the cluster's lease, by its own thread
+LEASE_MIN_TTL = 3 * LEASE_RENEW_INTERVAL  # the lease's TTL is heartbeat_timeout, but never this short
+LEASE_TIMEOUT = 2.0  # seconds a renewal may wait on Redis: then it is late, not stuck
 
 _spawn = multiprocessing.get_context("spawn")  # no fork: the parent holds Kafka threads and sockets
 _EXIT_MEANINGS = {EXIT_SERVICE_LOST: ": Kafka or Redis stopped answering", EXIT_HARD_LIMIT: ": hard time limit",
@@ -100,8 +102,9 @@ class Supervisor:
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
         self._lease: Lease | None = None
+        self._keeper: Keeper | None = None  # renews the lease from its own thread
         self.epoch = 0  # the lease's fencing epoch, given to every child
-        self._last_renewal = 0.0
+        self._spawn_after = 0.0  # no child starts before (the previous generation's must have seen our epoch)
 
     # --- lifecycle ---
     def start(self) -> None:
@@ -109,7 +112,7 @@ class Supervisor:
         default_registry.load_modules(cfg.tasks.modules)  # a bad module is a config error: say so now
         self.redis = connect(cfg.redis)
         ping(self.redis, cfg.redis)
-        self._take_lease()  # before anything is created or started: a second supervisor stops here
+        self._take_lease()  # before anything slow, created or started: a second supervisor stops here
         topics = ensure_topics(cfg)
         self._producer = kafka_io.producer(cfg.kafka)
         # Heartbeats need no millisecond latency here (the timeout is seconds),
@@ -121,27 +124,59 @@ class Supervisor:
         self.say(f"kafka {cfg.kafka.describe()} | redis {cfg.redis.describe()}"
                  f"{' prefix ' + repr(cfg.redis.key_prefix) if cfg.redis.key_prefix else ''}")
         self.say(f"topics: {', '.join(topics)}")
+        self._await_fence()
+        if self.stopping:  # Ctrl-C meanwhile: start nothing (and never before the fence's end)
+            return
         for c in self.children.values():
             self._spawn(c)
 
     def _take_lease(self) -> None:
-        """Own the cluster (its topics and key prefix), or raise ClusterOwned naming the owner."""
+        """Own the cluster (its topics and key prefix), or raise ClusterOwned naming the owner;
+        then keep it from a thread of its own, with its own Redis connection."""
         cfg = self.config
-        ttl = cfg.workers.heartbeat_timeout
-        self._lease = Lease(self.redis, self.keys, ttl, [cfg.topics.tasks, cfg.topics.status, *cfg.worker_ids()])
+        ttl = max(cfg.workers.heartbeat_timeout, LEASE_MIN_TTL)
+        client = connect(cfg.redis, timeout=LEASE_TIMEOUT)
+        self._lease = Lease(client, self.keys, ttl, [cfg.topics.tasks, cfg.topics.status, *cfg.worker_ids()])
         self.epoch = self._lease.acquire(wait_for_dead=ttl + 1.0, say=self.say)
-        self._last_renewal = time.monotonic()
+        self._keeper = Keeper(self._lease, LEASE_RENEW_INTERVAL)
+        self._keeper.start()
+        if not self._lease.released_before:
+            # Its supervisor stopped renewing without releasing: stalled, maybe,
+            # with its children still running. Each of them reads the lease with
+            # its heartbeat and exits on seeing our epoch: ours start after that.
+            fence = 2 * cfg.workers.heartbeat_interval + 0.5
+            self._spawn_after = time.monotonic() + fence
+            self.say(f"the previous supervisor did not release the lease: starting processes in {fence:g}s, once "
+                     "any of its processes still running has seen the new epoch and exited")
 
-    def _renew_lease(self, at: float) -> None:
-        """Keep the lease; raise LeaseLost if another supervisor took it meanwhile."""
+    def _await_fence(self) -> None:
+        """Wait until the processes of an unreleased previous generation must have exited (see _take_lease)."""
+        while time.monotonic() < self._spawn_after and not self.stopping:
+            time.sleep(0.05)
+        self._lease_news()
+
+    def _lease_news(self) -> None:
+        """Act on what the lease's thread found; raise LeaseLost if another supervisor took it."""
+        if self._keeper is None:
+            return
+        while not self._keeper.news.empty():
+            self._on_renewal(self._keeper.news.get())
+
+    def _renew_now(self) -> None:
+        """Renew the lease from this thread now (a child was fenced: is the lease still ours?)."""
         assert self._lease is not None
-        self._last_renewal = at
         try:
-            found = self._lease.renew()
+            self._on_renewal(self._lease.renew())
         except redis.RedisError:
             return  # Redis is away (the probe says so): keep the children, and the lease once it is back
+
+    def _on_renewal(self, found: Renewal) -> None:
         if found is Renewal.RETAKEN:
             self.say(f"the cluster's lease had lapsed; taken again (epoch {self.epoch})")
+        elif found is Renewal.HELD:  # after AWAY
+            self.say("the cluster's lease is renewed again")
+        elif found is Renewal.AWAY:
+            self.say("cannot renew the cluster's lease: Redis does not answer; trying every second")
         elif found is Renewal.LOST:
             raise LeaseLost("another supervisor took this cluster's lease while this one could not renew it "
                             "(stalled or cut off past workers.heartbeat_timeout): stopping every process at once")
@@ -165,15 +200,16 @@ class Supervisor:
         except LeaseLost as e:
             self.say(f"error: {e}")
             self._hurry = True  # the new owner's processes run this cluster now: not one more write from ours
-            self._lease = None  # not ours to release
+            if self._keeper is not None:
+                self._keeper.stop()
+            self._keeper = None  # not ours to release
             raise
         finally:
             self.shutdown()
 
     def loop(self, at: float) -> None:
         """One round: read heartbeats, replace dead children, print the status line."""
-        if at - self._last_renewal >= LEASE_RENEW_INTERVAL:
-            self._renew_lease(at)
+        self._lease_news()
         if at - self._last_probe >= PROBE_INTERVAL:
             self._probe(at)
         self._read_heartbeats()
@@ -201,7 +237,7 @@ class Supervisor:
             self._close("the Kafka consumer", lambda: self._consumer.close() if self._consumer else None)
             self._close("the Kafka producer", lambda: kafka_io.close_producer(self._producer)
                         if self._producer else None)
-            self._close("the cluster's lease", lambda: self._lease.release() if self._lease else None)
+            self._close("the cluster's lease", lambda: self._keeper.release() if self._keeper else None)
             self.say("stopped")
 
     def _terminate_children(self) -> None:
@@ -292,7 +328,7 @@ class Supervisor:
                 return
         dead_pid = c.pid or 0
         if c.process.exitcode == EXIT_FENCED:
-            self._renew_lease(at)  # a newer generation exists: LeaseLost stops this one rather than restart it
+            self._renew_now()  # a newer generation exists: LeaseLost stops this one rather than restart it
         lost_service = c.process.exitcode == EXIT_SERVICE_LOST
         c.process.close()
         c.process = None

@@ -16,6 +16,7 @@ from kafka.errors import KafkaError
 
 from client import kafka as kafka_io
 from client.errors import Fenced, ServiceUnavailable
+from client.store import TaskStore
 
 log = logging.getLogger("yadtq")
 
@@ -66,6 +67,29 @@ def check_parent(name: str) -> None:
     if _parent_pid and os.getppid() != _parent_pid:
         log.error("%s: its supervisor (pid %d) is gone; exiting", name, _parent_pid)
         os._exit(EXIT_ORPHANED)
+
+
+def check_owner(name: str, store: TaskStore, epoch: int) -> None:
+    """Exit at once (EXIT_FENCED) if the cluster's lease names another epoch than this process's.
+
+    Called with each heartbeat. A supervisor that stalls (SIGSTOP, a paused
+    VM) loses its lease without knowing it, and its children would go on
+    beside the new owner's, running the same tasks; the new owner waits two
+    heartbeats before it starts its own (client/lease.py). A lease that is
+    absent (lapsed, or lost with Redis's data) or unreadable names no one, and
+    Redis not answering is no reason either: beat on, the writes stay fenced.
+    ``epoch`` 0 (a role run bare, without a lease) is never fenced.
+    """
+    if not epoch:
+        return
+    try:
+        owner = store.owner_epoch()
+    except redis.RedisError:
+        return
+    if owner is not None and owner != epoch:
+        log.error("%s: the cluster's lease is held by epoch %d, not this process's %d (a newer supervisor owns the "
+                  "cluster); exiting", name, owner, epoch)
+        os._exit(EXIT_FENCED)
 
 
 # Redis errors that say the server cannot serve now (it is away, loading,

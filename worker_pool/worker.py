@@ -55,7 +55,7 @@ from client.store import (
 )
 from worker_pool import quarantine
 from worker_pool.context import TaskContext, running
-from worker_pool.process import EXIT_HARD_LIMIT, check_parent, exit_on_service_loss, process_setup
+from worker_pool.process import EXIT_HARD_LIMIT, check_owner, check_parent, exit_on_service_loss, process_setup
 from worker_pool.registry import Registry, default_registry
 
 log = logging.getLogger("yadtq.worker")
@@ -392,8 +392,11 @@ class Worker:
         It wakes at each beat, but also at the stop deadline and at the hard
         deadline: a watchdog that looked only at each beat could hand a task
         back after the supervisor's grace period has already killed the process.
+        With each beat it reads the cluster's lease (``check_owner``), on a
+        connection of its own whose short timeout cannot hold the beats up.
         """
         interval = self.config.workers.heartbeat_interval
+        lease = TaskStore(connect(self.config.redis, timeout=max(0.1, interval / 2)), self.store.keys, 0, self.epoch)
         next_beat = 0.0
         while not self._closed.is_set():
             check_parent(f"worker {self.id}")
@@ -403,6 +406,7 @@ class Worker:
             if time.monotonic() >= next_beat:
                 next_beat = time.monotonic() + interval
                 self._send_heartbeat(running)
+                check_owner(f"worker {self.id}", lease, self.epoch)
             self._wake.wait(self._until_next_check(next_beat, running))
             self._wake.clear()
 

@@ -22,7 +22,7 @@ import redis
 from client import Client, TaskSpec, load_config
 from client.errors import ClusterOwned
 from client.lease import Lease, Renewal
-from client.store import Keys, connect
+from client.store import Keys, TaskStore, connect
 from tests.integration.conftest import REDIS, ROOT, cluster_config
 from tests.support.harness import remove_cluster_data
 from tests.tasks import spans_key
@@ -43,6 +43,14 @@ def descendants(pid: int) -> list[psutil.Process]:
         return psutil.Process(pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return []
+
+
+def gone(p: psutil.Process) -> bool:
+    """Has ``p`` exited? A zombie counts: its parent may be stopped, and cannot reap it."""
+    try:
+        return p.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def assert_all_gone(procs: list[psutil.Process], within: float) -> None:
@@ -89,6 +97,7 @@ def test_after_sigkill_of_the_supervisor_no_child_survives_and_a_restart_resumes
 
     again = start_cluster(again=cluster)  # as systemd does: waits out the dead one's lease
     assert any("waiting" in line and "lease to lapse" in line for line in again.lines)
+    assert any("did not release the lease" in line for line in again.lines)  # its children may be alive: fenced
     again.client.wait([h.id for h in handles], timeout=120)
     assert [h.status() for h in handles] == ["success"] * len(handles)
     prefix = cfg.redis.key_prefix
@@ -170,6 +179,7 @@ def test_the_shutdown_hand_back_beats_the_grace_period_kill(start_cluster: Any) 
         assert record["status"] == "queued" and record.get("worker_deaths", "0") == "0", record
 
     again = start_cluster(again=cluster)
+    assert not any("did not release the lease" in line for line in again.lines)  # a clean stop: no fence wait
     again.client.wait([h.id for h in handles], timeout=90)
     for h in handles:
         record = h.record()
@@ -181,7 +191,7 @@ def lease_keys(services: None) -> Iterator[tuple[redis.Redis, Keys]]:
     r = connect(REDIS)
     keys = Keys(f"t{uuid.uuid4().hex[:10]}:")
     yield r, keys
-    r.delete(keys.owner, keys.epoch)
+    r.delete(keys.owner, keys.epoch, keys.owner_released)
     r.close()
 
 
@@ -237,18 +247,78 @@ def test_a_dead_holder_on_this_host_is_waited_out(lease_keys: Any) -> None:
     assert len(lines) == 1 and "waiting" in lines[0] and f"pid {int(dead.stdout)}" in lines[0]
 
 
+def test_a_clean_release_is_recorded_so_that_the_next_owner_need_not_wait(lease_keys: Any) -> None:
+    r, keys = lease_keys
+
+    def take() -> Lease:
+        lease = Lease(r, keys, 5.0, ["T"])
+        assert lease.try_acquire() is None
+        return lease
+
+    first = take()
+    assert (first.epoch, first.released_before) == (1, True)  # a new cluster: no one before it
+    first.release()
+    assert r.get(keys.owner_released) == "1"
+    second = take()
+    assert (second.epoch, second.released_before) == (2, True)
+    r.delete(keys.owner)  # lapsed, not released: its supervisor stalled, or was killed
+    third = take()
+    assert (third.epoch, third.released_before) == (3, False)  # its processes may still run
+    second.release()  # not its lease any more: records nothing
+    assert r.get(keys.owner_released) == "1"
+    third.release()
+    assert take().released_before
+    r.delete(keys.owner)
+    r.set(keys.owner_released, "junk")  # a marker it cannot read proves no release
+    assert not take().released_before
+
+
+def test_the_owner_epoch_read_by_the_children_is_total(lease_keys: Any) -> None:
+    r, keys = lease_keys
+    store = TaskStore(r, keys, 60, 1)
+    assert store.owner_epoch() is None  # no lease
+    lease = Lease(r, keys, 5.0, ["T"])
+    assert lease.try_acquire() is None
+    assert store.owner_epoch() == lease.epoch == 1
+    for junk in ("not json", "[1, 2]", '{"epoch": "2"}', '{"epoch": 2.5}', '{"epoch": true}', '"text"'):
+        r.set(keys.owner, junk, px=5000)
+        assert store.owner_epoch() is None, junk
+    r.delete(keys.owner)
+    r.hset(keys.owner, "epoch", "2")  # a key of another type
+    assert store.owner_epoch() is None
+    r.delete(keys.owner)
+
+
 def test_a_supervisor_that_lost_its_lease_stops_its_cluster_at_once(start_cluster: Any) -> None:
-    first = start_cluster(count=1)
-    r, owner = first.client.redis, first.client.keys.owner
+    """A supervisor stalled past its lease's TTL (a paused VM, a long GC; here SIGSTOP) while its
+    children run tasks: they must all be gone before the new owner's processes run any task."""
+    first = start_cluster(count=2)
+    c = first.client
+    r, owner, prefix = c.redis, c.keys.owner, first.config.redis.key_prefix
+    # Long tasks: the stalled supervisor's workers are still running theirs when the new ones start.
+    handles = c.submit_many([TaskSpec("span", (12,), max_retries=5) for _ in range(4)])
+    wait_until(lambda: sum(h.status() == "processing" for h in handles) == 2, "both workers run a task")
     children = descendants(first.proc.pid)
-    os.kill(first.proc.pid, signal.SIGSTOP)  # stalled past its lease's TTL (a paused VM, a long GC)
+    roles = [p for p in children if "spawn_main" in " ".join(p.cmdline())]  # not multiprocessing's helper
+    assert len(roles) == 3  # the scheduler and two workers, running tasks
+    os.kill(first.proc.pid, signal.SIGSTOP)  # the supervisor alone: its children run on
     try:
         wait_until(lambda: not r.exists(owner), "the stalled supervisor's lease lapsed", timeout=15)
-        second = start_cluster(again=first)  # takes the lapsed lease: epoch 2
+        second = start_cluster(again=first, ready=False)  # takes the lapsed lease: epoch 2
+        wait_until(lambda: all(gone(p) for p in roles), "the stalled supervisor's processes exited", timeout=15)
+        killed_at = time.time()
+        second.wait_line(r"cluster ready", timeout=90)
+        ended = int(r.hget(c.keys.stats, "success") or 0)
+        wait_until(lambda: int(r.hget(c.keys.stats, "success") or 0) > ended, "the new owner ran a task",
+                   timeout=60)
     finally:
         os.kill(first.proc.pid, signal.SIGCONT)
     assert first.proc.wait(15) == 2
     first.wait_line(r"error: another supervisor took this cluster's lease", timeout=5)
     assert_all_gone(children, within=5)
+    second.wait_line(r"the previous supervisor did not release the lease", timeout=5)
     assert second.client.submit("add", 3, 4).result(timeout=30) == 7
+    second.client.wait([h.id for h in handles], timeout=120)
+    assert [h.status() for h in handles] == ["success"] * len(handles)
+    assert not [h.id for h in handles if runs_overlap(second.client, prefix, h.id, killed_at)]
     assert second.proc.poll() is None

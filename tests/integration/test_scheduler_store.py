@@ -74,7 +74,7 @@ def take(s: Scheduler, *messages: bytes) -> list[tuple[str, bytes, Any]]:
     mark = len(producer.sent)
     tp = TopicPartition(s.topics.tasks, 0)
     s.waiting.extend(_Pending(m, tp, i) for i, m in enumerate(messages))
-    s._dispatch(AT)
+    s._dispatch(AT, time.monotonic())
     return producer.sent[mark:]
 
 
@@ -91,7 +91,7 @@ def test_a_duplicate_never_replaces_the_payload_of_a_placed_task(scheduler: Sche
     s._on_event(encode_event(WorkerDown(worker, "test", AT, 0)), AT, time.monotonic())
     producer: FakeProducer = s._producer  # type: ignore[assignment]
     mark = len(producer.sent)
-    s._dispatch(AT)
+    s._dispatch(AT, time.monotonic())
     [(_, moved, _)] = [m for m in producer.sent[mark:] if m[0] != worker]
     a = parse_assignment(moved)
     assert (a.task.name, a.task.args, a.attempt) == ("add", [1, 2], 2)
@@ -136,7 +136,7 @@ def test_unreadable_stored_payloads_end_as_failed_records_and_nothing_is_sent_fo
     producer: FakeProducer = s._producer  # type: ignore[assignment]
     s._reload()
     s._take_due_retries(AT)
-    s._dispatch(AT)
+    s._dispatch(AT, time.monotonic())
     assert sorted(parse_assignment(m).task.task_id for _, m, _ in producer.sent) == ["g1", "r3"]
     for t in ("j1", "j2", "j3", "r1", "r2"):
         rec = s.store.record(t)
