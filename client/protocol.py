@@ -245,6 +245,9 @@ def encode_result(value: Any, max_bytes: int | None = MAX_RESULT_BYTES) -> str:
         raise InvalidResult(f"the task's return value cannot be stored as JSON: {_reason(e)}") from None
     except RecursionError:
         raise InvalidResult("the task's return value is nested too deeply to store as JSON") from None
+    except Exception as e:  # raised by the value's own code (a mapping's items(), a __float__): still the value's
+        raise InvalidResult(f"the task's return value cannot be stored as JSON: {type(e).__name__} raised while "
+                            f"encoding it: {_reason(e)}") from None
     if max_bytes is not None and size > max_bytes:
         raise InvalidResult(f"the task's return value is {size} bytes as JSON, over the limit of {max_bytes}")
     return text
@@ -488,8 +491,14 @@ def sniff_attempt(raw: bytes) -> int | None:
 
 
 def _reason(e: Exception) -> str:
-    """An exception's message, safe to store and log (no lone surrogate in it)."""
-    return safe_text(str(e))
+    """An exception's message, safe to store and log (no lone surrogate in it).
+
+    Total: the exception may be a task's, whose ``__str__`` raises.
+    """
+    try:
+        return safe_text(str(e))
+    except Exception:
+        return f"<unprintable {type(e).__name__}>"
 
 
 def safe_text(text: str) -> str:

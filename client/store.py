@@ -316,9 +316,30 @@ def ping(client: redis.Redis, cfg: RedisConfig) -> None:
 
 
 def failure_fields(exc: BaseException) -> dict[str, str]:
-    """The record fields for a task that raised: type, message and traceback."""
-    return {"error": f"{type(exc).__name__}: {exc}",
-            "traceback": "".join(tb.format_exception(type(exc), exc, exc.__traceback__))}
+    """The record fields for a task that raised: type, message and traceback.
+
+    Total: the exception is the task's, and its ``__str__`` (or a chained
+    one's, which the traceback prints) may itself raise; then its type stands
+    in for what cannot be printed.
+    """
+    name = _type_name(exc)
+    try:
+        error = f"{name}: {exc}"
+    except Exception:
+        error = f"{name}: <unprintable {name} object>"
+    try:
+        trace = "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:
+        trace = f"<unprintable traceback of {name}>"
+    return {"error": error, "traceback": trace}
+
+
+def _type_name(exc: BaseException) -> str:
+    """The exception's class name (a metaclass could make even that raise)."""
+    try:
+        return str(type(exc).__name__)
+    except Exception:
+        return "BaseException"
 
 
 def lua_text(name: str) -> str:
@@ -778,11 +799,18 @@ class TaskStore:
             if (kind not in ("hash", "none") or (kind == "hash" and not pipe.hexists(key, "yadtq"))
                     or pipe.hget(key, "status") in TERMINAL or self.epoch < _int(pipe.get(self.keys.epoch))):
                 return False
+            # A damaged counter is reset, and a stats key of another type skipped, rather than failing
+            # the whole write (as tally() in client/lua/common.lua does).
+            stats = pipe.type(self.keys.stats)
+            damaged = stats == "hash" and not 0 <= _int(pipe.hget(self.keys.stats, "failed") or "0", -1) < 2 ** 62
             pipe.multi()  # the record's marker 'yadtq' is FORMAT of client/lua/common.lua
             pipe.hset(key, mapping={"yadtq": "1", "status": Status.FAILED.value, "finished_at": repr(at),
                                     "error": error})
             pipe.expire(key, self.ttl)
-            pipe.hincrby(self.keys.stats, Status.FAILED.value, 1)
+            if damaged:
+                pipe.hset(self.keys.stats, Status.FAILED.value, 1)
+            elif stats in ("hash", "none"):
+                pipe.hincrby(self.keys.stats, Status.FAILED.value, 1)
             pipe.hdel(self.keys.assignments, task_id)
             pipe.publish(self.keys.done_channel(task_id), Status.FAILED.value)
             pipe.execute()

@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import sys
 import time
 
 import redis
@@ -97,3 +98,37 @@ def span(seconds: float) -> float:
     time.sleep(seconds)
     r.rpush(key, f"end {time.time()!r} {os.getpid()}")
     return seconds
+
+
+@task
+def exits(code: int) -> None:
+    """Call sys.exit(code): the task's error, never the end of its worker."""
+    sys.exit(code)
+
+
+@task
+def interrupted(kind: str) -> None:
+    """Raise a BaseException that is not an Exception: 'keyboard' or 'generator'."""
+    raise KeyboardInterrupt("from a task") if kind == "keyboard" else GeneratorExit("from a task")
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text for you")
+
+
+@task
+def unprintable() -> None:
+    """Raise an exception whose __str__ raises."""
+    raise _Unprintable()
+
+
+class _BadMapping(dict):  # type: ignore[type-arg]
+    def items(self):  # type: ignore[no-untyped-def]
+        raise SystemExit(4)
+
+
+@task
+def bad_value() -> object:
+    """Return a mapping whose items() (called while it is stored) calls sys.exit."""
+    return _BadMapping(a=1)

@@ -92,6 +92,30 @@ def check_owner(name: str, store: TaskStore, epoch: int) -> None:
         os._exit(EXIT_FENCED)
 
 
+# Redis errors that say the server cannot serve now (it is away, loading,
+# out of memory, read-only after a failover...), whatever the command: the
+# supervisor waits for it. Every other RedisError is a command Redis refused
+# (a script error, a wrong type): it may come from one message's data, so it
+# is a crash, never "service lost" (see ``service_lost``).
+_REDIS_AWAY = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.InvalidResponse,
+               redis.exceptions.ReadOnlyError, redis.exceptions.OutOfMemoryError, redis.exceptions.TryAgainError,
+               redis.exceptions.ClusterDownError)
+_REDIS_AWAY_CODES = ("MISCONF", "BUSY ", "NOREPLICAS", "MASTERDOWN", "LOADING", "OOM", "READONLY")
+
+
+def service_lost(e: BaseException) -> bool:
+    """Does ``e`` mean Kafka or Redis is away (exit 3), rather than an error in what was read?
+
+    Only this may end a process with EXIT_SERVICE_LOST: the supervisor and the
+    quarantine take that exit as saying nothing about the message in hand, so
+    an error some record's value causes must not look like it, or its reader
+    restarts onto the same message for ever (DESIGN §4.6).
+    """
+    if isinstance(e, (ServiceUnavailable, KafkaError, *_REDIS_AWAY)):
+        return True
+    return isinstance(e, redis.ResponseError) and str(e).startswith(_REDIS_AWAY_CODES)
+
+
 @contextlib.contextmanager
 def exit_on_service_loss(name: str) -> Iterator[None]:
     """Turn a lost Kafka or Redis into one clear log line and exit code 3, and
@@ -101,7 +125,10 @@ def exit_on_service_loss(name: str) -> Iterator[None]:
     cover is recorded, so the supervisor's restart picks up where this left.
     A fenced process belongs to a generation that no longer owns the cluster:
     it must not go on, and its supervisor learns from the code that it lost
-    its lease.
+    its lease. Any other Redis error (a command or script Redis refused) is a
+    crash: logged, then raised, so the process ends with code 1 and its
+    replacement starts careful, which dead-letters a message that keeps
+    causing it (worker_pool/quarantine.py).
     """
     try:
         yield
@@ -110,5 +137,9 @@ def exit_on_service_loss(name: str) -> Iterator[None]:
         sys.exit(EXIT_FENCED)
     except (ServiceUnavailable, redis.RedisError, KafkaError) as e:
         what = str(e) if str(e).startswith(type(e).__name__) else f"{type(e).__name__}: {e}"
+        if not service_lost(e):
+            log.error("%s: Redis refused a command (%s): a bug or damaged data; crashing, so that the "
+                      "supervisor restarts it in careful mode", name, what)
+            raise
         log.error("%s: %s; exiting, the supervisor will restart it", name, what)
         sys.exit(EXIT_SERVICE_LOST)

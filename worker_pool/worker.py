@@ -346,6 +346,10 @@ class Worker:
         fields) when the task raised (it may be retried) or ('failed', fields)
         when it cannot run as asked or passed its time limit (never retried).
 
+        Total: whatever the task raises, BaseException included (a task that
+        calls ``sys.exit(3)`` raised ``SystemExit: 3``), is that task's error,
+        never the worker's end; only the hard time limit ends the process.
+
         The limit is enforced twice: SIGALRM raises TaskTimeLimitExceeded in the
         task (the soft limit); if the task swallows that, or is stuck in code
         that never returns to Python, the heartbeat thread ends the process
@@ -360,15 +364,12 @@ class Worker:
                 value = fn(*t.args, **t.kwargs)
         except (InvalidMessage, TaskTimeLimitExceeded) as e:  # running it again would end the same way
             return Status.FAILED, {"error": safe_text(f"{type(e).__name__}: {e}")}
-        except Exception as e:  # the task's own error: recorded, never fatal to the worker
+        except BaseException as e:  # the task's own error, whatever its kind: recorded, never fatal to the worker
             # Its message may hold text Redis cannot take (a lone surrogate).
             return "raised", {k: safe_text(v) for k, v in failure_fields(e).items()}
         finally:
             self.running = None
-        try:
-            return Status.SUCCESS, {"result": encode_result(value)}
-        except InvalidResult as e:  # the same value again next time: no retry
-            return Status.FAILED, {"error": f"InvalidResult: {e}"}
+        return _stored(value)
 
     def _report(self, a: Assignment, status: str) -> None:
         """Tell the scheduler this assignment is done with, in the next tasks-finished event."""
@@ -483,6 +484,21 @@ _NOT_RUN = {Claim.ENDED: ("already ended", "ended"), Claim.FENCED: ("fenced (rea
 # Why a result was not written (FINISH's other answers).
 _NOT_WRITTEN = {Finish.FENCED: "was reassigned", Finish.ENDED: "ended elsewhere",
                 Finish.NOT_OURS: "lost its record to a key YADTQ does not own"}
+
+
+def _stored(value: object) -> tuple[str, dict[str, str]]:
+    """The record fields of a task that returned ``value``: its JSON, or why it cannot be stored.
+
+    Encoding runs the value's own code (a mapping's ``items()``...), which may
+    raise anything, BaseException included: the task then failed, the worker goes on.
+    """
+    try:
+        return Status.SUCCESS, {"result": encode_result(value)}
+    except InvalidResult as e:  # the same value again next time: no retry
+        return Status.FAILED, {"error": f"InvalidResult: {e}"}
+    except BaseException as e:  # e.g. SystemExit from the value's code
+        return Status.FAILED, {"error": safe_text(f"InvalidResult: the task's return value cannot be stored: "
+                                                  f"{failure_fields(e)['error']}")}
 
 
 def _clock(ts: float) -> str:

@@ -54,9 +54,9 @@ elseif st == 'processing' then
     return {'failed_now'}
   end
 end
-local a = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+local a = bump(KEYS[1], 'attempt')
 redis.call('HSET', KEYS[1], 'yadtq', FORMAT, 'status', 'queued', 'worker', worker, 'task', name)
 redis.call('HDEL', KEYS[1], 'retry_at')
 redis.call('HSETNX', KEYS[1], 'submitted_at', at)
-redis.call('HSET', KEYS[4], id, worker .. '|' .. a .. '|' .. payload)
+redis.call('HSET', KEYS[4], id, worker .. '|' .. string.format('%d', a) .. '|' .. payload)
 return {'assigned', a}

@@ -23,3 +23,29 @@ local function stale(epoch_key, mine)
   local current = tonumber(redis.call('GET', epoch_key) or '0') or 0
   return (tonumber(mine) or 0) < current
 end
+
+-- A count kept in a hash field (a record's attempt, retries, worker_deaths; a
+-- stats counter), read totally: absent, or damaged into anything but a whole
+-- number >= 0 (say by hand), it counts as 0. Never an error: a script that
+-- failed on one record's value would fail on every read of its message, and
+-- the process reading it with it (DESIGN §4.6).
+local function count(key, field)
+  local n = tonumber(redis.call('HGET', key, field))
+  if n == nil or n < 0 or n >= 2 ^ 53 or n ~= math.floor(n) then return 0 end
+  return n
+end
+
+-- Add one to a count and return it: HINCRBY, but total (HINCRBY fails on a
+-- field that is not an integer).
+local function bump(key, field)
+  local n = count(key, field) + 1
+  redis.call('HSET', key, field, string.format('%d', n))
+  return n
+end
+
+-- Count a task that ended in the stats hash (key), unless that key was
+-- replaced by something that is not a hash: a counter is not worth a failure.
+local function tally(key, status)
+  local t = redis.call('TYPE', key)['ok']
+  if t == 'hash' or t == 'none' then bump(key, status) end
+end

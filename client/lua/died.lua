@@ -3,16 +3,16 @@
 -- Count it; past the retry limit (deaths and raises together) the task fails
 -- for good (returns true).
 local function died(limit, at, ttl)
-  local n = redis.call('HINCRBY', KEYS[1], 'worker_deaths', 1)
-  local raised = tonumber(redis.call('HGET', KEYS[1], 'retries') or '0')
-  if n + raised <= tonumber(limit) then return false end
+  local n = bump(KEYS[1], 'worker_deaths')
+  local raised = count(KEYS[1], 'retries')
+  if n + raised <= (tonumber(limit) or 0) then return false end
   local also = ''
   if raised > 0 then also = ' (and it raised ' .. raised .. ' time(s))' end
   redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', at, 'error',
     'WorkerLost: the worker died while running this task ' .. n ..
     ' time(s)' .. also .. '; the retry limit is ' .. limit)
   redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('HINCRBY', KEYS[2], 'failed', 1)
+  tally(KEYS[2], 'failed')
   redis.call('PUBLISH', KEYS[3], 'failed')
   return true
 end

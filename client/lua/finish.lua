@@ -12,6 +12,6 @@ if is_terminal(st) then return {'ended'} end
 if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return {'fenced'} end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished_at', ARGV[3], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+tally(KEYS[2], ARGV[2])
 redis.call('PUBLISH', KEYS[3], ARGV[2])
 return {'written'}

@@ -27,6 +27,6 @@ elseif ARGV[6] == 'new' and ((st and st ~= 'queued') or redis.call('HEXISTS', KE
 end
 redis.call('HSET', KEYS[1], 'yadtq', FORMAT, 'status', 'failed', 'finished_at', ARGV[2], 'error', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('HINCRBY', KEYS[2], 'failed', 1)
+tally(KEYS[2], 'failed')
 redis.call('PUBLISH', KEYS[3], 'failed')
 return {'failed'}

@@ -14,10 +14,9 @@ if own ~= 'ours' then return {'not_ours', own} end
 local st = redis.call('HGET', KEYS[1], 'status')
 if is_terminal(st) then return {'ended'} end
 if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[2] then return {'fenced'} end
-local used = tonumber(redis.call('HGET', KEYS[1], 'worker_deaths') or '0')
-  + tonumber(redis.call('HGET', KEYS[1], 'retries') or '0')
+local used = count(KEYS[1], 'worker_deaths') + count(KEYS[1], 'retries')
 if used >= tonumber(ARGV[5]) then return {'exhausted', used} end
-local n = redis.call('HINCRBY', KEYS[1], 'retries', 1)
+local n = bump(KEYS[1], 'retries')
 local due = tostring(tonumber(ARGV[3]) + math.min(tonumber(ARGV[9]), tonumber(ARGV[4]) * 2 ^ (n - 1)))
 redis.call('HSET', KEYS[1], 'status', 'queued', 'retry_at', due, 'failed_at', ARGV[3],
   'error', ARGV[6], 'traceback', ARGV[7])

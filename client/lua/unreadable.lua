@@ -37,6 +37,6 @@ if is_terminal(st) then return {'ended'} end
 redis.call('HDEL', KEYS[4], id)
 redis.call('HSET', KEYS[1], 'yadtq', FORMAT, 'status', 'failed', 'finished_at', ARGV[2], 'error', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('HINCRBY', KEYS[2], 'failed', 1)
+tally(KEYS[2], 'failed')
 redis.call('PUBLISH', KEYS[3], 'failed')
 return {'failed', redis.call('HGET', KEYS[1], 'attempt') or '0'}

@@ -513,3 +513,70 @@ def test_a_worker_fails_an_unreadable_assignment_only_of_its_placed_attempt(stor
     assert fail("t1", "W1", 1) == UnreadableResult(Unreadable.FAILED, 1)
     assert store.record("t1")["status"] == "failed" and not store.redis.hexists(store.keys.assignments, "t1")
     assert fail("t1", "W1", 1).kind is Unreadable.ENDED
+
+
+JUNK = ["x", "", "-3", "1.5", "1e400", "nan", " ", "9" * 40]
+
+
+@pytest.mark.parametrize("junk", JUNK)
+def test_damaged_counts_in_a_record_are_read_as_zero_never_as_a_script_error(store: TaskStore, junk: str) -> None:
+    # DESIGN 4.6: HINCRBY or tonumber(junk) + n failed the script with a Redis error, which ended its
+    # caller with exit 3 ("service lost"); the replacement read the same message again, for ever.
+    key, stats = store.keys.task("t1"), store.keys.stats
+    store.redis.hset(key, mapping={"yadtq": "1", "status": "queued", "attempt": junk, "retries": junk,
+                                   "worker_deaths": junk})
+    store.redis.hset(stats, mapping={"failed": junk, "success": junk})
+    first = assign(store, "W1", retries=2)
+    assert first.kind is Assign.ASSIGNED and first.attempt >= 1, first
+    attempt = first.attempt
+    assert run(store, "claim", "t1", attempt, "W1", 2.0, 111, 2) is Claim.RUN
+    store.redis.hset(key, mapping={"retries": junk, "worker_deaths": junk})
+    assert retry(store, attempt, limit=2).kind is Retry.SCHEDULED
+    again = assign(store, "W1", retries=2, mode="retry")
+    assert again == AssignResult(Assign.ASSIGNED, attempt + 1), again
+    assert run(store, "claim", "t1", attempt + 1, "W1", 3.0, 222, 2) is Claim.RUN
+    # Its process died: the move counts a death on a damaged count.
+    store.redis.hset(key, mapping={"retries": junk, "worker_deaths": junk})
+    assert assign(store, "W2", dead_pid=222, retries=2) == AssignResult(Assign.ASSIGNED, attempt + 2)
+    assert run(store, "claim", "t1", attempt + 2, "W2", 4.0, 333, 2) is Claim.RUN
+    store.redis.hset(key, "attempt", junk)  # damaged while it runs: that attempt is fenced, nothing fails
+    assert run(store, "finish", "t1", attempt + 2, "success", 5.0, {"result": "1"}) is Finish.FENCED
+    assert retry(store, attempt + 2).kind is Retry.FENCED
+    store.redis.hset(key, "attempt", str(attempt + 2))
+    assert run(store, "finish", "t1", attempt + 2, "success", 5.0, {"result": "1"}) is Finish.WRITTEN
+    assert store.counters()[1]["success"] == 1
+
+
+@pytest.mark.parametrize("junk", ["x", "-1"])
+def test_a_death_on_damaged_counts_still_fails_the_task_at_its_limit(store: TaskStore, junk: str) -> None:
+    key = store.keys.task("t1")
+    assert assign(store, "W1", retries=0).kind is Assign.ASSIGNED
+    assert run(store, "claim", "t1", 1, "W1", 2.0, 111, 0) is Claim.RUN
+    store.redis.hset(key, mapping={"retries": junk, "worker_deaths": junk})
+    store.redis.hset(store.keys.stats, "failed", junk)
+    assert run(store, "claim", "t1", 1, "W1", 3.0, 112, 0) is Claim.FAILED_NOW  # its process died running it
+    rec = store.record("t1")
+    assert rec["status"] == "failed" and rec["error"].startswith("WorkerLost: the worker died while running "
+                                                                 "this task 1 time(s)"), rec
+    assert store.counters()[1]["failed"] == 1
+
+
+def test_a_stats_key_of_another_type_does_not_fail_a_finish(store: TaskStore) -> None:
+    store.redis.set(store.keys.stats, "not a hash")
+    assert assign(store, "W1").kind is Assign.ASSIGNED
+    assert run(store, "claim", "t1", 1, "W1", 2.0, 111, 1) is Claim.RUN
+    assert run(store, "finish", "t1", 1, "success", 3.0, {"result": "3"}) is Finish.WRITTEN
+    assert run(store, "reject", "t2", 4.0, "InvalidMessage: bad") is Reject.FAILED
+
+
+@pytest.mark.parametrize("damage", ["junk", "string"])
+def test_a_damaged_stats_counter_does_not_fail_the_quarantines_write(store: TaskStore, damage: str) -> None:
+    if damage == "junk":
+        store.redis.hset(store.keys.stats, "failed", "x")
+    else:
+        store.redis.set(store.keys.stats, "not a hash")
+    assert assign(store, "W1").kind is Assign.ASSIGNED
+    assert store.fail_quarantined("t1", 2.0, "quarantined: test")
+    assert store.record("t1")["status"] == "failed"
+    if damage == "junk":
+        assert store.counters()[1]["failed"] == 1

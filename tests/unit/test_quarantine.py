@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import signal
 
+import pytest
+import redis
+from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
+from client.errors import ServiceUnavailable
 from client.protocol import sniff_task_id
 from worker_pool import quarantine
-from worker_pool.process import EXIT_HARD_LIMIT, EXIT_SERVICE_LOST
+from worker_pool.process import EXIT_HARD_LIMIT, EXIT_SERVICE_LOST, exit_on_service_loss, service_lost
 from worker_pool.quarantine import TRIES, Guard, Mark, decide
 
 
@@ -98,3 +102,33 @@ def test_after_a_quarantine_the_range_can_grow_to_cover_copies_of_its_task() -> 
 def test_careful_per_topic() -> None:
     g = Guard(Marks(), "g", {TP: (5, 6), TopicPartition("S", 0): (0, 0)})
     assert g.careful_topic("T") and not g.careful_topic("S")
+
+
+@pytest.mark.parametrize("error", [
+    redis.ConnectionError("Connection refused"), redis.TimeoutError("Timeout reading from socket"),
+    redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory"),
+    redis.exceptions.ReadOnlyError("You can't write against a read only replica."),
+    redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+    redis.ResponseError("MISCONF Redis is configured to save RDB snapshots, but it's unable to persist"),
+    ServiceUnavailable("Kafka at localhost:9092 does not answer"), KafkaError("broker away"),
+])
+def test_only_a_service_that_is_away_ends_a_process_with_service_lost(error: Exception) -> None:
+    with pytest.raises(SystemExit) as ended, exit_on_service_loss("worker W1"):
+        raise error
+    assert ended.value.code == EXIT_SERVICE_LOST
+
+
+@pytest.mark.parametrize("error", [
+    redis.ResponseError("ERR value is not an integer or out of range"),
+    redis.ResponseError("ERR user_script:12: Script attempted to access nonexistent global variable 'x'"),
+    redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
+    redis.exceptions.NoPermissionError("this user has no permissions to access one of the keys"),
+    redis.DataError("Invalid input of type: 'NoneType'"),
+])
+def test_a_command_redis_refused_is_a_crash_that_makes_the_next_process_careful(error: Exception) -> None:
+    # DESIGN 4.6: these meant exit 3, which the quarantine takes as "nothing to do with the message": a
+    # record whose value made a script fail restarted its reader onto the same message for ever.
+    assert not service_lost(error)
+    with pytest.raises(type(error)), exit_on_service_loss("scheduler"):
+        raise error
+    assert quarantine.abnormal(1)  # what an uncaught exception ends a multiprocessing child with

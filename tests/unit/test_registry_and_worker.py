@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import time
 
 import pytest
@@ -43,9 +44,45 @@ def registry() -> Registry:
     def raise_surrogate() -> None:
         raise ValueError("bad name caf\udce9")
 
-    for f in (add, boom, slow, unjsonable, deep, file_name, raise_surrogate):
+    for f in (add, boom, slow, unjsonable, deep, file_name, raise_surrogate, exits, interrupted, unprintable,
+              mapping_raises, mapping_exits):
         r.register(f)
     return r
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+class _BadMapping(dict):  # type: ignore[type-arg]
+    def items(self):  # type: ignore[no-untyped-def]
+        raise LookupError("items() refused")
+
+
+class _ExitingMapping(dict):  # type: ignore[type-arg]
+    def items(self):  # type: ignore[no-untyped-def]
+        raise SystemExit(3)
+
+
+def exits(code: int) -> None:
+    sys.exit(code)
+
+
+def interrupted(kind: str) -> None:
+    raise KeyboardInterrupt() if kind == "keyboard" else GeneratorExit("closed")
+
+
+def unprintable() -> None:
+    raise _Unprintable()
+
+
+def mapping_raises() -> object:
+    return _BadMapping(a=1)
+
+
+def mapping_exits() -> object:
+    return [_ExitingMapping(a=1)]
 
 
 def run(task: Task) -> tuple[str, dict[str, str]]:
@@ -119,6 +156,31 @@ def test_a_task_error_with_a_lone_surrogate_can_be_stored() -> None:
     status, fields = run(Task("t", "raise_surrogate"))
     assert status == "raised" and fields["error"] == "ValueError: bad name caf\\udce9"
     assert all(v.encode("utf-8") for v in fields.values())
+
+
+@pytest.mark.parametrize(("task", "error"), [
+    (Task("t", "exits", [3]), "SystemExit: 3"),
+    (Task("t", "exits", [0]), "SystemExit: 0"),
+    (Task("t", "interrupted", ["keyboard"]), "KeyboardInterrupt: "),
+    (Task("t", "interrupted", ["generator"]), "GeneratorExit: closed"),
+    (Task("t", "unprintable"), "_Unprintable: <unprintable _Unprintable object>"),
+])
+def test_whatever_a_task_raises_is_its_error_and_may_be_retried(task: Task, error: str) -> None:
+    # DESIGN 4.6: sys.exit, KeyboardInterrupt, GeneratorExit or an exception whose __str__ raises
+    # escaped execute and ended the worker (SystemExit(3) even looked like "service lost").
+    status, fields = run(task)
+    assert status == "raised" and fields["error"] == error, fields
+    assert "Traceback" in fields["traceback"]
+
+
+@pytest.mark.parametrize(("name", "error"), [
+    ("mapping_raises", "LookupError raised while encoding it: items() refused"),
+    ("mapping_exits", "SystemExit: 3"),
+])
+def test_a_result_whose_own_code_raises_while_stored_fails_the_task(name: str, error: str) -> None:
+    status, fields = run(Task("t", name))
+    assert status == "failed" and fields["error"].startswith("InvalidResult: "), fields
+    assert error in fields["error"], fields
 
 
 def test_wrong_arguments_fail_without_a_retry() -> None:
