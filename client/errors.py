@@ -73,3 +73,8 @@ class ClusterOwned(YadtqError):
 
 class LeaseLost(YadtqError):
     """This supervisor's lease was taken by another: its cluster must stop at once."""
+
+
+class ForeignData(YadtqError):
+    """One of YADTQ's own Redis keys holds a type YADTQ never writes there: another
+    program or a person wrote it, and the cluster does not start on it."""

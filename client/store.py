@@ -744,6 +744,22 @@ class TaskStore:
         [text] = pipe.execute(raise_on_error=False)  # a key of another type (WRONGTYPE) is junk too
         return parse_owner_epoch(text)
 
+    def misplaced_keys(self) -> list[str]:
+        """YADTQ's own keys that hold another type than YADTQ writes there, each
+        as 'key (a TYPE, not a WANTED)'. Nothing YADTQ does makes one (task ids
+        cannot reach them), so another program or a person wrote it; every
+        script that touches it would fail, so the supervisor refuses to start."""
+        k = self.keys
+        wanted = {k.assignments: "hash", k.orphans: "hash", k.retries: "zset", k.retry_payloads: "hash",
+                  k.load: "hash", k.stats: "hash", k.epoch: "string", k.owner: "string",
+                  k.owner_released: "string", k.quarantine: "hash"}
+        pipe = self.redis.pipeline(transaction=False)
+        for key in wanted:
+            pipe.type(key)
+        found = pipe.execute()
+        return [f"{key} (a {kind}, not a {wanted[key]})" for key, kind in zip(wanted, found, strict=True)
+                if kind not in ("none", wanted[key])]
+
     def counters(self) -> tuple[dict[str, int], dict[str, int]]:
         """(each worker's load, how many tasks ended per status), as last written."""
         pipe = self.redis.pipeline(transaction=False)

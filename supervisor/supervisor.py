@@ -23,7 +23,7 @@ from kafka.errors import KafkaError
 
 from client import kafka as kafka_io
 from client.config import Config, safe_url
-from client.errors import InvalidMessage, LeaseLost, ServiceUnavailable
+from client.errors import ForeignData, InvalidMessage, LeaseLost, ServiceUnavailable
 from client.lease import Keeper, Lease, Renewal
 from client.protocol import Heartbeat, WorkerDown, encode_event, now, parse_event
 from client.store import Keys, TaskStore, connect, ping
@@ -112,6 +112,10 @@ class Supervisor:
         default_registry.load_modules(cfg.tasks.modules)  # a bad module is a config error: say so now
         self.redis = connect(cfg.redis)
         ping(self.redis, cfg.redis)
+        if bad := TaskStore(self.redis, self.keys, cfg.tasks.result_ttl).misplaced_keys():
+            raise ForeignData(f"Redis at {safe_url(cfg.redis.url)}: YADTQ's own keys hold what YADTQ never "
+                              f"writes there: {', '.join(bad)}; another program or a person wrote them. Delete "
+                              "them if no YADTQ cluster uses them, or give this cluster its own redis.key_prefix")
         self._take_lease()  # before anything slow, created or started: a second supervisor stops here
         topics = ensure_topics(cfg)
         self._producer = kafka_io.producer(cfg.kafka)

@@ -19,7 +19,11 @@ end
 
 -- The caller belongs to an older generation of the cluster: its epoch is
 -- lower than the one at the epoch key (absent means 0).
+-- An epoch key overwritten with another type while the cluster runs (the
+-- supervisor refuses to start on one) counts as absent rather than failing
+-- every script: the children's lease check still fences an old generation.
 local function stale(epoch_key, mine)
+  if redis.call('TYPE', epoch_key)['ok'] ~= 'string' then return false end
   local current = tonumber(redis.call('GET', epoch_key) or '0') or 0
   return (tonumber(mine) or 0) < current
 end

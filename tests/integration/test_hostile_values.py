@@ -94,3 +94,32 @@ def test_whatever_a_task_raises_fails_it_and_its_worker_lives_on(start_cluster: 
     assert deaths(cluster, mark) == [], "\n".join(cluster.lines[mark:])
     started = [line for line in cluster.lines[mark:] if re.search(r"started \S+ \(pid", line)]
     assert not started, started  # no process was replaced
+
+
+def test_yadtqs_own_keys_of_another_type_stop_the_start_with_the_key_named(tmp_path: Any, services: None) -> None:
+    """Every script touching such a key would fail: refuse to start, naming it, rather than crash-loop."""
+    import subprocess
+    import sys
+
+    from client import load_config
+    from client.store import Keys, connect
+    from tests.integration.conftest import ROOT, cluster_config
+
+    path = cluster_config(tmp_path, count=1)
+    config = load_config(path)
+    keys = Keys(config.redis.key_prefix)
+    r = connect(config.redis)
+    try:
+        r.set(keys.assignments, "someone's value")
+        r.hset(keys.epoch, "x", "1")
+        before = (r.dump(keys.assignments), r.dump(keys.epoch))
+        run = subprocess.run([sys.executable, "-m", "supervisor", str(path)], cwd=ROOT, capture_output=True,
+                             text=True, timeout=60)
+        assert run.returncode == 2, run.stdout + run.stderr
+        assert f"{keys.assignments} (a string, not a hash)" in run.stderr
+        assert f"{keys.epoch} (a hash, not a string)" in run.stderr
+        assert "started" not in run.stdout
+        assert (r.dump(keys.assignments), r.dump(keys.epoch)) == before  # left as they were
+    finally:
+        r.delete(keys.assignments, keys.epoch)
+        r.close()

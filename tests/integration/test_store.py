@@ -580,3 +580,11 @@ def test_a_damaged_stats_counter_does_not_fail_the_quarantines_write(store: Task
     assert store.record("t1")["status"] == "failed"
     if damage == "junk":
         assert store.counters()[1]["failed"] == 1
+
+
+def test_an_epoch_key_overwritten_with_another_type_fails_no_script(store: TaskStore) -> None:
+    """While a cluster runs, its epoch key turned into a hash counts as absent, not as an error in every script."""
+    store.redis.hset(store.keys.epoch, "x", "1")
+    assert run(store, "assign", "t1", "add", "W1", P1, 1.0, 1).kind is Assign.ASSIGNED
+    assert run(store, "claim", "t1", 1, "W1", 2.0, 111, 1) is Claim.RUN
+    assert store.misplaced_keys() == [f"{store.keys.epoch} (a hash, not a string)"]
