@@ -96,7 +96,6 @@ class Scheduler:
         self._last_beat = 0.0
         self._last_retry_check = 0.0
         self._retrying: set[str] = set()  # ids taken off the retry schedule that wait here
-        self._fresh_from: dict[TopicPartition, int] = {}  # status offsets this process saw written
         self._tasks_in: KafkaConsumer | None = None
         self._status_in: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
@@ -114,9 +113,6 @@ class Scheduler:
         tasks = kafka_io.assign_all(self._tasks_in, [self.topics.tasks])
         self._status_in = kafka_io.consumer(self.config.kafka, group)
         status = kafka_io.assign_all(self._status_in, [self.topics.status])
-        # Heartbeats before these offsets were written before this process
-        # started (a backlog replayed after a restart): not signs of life now.
-        self._fresh_from = self._status_in.end_offsets(status)
         if self.careful:
             self._guard = quarantine.Guard(self.store, group, {**quarantine.uncommitted(self._tasks_in, tasks),
                                                                **quarantine.uncommitted(self._status_in, status)})
@@ -181,9 +177,7 @@ class Scheduler:
                 self._next_offset[tp] = records[-1].offset + 1
         for tp, records in self._status_in.poll(timeout_ms=status_wait, max_records=1 if one else None).items():
             for r in self._screen(tp, records, at):
-                # Liveness is judged on this clock, never on a sender's; a heartbeat
-                # replayed from before this process started says nothing about now.
-                self._on_event(r.value, at, tick if r.offset >= self._fresh_from.get(tp, 0) else None)
+                self._on_event(r.value, at, tick)  # liveness is judged on this clock, never on a sender's
             self._next_offset[tp] = records[-1].offset + 1
             self._commit_status_now = self._commit_status_now or one
         if tick - self._last_retry_check >= RETRY_CHECK_INTERVAL:
@@ -222,15 +216,14 @@ class Scheduler:
             ("error", reason.encode()), ("from", f"{tp.topic}:{tp.partition}@{r.offset}".encode())]))
         return True
 
-    def _on_event(self, raw: bytes, at: float, arrived: float | None) -> None:
-        """Act on one status event; ``arrived`` is when it was read (monotonic
-        clock), or None for one replayed from before this process started."""
+    def _on_event(self, raw: bytes, at: float, arrived: float) -> None:
+        """Act on one status event; ``arrived`` is when it was read (monotonic clock)."""
         try:
             ev = parse_event(raw)
         except InvalidMessage as e:
             log.warning("ignoring invalid status event: %s", e.reason)
             return
-        if isinstance(ev, Heartbeat) and ev.role == "worker" and arrived is not None:
+        if isinstance(ev, Heartbeat) and ev.role == "worker":
             self.state.heartbeat(ev.sender, arrived)
         elif isinstance(ev, TasksFinished):
             for task_id, attempt, _ in ev.tasks:

@@ -2,8 +2,7 @@
 
 A step of the wall clock (NTP, a resumed VM) larger than heartbeat_timeout
 used to stop the scheduler's heartbeats until the clock caught up, so the
-supervisor killed it; and a heartbeat replayed after a restart counted as a
-sign of life now. Pure: fake consumers, producer and store, time passed in.
+supervisor killed it. Pure: fake consumers, producer and store, time passed in.
 """
 
 from __future__ import annotations
@@ -104,14 +103,3 @@ def test_a_wall_clock_step_changes_no_workers_liveness() -> None:
     s.loop(1.0, 105.0)  # the wall clock steps back by weeks: W1 is live until 6 s after its beat arrived
     assert s.state.choose(105.0) == "W1"
     assert s.state.choose(106.5) is None
-
-
-def test_a_heartbeat_replayed_from_before_the_start_is_no_sign_of_life() -> None:
-    s, status, _ = scheduler()
-    s._fresh_from = {STATUS: 5}  # the end of the status topic when this process started
-    status.queue.append([record(3, encode_event(Heartbeat("W1", "worker", 42, ts=1.0)))])
-    s.loop(1000.0, 100.0)
-    assert s.state.choose(100.0) is None  # written before the restart: that worker may be long dead
-    status.queue.append([record(5, encode_event(Heartbeat("W1", "worker", 42, ts=1.0)))])
-    s.loop(1000.5, 100.5)
-    assert s.state.choose(100.5) == "W1"
