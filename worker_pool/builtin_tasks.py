@@ -8,27 +8,44 @@ from typing import Any
 from worker_pool.registry import task
 
 
+def _numbers(name: str, *values: Any) -> None:
+    """Raise TypeError unless every value is a number.
+
+    A registered task is an API open to anyone who can write TASKS: without
+    this, ``mul("x", 10**10)`` would build a string of ten gigabytes in one
+    C call that holds the GIL, starving the worker's heartbeats until the
+    supervisor kills it (found by ``make fuzz``).
+    """
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"{name} takes numbers, got {type(v).__name__}")
+
+
 @task
 def add(a: float, b: float) -> float:
-    """a + b"""
+    """a + b (numbers only)"""
+    _numbers("add", a, b)
     return a + b
 
 
 @task
 def sub(a: float, b: float) -> float:
-    """a - b"""
+    """a - b (numbers only)"""
+    _numbers("sub", a, b)
     return a - b
 
 
 @task
 def mul(a: float, b: float) -> float:
-    """a * b"""
+    """a * b (numbers only)"""
+    _numbers("mul", a, b)
     return a * b
 
 
 @task
 def div(a: float, b: float) -> float:
-    """a / b; dividing by zero fails the task with ZeroDivisionError."""
+    """a / b (numbers only); dividing by zero fails the task with ZeroDivisionError."""
+    _numbers("div", a, b)
     return a / b
 
 

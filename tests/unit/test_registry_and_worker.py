@@ -233,3 +233,15 @@ def test_heartbeat_silence_counts_only_once_heartbeats_flow_after_kafka_returns(
     sup._on_heartbeat(Heartbeat("W1", "worker", 42, 0.0), 205.0)  # ... or as soon as one arrives
     assert sup._death(w1, 210.0) is None
     assert sup._death(w1, 211.5) == "no heartbeat for 6.5s"
+
+
+@pytest.mark.parametrize("call", [("mul", "x", 10**10), ("mul", [0], 10**9), ("add", "a", "b"), ("div", True, 1),
+                                  ("sub", None, 1)])
+def test_the_builtin_arithmetic_takes_numbers_only(call: tuple[object, ...]) -> None:
+    """mul("x", 10**10) held the GIL building ten gigabytes: its worker's heartbeats
+    stopped and the supervisor killed it, again and again (found by make fuzz)."""
+    from worker_pool import builtin_tasks
+
+    name, *args = call
+    with pytest.raises(TypeError, match=f"{name} takes numbers"):
+        getattr(builtin_tasks, str(name))(*args)
