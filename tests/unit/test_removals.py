@@ -116,7 +116,7 @@ def test_the_default_registry_loads_the_configured_modules(monkeypatch: pytest.M
     monkeypatch.setattr(default_registry, "_tasks", dict(default_registry._tasks))  # leave no task behind
     monkeypatch.delitem(sys.modules, module, raising=False)
     assert module not in sys.modules
-    default_registry.load_modules([module])
+    default_registry.load_modules(["worker_pool.builtin_tasks", module])  # each module listed, not the first only
     assert task in default_registry.names()
     assert default_registry.get(task).fn() == 1
     sys.modules.pop(module, None)
