@@ -152,7 +152,8 @@ def test_reconcile_frees_the_slots_of_tasks_whose_events_were_lost(scheduler: Sc
     """t1's record ended and t2 went to the retry schedule, but no tasks-finished event came:
     the reconcile drops both from the scheduler's memory and table, and their workers' load is freed."""
     s = scheduler
-    placed = {parse_assignment(m).task.task_id: w for w, m, _ in take(s, task("t1", "add", 1, 2), task("t2", "add", 3, 4))}
+    sent = take(s, task("t1", "add", 1, 2), task("t2", "add", 3, 4))
+    placed = {parse_assignment(m).task.task_id: w for w, m, _ in sent}
     assert sorted(placed) == ["t1", "t2"] and sum(s.state.load.values()) == 2
     for t in ("t1", "t2"):
         pipe = s.store.pipeline()

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from client import kafka as kafka_io
 from client.config import Config
 from client.protocol import Heartbeat
-from supervisor import supervisor as supervisor_module
 from supervisor.supervisor import Supervisor
 from worker_pool.registry import default_registry
 
@@ -43,7 +43,7 @@ class _Redis:
 def _supervised_w1(monkeypatch: pytest.MonkeyPatch, kafka: dict[str, bool]) -> Supervisor:
     """A supervisor (heartbeat_timeout 6, startup_timeout 30) whose W1 last beat at 100;
     the probe finds Kafka up or down as ``kafka["up"]`` says."""
-    monkeypatch.setattr(supervisor_module.kafka_io, "reachable", lambda servers, timeout=1.0: kafka["up"])
+    monkeypatch.setattr(kafka_io, "reachable", lambda servers, timeout=1.0: kafka["up"])
     sup = Supervisor(Config(), say=lambda line: None)
     sup.redis = _Redis()  # type: ignore[assignment]
     sup.children["W1"].process = _Alive()  # type: ignore[assignment]
@@ -81,7 +81,7 @@ def test_the_probe_gives_a_fresh_window_once_kafka_returns(monkeypatch: pytest.M
 def _signals_during_start(monkeypatch: pytest.MonkeyPatch, count: int) -> Supervisor:
     """Run a supervisor whose start receives ``count`` SIGINTs; shutdown is left out."""
     handlers: dict[int, Any] = {}
-    monkeypatch.setattr(supervisor_module.signal, "signal",
+    monkeypatch.setattr(signal, "signal",
                         lambda signum, handler: handlers.__setitem__(signum, handler))
     sup = Supervisor(Config(), say=lambda line: None)
     frame: FrameType | None = None
