@@ -18,7 +18,7 @@ from kafka import TopicPartition
 
 from client.config import Config
 from client.protocol import WorkerDown, encode_event, parse_assignment
-from client.store import Keys, TaskStore, connect
+from client.store import Claim, Finish, Keys, Retry, Status, TaskStore, connect
 from supervisor.scheduler import Scheduler, _Pending
 from tests.integration.conftest import REDIS
 
@@ -146,3 +146,29 @@ def test_unreadable_stored_payloads_end_as_failed_records_and_nothing_is_sent_fo
     assert s.redis.zcard(s.keys.retries) == 0 and s.redis.hlen(s.keys.retry_payloads) == 0
     s._take_due_retries(AT + 1)
     assert s._retrying == set() and not s.waiting
+
+
+def test_reconcile_frees_the_slots_of_tasks_whose_events_were_lost(scheduler: Scheduler) -> None:
+    """t1's record ended and t2 went to the retry schedule, but no tasks-finished event came:
+    the reconcile drops both from the scheduler's memory and table, and their workers' load is freed."""
+    s = scheduler
+    sent = take(s, task("t1", "add", 1, 2), task("t2", "add", 3, 4))
+    placed = {parse_assignment(m).task.task_id: w for w, m, _ in sent}
+    assert sorted(placed) == ["t1", "t2"] and sum(s.state.load.values()) == 2
+    for t in ("t1", "t2"):
+        pipe = s.store.pipeline()
+        claim = s.store.claim(pipe, t, 1, placed[t], AT + 1, 111, 2)
+        s.store.execute(pipe)
+        assert claim.value is Claim.RUN
+    pipe = s.store.pipeline()
+    finish = s.store.finish(pipe, "t1", 1, Status.SUCCESS, AT + 2, {"result": "3"})
+    s.store.execute(pipe)
+    assert finish.value is Finish.WRITTEN
+    assert s.store.retry("t2", 1, AT + 2, (1.0, 3.0), 2, {"error": "E"}, task("t2", "add", 3, 4).decode()).kind \
+        is Retry.SCHEDULED  # off the table, onto the retry schedule
+    assert sum(s.state.load.values()) == 2  # no event: the scheduler still counts both
+
+    s._reconcile()
+    s._dispatch(AT + 3, time.monotonic())  # writes the drops to Redis
+    assert sorted(s.state.tasks) == [] and s.state.load == {"W1": 0, "W2": 0}
+    assert s.store.placed(["t1", "t2"]) == [False, False]

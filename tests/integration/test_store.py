@@ -588,3 +588,16 @@ def test_an_epoch_key_overwritten_with_another_type_fails_no_script(store: TaskS
     assert run(store, "assign", "t1", "add", "W1", P1, 1.0, 1).kind is Assign.ASSIGNED
     assert run(store, "claim", "t1", 1, "W1", 2.0, 111, 1) is Claim.RUN
     assert store.misplaced_keys() == [f"{store.keys.epoch} (a hash, not a string)"]
+
+
+def test_the_retry_backoff_doubles_up_to_its_cap(store: TaskStore) -> None:
+    """First delay 1 s, longest 3 s: the retries are due 1, 2, 3, 3 s after each failure (never 4, 8)."""
+    dues = []
+    for attempt in range(1, 5):
+        assign(store, "W1", mode="new" if attempt == 1 else "retry")
+        at = 10.0 * attempt
+        assert run(store, "claim", "t1", attempt, "W1", at, 111, 9) is Claim.RUN
+        answer = retry(store, attempt, at=at, limit=9)
+        assert answer.kind is Retry.SCHEDULED
+        dues.append(answer.due - at)
+    assert dues == [1.0, 2.0, 3.0, 3.0]
