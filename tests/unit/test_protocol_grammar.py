@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -46,6 +47,7 @@ LIMITS = TaskLimits(max_bytes=10_000, max_timeout=600.0, max_retries=10)
 # Which branch each example reached, over the whole run (see the last test).
 REACHED: Counter[str] = Counter()
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PER_FIELD = settings(FAST, max_examples=40)
 
 
 def reached(label: str) -> None:
@@ -94,8 +96,8 @@ def _not(pattern: str) -> Callable[[str], bool]:
 
 
 junk = st.none() | st.booleans() | st.integers() | finite | st.text(max_size=5) | st.lists(st.integers(), max_size=2)
-bad_ids = st.one_of(
-    st.none(), st.integers(), st.lists(st.integers(), max_size=2), st.just(""), st.just("a" * 201),
+bad_ids = st.one_of(  # None is no id, but also "not running" in a heartbeat: drawn where it is wrong
+    st.integers(), st.lists(st.integers(), max_size=2), st.just(""), st.just("a" * 201),
     st.text(min_size=1, max_size=10).filter(_not(_ID_PATTERN)))
 # In the alphabet, but holding the marker of YADTQ's own keys.
 reserved_ids = st.tuples(task_ids, st.just("") | task_ids).map(lambda p: f"{p[0]}yadtq:{p[1]}")
@@ -159,7 +161,7 @@ def _surrogate(draw: st.DrawFn, obj: dict[str, Any]) -> None:
 
 
 TASK_MUTATIONS: dict[str, Callable[[st.DrawFn, dict[str, Any]], None]] = {
-    "task-id": _replace("task-id", bad_ids | st.just(...)),
+    "task-id": _replace("task-id", bad_ids | st.none() | st.just(...)),
     "task-id (reserved marker)": _replace("task-id", reserved_ids),
     "task": _replace("task", bad_names | st.just(...)),
     "args": _replace("args", st.none() | st.booleans() | st.integers() | st.text(max_size=4)
@@ -180,13 +182,12 @@ TASK_MUTATIONS: dict[str, Callable[[st.DrawFn, dict[str, Any]], None]] = {
 
 
 @st.composite
-def tasks_with_one_wrong_field(draw: st.DrawFn) -> tuple[str, bytes, str | None]:
-    """(the field made wrong, the message, the task id the refusal must carry)."""
+def tasks_with_wrong(draw: st.DrawFn, field: str) -> tuple[bytes, str | None]:
+    """A valid task with ``field`` made wrong, and the task id its refusal must carry."""
     obj, task = draw(valid_tasks())
-    field = draw(st.sampled_from(sorted(TASK_MUTATIONS)))
     TASK_MUTATIONS[field](draw, obj)
     # ensure_ascii: a lone surrogate travels as the escape \udXXX, the only way it can.
-    return field, json.dumps(obj).encode(), None if field.startswith("task-id") else task.task_id
+    return json.dumps(obj).encode(), None if field.startswith("task-id") else task.task_id
 
 
 # A refusal's reason starts by naming what is wrong: the branch it came from.
@@ -224,10 +225,12 @@ def test_a_valid_task_parses_and_round_trips(case: tuple[dict[str, Any], Task], 
     reached("task: parsed")
 
 
-@FAST
-@given(tasks_with_one_wrong_field())
-def test_a_task_with_one_wrong_field_is_refused_naming_that_field(case: tuple[str, bytes, str | None]) -> None:
-    field, raw, task_id = case
+# One run per field, so that each check is reached however hypothesis draws.
+@pytest.mark.parametrize("field", sorted(TASK_MUTATIONS))
+@PER_FIELD
+@given(data=st.data())
+def test_a_task_with_one_wrong_field_is_refused_naming_that_field(field: str, data: st.DataObject) -> None:
+    raw, task_id = data.draw(tasks_with_wrong(field))
     try:
         parse_task(raw, LIMITS)
     except InvalidMessage as e:
@@ -250,13 +253,14 @@ def test_a_task_with_one_wrong_field_is_refused_naming_that_field(case: tuple[st
 
 # --- Status events -------------------------------------------------------------
 
-events = st.one_of(
-    st.builds(Heartbeat, topic_names, st.sampled_from(["worker", "scheduler"]), st.integers(1, 2**32 - 1), finite,
-              st.none() | task_ids),
-    st.builds(TasksFinished, topic_names, st.lists(st.tuples(task_ids, st.integers(1, 2**53), st.sampled_from(
-        REPORT_STATUSES)).map(list), max_size=4)),
-    st.builds(WorkerDown, topic_names, st.text(max_size=20), finite, st.integers(0, 2**32 - 1)),
-)
+EVENTS: dict[str, st.SearchStrategy[Heartbeat | TasksFinished | WorkerDown]] = {
+    "heartbeat": st.builds(Heartbeat, topic_names, st.sampled_from(["worker", "scheduler"]),
+                           st.integers(1, 2**32 - 1), finite, st.none() | task_ids),
+    "tasks-finished": st.builds(TasksFinished, topic_names, st.lists(st.tuples(
+        task_ids, st.integers(1, 2**53), st.sampled_from(REPORT_STATUSES)).map(list), max_size=4)),
+    "worker-down": st.builds(WorkerDown, topic_names, st.text(max_size=20), finite, st.integers(0, 2**32 - 1)),
+}
+events = st.one_of(*EVENTS.values())
 bad_topic_names = st.one_of(st.none(), st.integers(), st.just(""), st.just("W" * 250),
                             st.lists(topic_names, max_size=2),
                             st.text(min_size=1, max_size=8).filter(_not(r"[A-Za-z0-9._-]+")))
@@ -292,7 +296,7 @@ EVENT_MUTATIONS: dict[str, dict[str, Callable[[st.DrawFn, dict[str, Any]], None]
     "heartbeat": {**_COMMON, "sender": _replace("sender", bad_topic_names), "surrogate": _event_surrogate("sender"),
                   "role": _replace("role", junk.filter(lambda r: r not in ("worker", "scheduler"))),
                   "pid": _replace("pid", _bad_pids(1) | st.just(...)), "ts": _replace("ts", bad_ts | st.just(...)),
-                  "running": _replace("running", bad_ids.filter(lambda i: i is not None))},
+                  "running": _replace("running", bad_ids)},
     "tasks-finished": {**_COMMON, "worker": _replace("worker", bad_topic_names | st.just(...)),
                        "tasks": _replace("tasks", st.none() | st.integers() | st.text(max_size=4) | st.just(...)),
                        "tasks item": _bad_item, "surrogate": _event_surrogate("worker")},
@@ -311,13 +315,14 @@ EVENT_REASONS = [
 
 
 @st.composite
-def events_with_one_wrong_field(draw: st.DrawFn) -> tuple[str, str, bytes]:
-    """(the event's type, the field made wrong, the message)."""
-    obj = json.loads(encode_event(draw(events)))
-    kind = obj["type"]
-    field = draw(st.sampled_from(sorted(EVENT_MUTATIONS[kind])))
+def events_with_wrong(draw: st.DrawFn, kind: str, field: str) -> bytes:
+    """A valid event of type ``kind`` with ``field`` made wrong."""
+    obj = json.loads(encode_event(draw(EVENTS[kind])))
     EVENT_MUTATIONS[kind][field](draw, obj)
-    return kind, field, json.dumps(obj).encode()
+    return json.dumps(obj).encode()
+
+
+EVENT_FIELDS = [(kind, field) for kind, fields in sorted(EVENT_MUTATIONS.items()) for field in sorted(fields)]
 
 
 @FAST
@@ -328,10 +333,12 @@ def test_a_valid_event_parses_and_round_trips(ev: Heartbeat | TasksFinished | Wo
     reached(f"{json.loads(raw)['type']}: parsed")
 
 
-@settings(FAST, max_examples=300)
-@given(events_with_one_wrong_field())
-def test_an_event_with_one_wrong_field_is_refused_naming_that_field(case: tuple[str, str, bytes]) -> None:
-    kind, field, raw = case
+@pytest.mark.parametrize(("kind", "field"), EVENT_FIELDS)
+@PER_FIELD
+@given(data=st.data())
+def test_an_event_with_one_wrong_field_is_refused_naming_that_field(kind: str, field: str,
+                                                                     data: st.DataObject) -> None:
+    raw = data.draw(events_with_wrong(kind, field))
     try:
         parse_event(raw)
     except InvalidMessage as e:
@@ -344,9 +351,6 @@ def test_an_event_with_one_wrong_field_is_refused_naming_that_field(case: tuple[
 
 # --- Every branch reached ------------------------------------------------------
 
-PROPERTIES: list[Callable[[], None]] = [
-    test_a_valid_task_parses_and_round_trips, test_a_task_with_one_wrong_field_is_refused_naming_that_field,
-    test_a_valid_event_parses_and_round_trips, test_an_event_with_one_wrong_field_is_refused_naming_that_field]
 EXPECTED = ({"task: parsed"} | {f"task refused: {label}" for label, _ in TASK_REASONS}
             | {f"{kind}: parsed" for kind in EVENT_MUTATIONS}
             | {f"{kind} refused: {field}" for kind, fields in EVENT_MUTATIONS.items() for field in fields})
@@ -357,7 +361,11 @@ def test_every_branch_of_the_parsers_was_reached() -> None:
     each kind of message parsed at least once (run the properties here if this
     test runs alone, e.g. with -k)."""
     if not set(REACHED) >= EXPECTED:
-        for prop in PROPERTIES:
-            prop()
+        test_a_valid_task_parses_and_round_trips()
+        test_a_valid_event_parses_and_round_trips()
+        for field in TASK_MUTATIONS:
+            test_a_task_with_one_wrong_field_is_refused_naming_that_field(field)
+        for kind, field in EVENT_FIELDS:
+            test_an_event_with_one_wrong_field_is_refused_naming_that_field(kind, field)
     assert EXPECTED - set(REACHED) == set(), sorted(REACHED.items())
     assert not [label for label in REACHED if "unclassified" in label]
