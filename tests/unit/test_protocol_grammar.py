@@ -296,7 +296,7 @@ EVENT_MUTATIONS: dict[str, dict[str, Callable[[st.DrawFn, dict[str, Any]], None]
     "heartbeat": {**_COMMON, "sender": _replace("sender", bad_topic_names), "surrogate": _event_surrogate("sender"),
                   "role": _replace("role", junk.filter(lambda r: r not in ("worker", "scheduler"))),
                   "pid": _replace("pid", _bad_pids(1) | st.just(...)), "ts": _replace("ts", bad_ts | st.just(...)),
-                  "running": _replace("running", bad_ids)},
+                  "running": _replace("running", bad_ids | reserved_ids)},
     "tasks-finished": {**_COMMON, "worker": _replace("worker", bad_topic_names | st.just(...)),
                        "tasks": _replace("tasks", st.none() | st.integers() | st.text(max_size=4) | st.just(...)),
                        "tasks item": _bad_item, "surrogate": _event_surrogate("worker")},
