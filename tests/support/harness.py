@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,6 +122,22 @@ def closed_port() -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         yield f"127.0.0.1:{s.getsockname()[1]}"
+
+
+@contextlib.contextmanager
+def unreachable_services() -> Iterator[str]:
+    """Three lines of a cluster file (``kafka``, ``redis``, ``topics``) that point Kafka and Redis at
+    closed ports, with topics and a key prefix of their own, valid while the block runs.
+
+    For tests of what a process refuses before it connects: if a regression let it past the check
+    under test (a broken ``load_modules``, say), it fails at once instead of starting a cluster, or
+    submitting, on the shared services' default topics and Redis db 0.
+    """
+    tag = f"t{uuid.uuid4().hex[:10]}"
+    with closed_port() as kafka, closed_port() as redis:
+        yield (f"kafka: {{bootstrap_servers: '{kafka}'}}\n"
+               f"redis: {{url: 'redis://{redis}/15', key_prefix: '{tag}:'}}\n"
+               f"topics: {{tasks: {tag}.TASKS, status: {tag}.status, workers: {tag}.W, dead_letter: {tag}.dl}}\n")
 
 
 class ClusterProcess(WatchedProcess):

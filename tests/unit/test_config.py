@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from client import config as config_module
 from client.config import Config, load_config
 from client.errors import ConfigError
 from client.protocol import TaskLimits
-from tests.support.harness import closed_port, run_own_group
+from tests.support.harness import run_own_group, unreachable_services
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,14 +77,10 @@ def test_bad_yaml_says_where(tmp_path: Path) -> None:
 
 @pytest.fixture
 def unreachable() -> Iterator[str]:
-    """Cluster-file lines that point Kafka and Redis at ports where nothing listens, with topics
-    and a key prefix of their own: a supervisor that got past the checks under test (a broken
-    ``load_modules``, say) fails at once, instead of starting a cluster on the shared services."""
-    tag = f"t{uuid.uuid4().hex[:10]}"
-    with closed_port() as kafka, closed_port() as redis:
-        yield (f"kafka: {{bootstrap_servers: '{kafka}'}}\n"
-               f"redis: {{url: 'redis://{redis}/15', key_prefix: '{tag}:'}}\n"
-               f"topics: {{tasks: {tag}.TASKS, status: {tag}.status, workers: {tag}.W, dead_letter: {tag}.dl}}\n")
+    """The cluster file's first lines: Kafka and Redis on closed ports, topics and key prefix of its
+    own, so that a supervisor let past the check under test can never start a cluster on the shared services."""
+    with unreachable_services() as lines:
+        yield lines
 
 
 UNREACHABLE_LINES = 3  # the lines of ``unreachable``, which come first in the file
