@@ -266,3 +266,23 @@ def private_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Priva
         pytest.skip(msg)
     with running_private_services(tmp_path_factory.mktemp("services")) as ps:
         yield ps
+
+
+@pytest.fixture
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateServices]:
+    """A Redis (with a password) of this test's own, without a Kafka: for a cluster that must
+    run without a key prefix, which may never run on the shared test database."""
+    if shutil.which("redis-server") is None:
+        msg = "a private Redis needs redis-server"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    ps = PrivateServices(tmp_path_factory.mktemp("redis"), kafka_port=0, sasl_port=0, redis_port=free_port_block(1))
+    try:
+        ps.start_redis()
+        yield ps
+    finally:
+        with contextlib.suppress(Exception):
+            ps.stop_redis()
+        with contextlib.suppress(OSError, ValueError):  # the last resort, as in stop_all
+            os.kill(int((ps.state_dir / "redis" / "redis.pid").read_text()), 9)
