@@ -25,7 +25,11 @@ import yaml
 
 from client import Client, load_config
 from client import kafka as kafka_io
-from tests.integration.private_services import private_redis, private_services  # noqa: F401  (fixtures for every module here)
+from tests.integration.private_services import (  # noqa: F401  (fixtures for every module here)
+    module_private_services,
+    private_redis,
+    private_services,
+)
 from tests.support.harness import ROOT as ROOT  # re-exported for the tests
 from tests.support.harness import ClusterProcess, remove_cluster_data
 

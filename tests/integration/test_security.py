@@ -70,9 +70,8 @@ def test_a_cluster_runs_behind_sasl_and_redis_auth_without_showing_the_passwords
         # Take Redis away: the error paths print (status line, children's exit
         # lines), and none of them may show a password.
         mark = len(cluster.lines)
-        ps.stop_redis()
-        cluster.wait_line(r"redis unavailable", timeout=30, start=mark)
-        ps.start_redis()
+        with ps.stopped("redis"):
+            cluster.wait_line(r"redis unavailable", timeout=30, start=mark)
         mark = len(cluster.lines)
         cluster.wait_line(r"workers 2/2 live \| scheduler up", timeout=90, start=mark)
         assert c.submit("mul", 6, 7).result(timeout=60) == 42
