@@ -41,6 +41,9 @@ TEST_PREFIX = re.compile(r"(t[0-9a-f]{10}|chaos-[0-9a-f]{8}):")
 # Set in this process's environment, so inherited by everything the tests start, even what was
 # orphaned (its parent killed alone) and so is no longer a child of pytest.
 SESSION_MARK = "YADTQ_TEST_SESSION"
+# The key prefixes cluster_config handed out on REDIS this session: each cluster's data is deleted
+# by whoever ran it (start_cluster, or the test), so none may still have a key at the end.
+_SESSION_PREFIXES: set[str] = set()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -56,6 +59,8 @@ def leaves_nothing_behind() -> Iterator[None]:
         with contextlib.suppress(psutil.Error):
             p.kill()
     problems += [f"Redis key {k!r} in {REDIS} has no test prefix" for k in _unprefixed_keys()]
+    problems += [f"Redis keys of this session's cluster {prefix!r} in {REDIS}: {keys}"
+                 for prefix, keys in _keys_of_this_session().items()]
     assert not problems, "the tests left behind:\n" + "\n".join(problems)
 
 
@@ -83,6 +88,18 @@ def _describe(p: psutil.Process) -> str:
         return " ".join(p.cmdline())[:200]
     except psutil.Error:
         return "(gone)"
+
+
+def _keys_of_this_session() -> dict[str, list[str]]:
+    """The keys left under each prefix cluster_config gave out this session (up to 5 each)."""
+    r = redis.Redis.from_url(REDIS, decode_responses=True)
+    try:
+        found = {p: sorted(r.scan_iter(match=f"{p}*", count=1000))[:5] for p in sorted(_SESSION_PREFIXES)}
+    except redis.RedisError:
+        return {}
+    finally:
+        r.close()
+    return {p: keys for p, keys in found.items() if keys}
 
 
 def _unprefixed_keys() -> list[str]:
@@ -154,6 +171,8 @@ def cluster_config(tmp_path: Path, count: int = 4, **sections: dict[str, Any]) -
         # cluster without one, or be another run's: such a cluster needs a database of its own.
         raise ValueError(f"a cluster on the shared test database {REDIS} needs a test key prefix "
                          f"(got {cfg['redis']['key_prefix']!r}); give it private_redis's url")
+    if cfg["redis"]["url"] == REDIS:
+        _SESSION_PREFIXES.add(cfg["redis"]["key_prefix"])
     path = tmp_path / "yadtq.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
