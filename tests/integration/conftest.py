@@ -9,7 +9,10 @@ prefix, so tests never see each other's messages.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,12 +25,92 @@ import yaml
 
 from client import Client, load_config
 from client import kafka as kafka_io
-from tests.integration.private_services import private_services  # noqa: F401  (a fixture for every module here)
+from tests.integration.private_services import (  # noqa: F401  (fixtures for every module here)
+    module_private_services,
+    private_redis,
+    private_services,
+)
 from tests.support.harness import ROOT as ROOT  # re-exported for the tests
 from tests.support.harness import ClusterProcess, remove_cluster_data
 
 KAFKA = os.environ.get("YADTQ_TEST_KAFKA", "localhost:9092")
 REDIS = os.environ.get("YADTQ_TEST_REDIS", "redis://localhost:6379/15")
+# Every key prefix a test may use on REDIS: ``t`` and 10 hex digits (cluster_config, the store
+# tests) or ``chaos-`` and 8 (scripts/chaos.py). A YADTQ key under any other is a leak.
+TEST_PREFIX = re.compile(r"(t[0-9a-f]{10}|chaos-[0-9a-f]{8}):")
+# Set in this process's environment, so inherited by everything the tests start, even what was
+# orphaned (its parent killed alone) and so is no longer a child of pytest.
+SESSION_MARK = "YADTQ_TEST_SESSION"
+# The key prefixes cluster_config handed out on REDIS this session: each cluster's data is deleted
+# by whoever ran it (start_cluster, or the test), so none may still have a key at the end.
+_SESSION_PREFIXES: set[str] = set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def leaves_nothing_behind() -> Iterator[None]:
+    """At the end of the session: no YADTQ key without a test prefix in REDIS, and no process
+    the tests started still alive. What it finds is named, and the processes are killed."""
+    mark = uuid.uuid4().hex
+    os.environ[SESSION_MARK] = mark
+    yield
+    leaked = _processes_left(mark)
+    problems = [f"process {p.pid} still running: {_describe(p)}" for p in leaked]
+    for p in leaked:  # named above, and not left to the next run
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    problems += [f"Redis key {k!r} in {REDIS} has no test prefix" for k in _unprefixed_keys()]
+    problems += [f"Redis keys of this session's cluster {prefix!r} in {REDIS}: {keys}"
+                 for prefix, keys in _keys_of_this_session().items()]
+    assert not problems, "the tests left behind:\n" + "\n".join(problems)
+
+
+def _processes_left(mark: str) -> list[psutil.Process]:
+    """Children of pytest, and processes carrying this session's mark, alive 10 s from now."""
+    me = psutil.Process()
+    found = {p.pid: p for p in me.children(recursive=True)}
+    for p in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if p.pid != me.pid and p.environ().get(SESSION_MARK) == mark:
+                found.setdefault(p.pid, p)
+    _, alive = psutil.wait_procs(list(found.values()), timeout=10)
+    return [p for p in alive if _running(p)]
+
+
+def _running(p: psutil.Process) -> bool:
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _describe(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline())[:200]
+    except psutil.Error:
+        return "(gone)"
+
+
+def _keys_of_this_session() -> dict[str, list[str]]:
+    """The keys left under each prefix cluster_config gave out this session (up to 5 each)."""
+    r = redis.Redis.from_url(REDIS, decode_responses=True)
+    try:
+        found = {p: sorted(r.scan_iter(match=f"{p}*", count=1000))[:5] for p in sorted(_SESSION_PREFIXES)}
+    except redis.RedisError:
+        return {}
+    finally:
+        r.close()
+    return {p: keys for p, keys in found.items() if keys}
+
+
+def _unprefixed_keys() -> list[str]:
+    """YADTQ's keys (``yadtq:`` in the name) in REDIS not under a test prefix."""
+    r = redis.Redis.from_url(REDIS, decode_responses=True)
+    try:
+        return sorted(k for k in r.scan_iter(match="*yadtq:*", count=1000) if not TEST_PREFIX.match(k))
+    except redis.RedisError:
+        return []  # no Redis: the tests that needed it were skipped
+    finally:
+        r.close()
 
 
 @pytest.fixture(scope="session")
@@ -62,8 +145,8 @@ class Cluster(ClusterProcess):
         except psutil.NoSuchProcess:
             return []
 
-    def stop(self, timeout: float = 30) -> int:
-        code = super().stop(timeout)
+    def stop(self, timeout: float = 30, sig: int = signal.SIGINT) -> int:
+        code = super().stop(timeout, sig)
         self.client.close()
         return code
 
@@ -83,6 +166,13 @@ def cluster_config(tmp_path: Path, count: int = 4, **sections: dict[str, Any]) -
     }
     for name, values in sections.items():
         cfg.setdefault(name, {}).update(values)
+    if cfg["redis"]["url"] == REDIS and not TEST_PREFIX.fullmatch(cfg["redis"]["key_prefix"]):
+        # Its keys would outlive the test (no prefix to delete them by) and be reloaded by the next
+        # cluster without one, or be another run's: such a cluster needs a database of its own.
+        raise ValueError(f"a cluster on the shared test database {REDIS} needs a test key prefix "
+                         f"(got {cfg['redis']['key_prefix']!r}); give it private_redis's url")
+    if cfg["redis"]["url"] == REDIS:
+        _SESSION_PREFIXES.add(cfg["redis"]["key_prefix"])
     path = tmp_path / "yadtq.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

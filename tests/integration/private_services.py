@@ -15,8 +15,10 @@ even when the test failed.
         private_services.stop_kafka(); private_services.start_kafka()   # data kept
         private_services.stop_redis(); private_services.start_redis()   # data kept (AOF)
 
-The fixture is module-scoped: the tests of one module share one pair (about
-2-3 s to start), and a test that stops a service should start it again.
+The services are module-scoped: the tests of one module share one pair (about
+2-3 s to start). A test that stops a service should use ``with ps.stopped("kafka"):``,
+which starts it again however the block ends; and before each test the fixture
+starts again whatever an earlier test left down, so one failure stays one.
 Without java or redis-server the tests are skipped, or fail under CI=true, as
 with the shared `services` fixture.
 """
@@ -143,6 +145,29 @@ class PrivateServices:
             self._script("redis-down", STOP_TIMEOUT)
             self._wait_closed("redis", self.redis_port)
 
+    @contextlib.contextmanager
+    def stopped(self, service: str) -> Iterator[None]:
+        """``with ps.stopped("redis"):`` (or ``"kafka"``): the service is down inside the block and
+        up again after it, however the block ends: a failing assertion inside may not leave the
+        next test of the module without it."""
+        stop, start = {"kafka": (self.stop_kafka, self.start_kafka),
+                       "redis": (self.stop_redis, self.start_redis)}[service]
+        stop()
+        try:
+            yield
+        finally:
+            start()
+
+    def ensure_up(self) -> list[str]:
+        """Start again whichever service is down (data kept); the names of those that were."""
+        down = [name for name, ports in (("redis", [self.redis_port]), ("kafka", [self.kafka_port, self.sasl_port]))
+                if not all(answers(p) for p in ports)]
+        if "redis" in down:
+            self.start_redis()
+        if "kafka" in down:
+            self.start_kafka()
+        return down
+
     def stop_all(self) -> None:
         """Stop both, whatever state they are in (teardown)."""
         with contextlib.suppress(Exception):
@@ -255,9 +280,17 @@ def running_private_services(state_dir: Path, cluster_id: str | None = None) -> 
         ps.stop_all()
 
 
+@pytest.fixture
+def private_services(module_private_services: PrivateServices) -> PrivateServices:
+    """A Kafka (PLAINTEXT + SASL/PLAIN) and a Redis (with a password) of this module's own, both
+    up: one an earlier test stopped and did not start again (it failed in between) is restarted."""
+    module_private_services.ensure_up()
+    return module_private_services
+
+
 @pytest.fixture(scope="module")
-def private_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateServices]:
-    """A Kafka (PLAINTEXT + SASL/PLAIN) and a Redis (with a password) of this module's own."""
+def module_private_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateServices]:
+    """The services ``private_services`` hands to each test of a module (started once per module)."""
     missing = missing_tools()
     if missing:
         msg = f"private Kafka and Redis need {' and '.join(missing)}"
@@ -266,3 +299,23 @@ def private_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Priva
         pytest.skip(msg)
     with running_private_services(tmp_path_factory.mktemp("services")) as ps:
         yield ps
+
+
+@pytest.fixture
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateServices]:
+    """A Redis (with a password) of this test's own, without a Kafka: for a cluster that must
+    run without a key prefix, which may never run on the shared test database."""
+    if shutil.which("redis-server") is None:
+        msg = "a private Redis needs redis-server"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    ps = PrivateServices(tmp_path_factory.mktemp("redis"), kafka_port=0, sasl_port=0, redis_port=free_port_block(1))
+    try:
+        ps.start_redis()
+        yield ps
+    finally:
+        with contextlib.suppress(Exception):
+            ps.stop_redis()
+        with contextlib.suppress(OSError, ValueError):  # the last resort, as in stop_all
+            os.kill(int((ps.state_dir / "redis" / "redis.pid").read_text()), 9)

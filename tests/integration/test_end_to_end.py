@@ -8,15 +8,17 @@ import signal
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
-import redis
 from kafka import KafkaConsumer, KafkaProducer
 
 from client import Client, TaskFailed, TaskSpec
-from tests.integration.conftest import KAFKA, ROOT
+from tests.integration.conftest import KAFKA, cluster_config
+from tests.integration.private_services import PrivateServices
+from tests.support.harness import run_own_group
 
 pytestmark = pytest.mark.integration
 
@@ -42,9 +44,12 @@ def test_a_backlog_many_polls_long_drains(start_cluster: Any) -> None:
     assert [json.loads(h.record()["result"]) for h in handles] == [i + 1 for i in range(3000)]
 
 
-def test_seed_format_from_a_plain_kafka_producer(start_cluster: Any) -> None:
-    # No key prefix here: the record must sit at the bare task id, as in the seed.
-    cluster = start_cluster(count=1, redis={"key_prefix": ""})
+def test_seed_format_from_a_plain_kafka_producer(start_cluster: Any, private_redis: PrivateServices) -> None:
+    # No key prefix here: the record must sit at the bare task id, as in the seed. So a Redis of
+    # its own: without a prefix, its keys (yadtq:epoch, yadtq:load...) could not be told from
+    # another cluster's on the shared test database, nor deleted after it.
+    cluster = start_cluster(count=1, redis={"url": private_redis.redis_url, "password": private_redis.redis_password,
+                                            "key_prefix": ""})
     task_id = f"seed-{uuid.uuid4().hex[:12]}"
     producer = KafkaProducer(bootstrap_servers=KAFKA)
     producer.send(cluster.config.topics.tasks, json.dumps({"task-id": task_id, "task": "add", "args": [1, 2]}).encode())
@@ -52,13 +57,12 @@ def test_seed_format_from_a_plain_kafka_producer(start_cluster: Any) -> None:
     producer.close()
 
     cluster.client.wait([task_id], timeout=60)
-    r = redis.Redis.from_url(cluster.config.redis.url, decode_responses=True)
+    r = private_redis.redis_client()
     try:
         record = r.hgetall(task_id)
         assert record["status"] == "success"
         assert record["result"] == "3"
     finally:
-        r.delete(task_id)
         r.close()
 
 
@@ -157,8 +161,8 @@ def test_cli_submit_status_result(start_cluster: Any) -> None:
     cluster = start_cluster(count=1)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "client", "--config", str(cluster.config_path), *args],
-                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+        return run_own_group([sys.executable, "-m", "client", "--config", str(cluster.config_path), *args],
+                             timeout=60)
 
     out = cli("submit", "add", "1", "2", "--wait", "--timeout", "30")
     assert (out.returncode, out.stdout.strip()) == (0, "3"), out.stderr
@@ -187,3 +191,10 @@ def test_worker_whose_heartbeats_lapse_is_killed_and_replaced(start_cluster: Any
     finally:
         if psutil.pid_exists(frozen):
             os.kill(frozen, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("prefix", ["", "app:", "t0123456789:x:"])
+def test_a_cluster_without_a_test_prefix_may_not_use_the_shared_test_database(tmp_path: Path, prefix: str) -> None:
+    """Its keys could not be deleted after it, and a later cluster without a prefix would reload them."""
+    with pytest.raises(ValueError, match="needs a test key prefix"):
+        cluster_config(tmp_path, redis={"key_prefix": prefix})

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from client import Client, TaskFailed, TaskSpec, load_config
 from client.config import Config
 from client.protocol import WorkerDown, encode_event, now
 from supervisor.topics import ensure_topics
 from tests.integration.conftest import KAFKA, cluster_config
-from tests.support.harness import WatchedProcess
+from tests.support.harness import WatchedProcess, remove_cluster_data
 
 pytestmark = pytest.mark.integration
 
@@ -67,12 +67,7 @@ def roles(services: None, tmp_path: Path) -> Iterator[tuple[Config, dict[str, Wa
         print(name, *p.lines[-20:], sep="\n  ")  # shown if the test failed
         os.kill(p.proc.pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
         p.stop(timeout=10, sig=signal.SIGTERM)
-    admin = KafkaAdminClient(bootstrap_servers=KAFKA)
-    try:
-        prefix = config.topics.tasks.split(".")[0] + "."
-        admin.delete_topics([t for t in admin.list_topics() if t.startswith(prefix)])
-    finally:
-        admin.close()
+    remove_cluster_data(config)  # its Redis keys too, not only its topics
 
 
 def test_a_paused_worker_declared_dead_neither_runs_nor_overwrites_its_moved_tasks(roles: Any) -> None:

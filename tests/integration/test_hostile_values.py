@@ -98,12 +98,12 @@ def test_whatever_a_task_raises_fails_it_and_its_worker_lives_on(start_cluster: 
 
 def test_yadtqs_own_keys_of_another_type_stop_the_start_with_the_key_named(tmp_path: Any, services: None) -> None:
     """Every script touching such a key would fail: refuse to start, naming it, rather than crash-loop."""
-    import subprocess
     import sys
 
     from client import load_config
     from client.store import Keys, connect
-    from tests.integration.conftest import ROOT, cluster_config
+    from tests.integration.conftest import cluster_config
+    from tests.support.harness import run_own_group
 
     path = cluster_config(tmp_path, count=1)
     config = load_config(path)
@@ -113,8 +113,7 @@ def test_yadtqs_own_keys_of_another_type_stop_the_start_with_the_key_named(tmp_p
         r.set(keys.assignments, "someone's value")
         r.hset(keys.epoch, "x", "1")
         before = (r.dump(keys.assignments), r.dump(keys.epoch))
-        run = subprocess.run([sys.executable, "-m", "supervisor", str(path)], cwd=ROOT, capture_output=True,
-                             text=True, timeout=60)
+        run = run_own_group([sys.executable, "-m", "supervisor", str(path)], timeout=60)
         assert run.returncode == 2, run.stdout + run.stderr
         assert f"{keys.assignments} (a string, not a hash)" in run.stderr
         assert f"{keys.epoch} (a hash, not a string)" in run.stderr

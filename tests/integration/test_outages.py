@@ -44,13 +44,13 @@ def test_a_redis_restart_while_tasks_run_loses_nothing(start_cluster: Any, priva
     c.wait([t for t, _ in before[:20]], timeout=60)  # under way
 
     mark = cluster.mark()
-    ps.stop_redis()
-    cluster.wait_line(r"redis at redis://127\.0\.0\.1:\d+/0 does not answer: tasks are kept", timeout=15, start=mark)
-    started = time.monotonic()
-    with pytest.raises(ServiceUnavailable, match=r"Redis at redis://127\.0\.0\.1:\d+/0"):
-        c.result(before[-1][0], timeout=60)
-    assert time.monotonic() - started < 15  # a clear error, not a hang
-    ps.start_redis()
+    with ps.stopped("redis"):
+        cluster.wait_line(r"redis at redis://127\.0\.0\.1:\d+/0 does not answer: tasks are kept", timeout=15,
+                          start=mark)
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailable, match=r"Redis at redis://127\.0\.0\.1:\d+/0"):
+            c.result(before[-1][0], timeout=60)
+        assert time.monotonic() - started < 15  # a clear error, not a hang
     cluster.wait_line(r"redis at \S+ answers again: resuming", timeout=15, start=mark)
 
     after = submit(c, 200, "after")
@@ -68,14 +68,14 @@ def test_a_kafka_restart_while_tasks_run_loses_nothing(start_cluster: Any, priva
     c.wait([t for t, _ in before[:20]], timeout=60)
 
     mark = cluster.mark()
-    ps.stop_kafka()
-    cluster.wait_line(rf"kafka at 127\.0\.0\.1:{ps.kafka_port} does not answer: tasks are kept", timeout=15,
-                      start=mark)
-    started = time.monotonic()
-    with Client(cluster.config) as fresh, pytest.raises(ServiceUnavailable, match=rf"127\.0\.0\.1:{ps.kafka_port}"):
-        fresh.submit("add", 1, 1)
-    assert time.monotonic() - started < 20  # a clear error, not a hang
-    ps.start_kafka()
+    with ps.stopped("kafka"):
+        cluster.wait_line(rf"kafka at 127\.0\.0\.1:{ps.kafka_port} does not answer: tasks are kept", timeout=15,
+                          start=mark)
+        started = time.monotonic()
+        with (Client(cluster.config) as fresh,
+              pytest.raises(ServiceUnavailable, match=rf"127\.0\.0\.1:{ps.kafka_port}")):
+            fresh.submit("add", 1, 1)
+        assert time.monotonic() - started < 20  # a clear error, not a hang
     cluster.wait_line(r"kafka at \S+ answers again: resuming", timeout=15, start=mark)
 
     after = submit(c, 200, "after")

@@ -24,7 +24,7 @@ from client.errors import ClusterOwned
 from client.lease import Lease, Renewal
 from client.store import Keys, TaskStore, connect
 from tests.integration.conftest import REDIS, ROOT, cluster_config
-from tests.support.harness import remove_cluster_data
+from tests.support.harness import kill_group, remove_cluster_data, run_own_group
 from tests.tasks import spans_key
 
 pytestmark = pytest.mark.integration
@@ -71,8 +71,7 @@ def runs_overlap(client: Client, prefix: str, task_id: str, killed_at: float) ->
 def test_a_second_supervisor_on_the_same_cluster_is_refused(start_cluster: Any) -> None:
     cluster = start_cluster(count=1)
     started = time.monotonic()
-    second = subprocess.run([sys.executable, "-m", "supervisor", str(cluster.config_path)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=30)
+    second = run_own_group([sys.executable, "-m", "supervisor", str(cluster.config_path)], timeout=30)
     assert second.returncode == 2
     assert time.monotonic() - started < 15
     assert f"pid {cluster.proc.pid}" in second.stderr and "already has a supervisor" in second.stderr
@@ -123,9 +122,8 @@ def piped(services: None, tmp_path: Path) -> Iterator[Callable[[Any], subprocess
 
     yield start
     for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        kill_group(proc.pid)  # alive or not: its children may have outlived it
+        proc.wait(10)
     remove_cluster_data(load_config(path))
 
 

@@ -19,6 +19,7 @@ from tests.integration.private_services import (
     free_port_block,
     running_private_services,
 )
+from tests.support.harness import kill_group
 
 pytestmark = pytest.mark.integration
 
@@ -68,6 +69,34 @@ def test_redis_requires_the_password(private_services: PrivateServices) -> None:
     anonymous.close()
 
 
+def test_stopped_starts_the_service_again_however_its_block_ends(private_services: PrivateServices) -> None:
+    ps = private_services
+    with ps.redis_client() as r:
+        r.set("kept-by-stopped", "yes")
+    with pytest.raises(AssertionError, match="a test failing"), ps.stopped("redis"):
+        assert not answers(ps.redis_port)
+        raise AssertionError("a test failing between stop and start")
+    assert answers(ps.redis_port)
+    with ps.redis_client() as r:
+        assert r.get("kept-by-stopped") == "yes"  # the same data
+
+
+def test_a_test_that_leaves_a_service_down(private_services: PrivateServices) -> None:
+    """The first half of the next test: a test that failed between stop and start, in effect."""
+    with private_services.redis_client() as r:
+        r.set("kept-while-down", "yes")
+    private_services.stop_redis()
+    assert not answers(private_services.redis_port)
+
+
+def test_the_next_test_of_the_module_gets_it_up_again(private_services: PrivateServices) -> None:
+    """Right after the test above (pytest runs a module's tests in file order)."""
+    ps = private_services
+    assert answers(ps.redis_port) and answers(ps.kafka_port) and answers(ps.sasl_port)
+    with ps.redis_client() as r:
+        assert r.get("kept-while-down") == "yes"
+
+
 def test_a_fresh_broker_takes_a_cluster_id_that_begins_with_a_dash(tmp_path: Path) -> None:
     """Defect 15: an id that begins with '-' was taken by kafka-storage for an option.
     Such ids are valid (Uuid.fromString takes them), and one given is used as it is."""
@@ -86,14 +115,18 @@ def test_two_starts_at_once_on_a_fresh_folder_both_succeed(tmp_path: Path) -> No
     """Two `services.sh kafka-up` at once on one fresh state dir (two terminals, two
     `make services`): one formats and starts, the other finds the broker answering."""
     ps = PrivateServices(tmp_path, *_ports())
+    runs: list[subprocess.Popen[str]] = []
     try:
-        runs = [subprocess.Popen([str(SERVICES), "kafka-up"], env=ps.env(), stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+        runs += [subprocess.Popen([str(SERVICES), "kafka-up"], env=ps.env(), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, start_new_session=True) for _ in range(2)]
         outs = [p.communicate(timeout=2 * START_TIMEOUT + 30)[0] for p in runs]
         assert [p.returncode for p in runs] == [0, 0], outs
         assert sum("formatted" in out for out in outs) == 1, outs
         ps.start_kafka()  # answers already: waits until it serves metadata on both listeners
     finally:
+        for p in runs:  # a services.sh that hung (the wait timed out) goes too, with its children
+            kill_group(p.pid)
+            p.wait(10)
         ps.stop_all()
 
 

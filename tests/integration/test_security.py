@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from client import TaskFailed
-from tests.integration.conftest import ROOT, Cluster, cluster_config
+from tests.integration.conftest import Cluster, cluster_config
 from tests.integration.private_services import PrivateServices
+from tests.support.harness import run_own_group
 
 pytestmark = pytest.mark.integration
 
@@ -69,9 +70,8 @@ def test_a_cluster_runs_behind_sasl_and_redis_auth_without_showing_the_passwords
         # Take Redis away: the error paths print (status line, children's exit
         # lines), and none of them may show a password.
         mark = len(cluster.lines)
-        ps.stop_redis()
-        cluster.wait_line(r"redis unavailable", timeout=30, start=mark)
-        ps.start_redis()
+        with ps.stopped("redis"):
+            cluster.wait_line(r"redis unavailable", timeout=30, start=mark)
         mark = len(cluster.lines)
         cluster.wait_line(r"workers 2/2 live \| scheduler up", timeout=90, start=mark)
         assert c.submit("mul", 6, 7).result(timeout=60) == 42
@@ -89,8 +89,7 @@ def test_a_cluster_runs_behind_sasl_and_redis_auth_without_showing_the_passwords
 
 def run_supervisor(path: Path, timeout: float = 90) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "supervisor", str(path)], cwd=ROOT, capture_output=True,
-                         text=True, timeout=timeout)
+    out = run_own_group([sys.executable, "-m", "supervisor", str(path)], timeout=timeout)
     return out, time.monotonic() - started
 
 
@@ -182,8 +181,7 @@ def test_the_client_library_says_why_kafka_refused_it(private_services: PrivateS
                "wrong": {"kafka": {**sasl, "sasl_password": wrong}, "redis": redis},
                "scram": {"kafka": {**sasl, "sasl_mechanism": "SCRAM-SHA-256"}, "redis": redis},
                "tls": {"kafka": {"bootstrap_servers": ps.kafka, "security_protocol": "SSL"}, "redis": redis}}
-    out = subprocess.run([sys.executable, "-c", _SUBMIT_WITH_EACH_CONFIG, json.dumps(configs)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+    out = run_own_group([sys.executable, "-c", _SUBMIT_WITH_EACH_CONFIG, json.dumps(configs)], timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert_no_secret(out.stdout + out.stderr, wrong, ps.sasl_password, ps.redis_password)
     said = json.loads(out.stdout)

@@ -7,13 +7,17 @@ processes' pids, signal it, and stop it as a terminal's Ctrl-C does.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from client import kafka as kafka_io
@@ -72,12 +76,68 @@ class WatchedProcess:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                kill_group(self.proc.pid)
                 self.proc.wait(10)
+        kill_group(self.proc.pid)  # whatever of its group outlived it (the test may have killed it alone)
         self._reader.join(10)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         return self.proc.returncode
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL every process left in the process group ``pgid`` (none left: nothing to do)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def run_own_group(argv: list[str], timeout: float, env: dict[str, str] | None = None,
+                  ) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run(argv, capture_output=True, text=True, timeout=timeout)``, but in its own
+    session, and the whole process group is killed when it ends, times out or the wait fails.
+
+    A supervisor (or a client) run to its end by a test must not leave a child behind: a
+    ``subprocess.run`` timeout kills only the process it started. A child that outlives its
+    leader while holding the output pipes makes this time out, so it cannot pass unseen.
+    """
+    proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        kill_group(proc.pid)
+        proc.communicate()
+        raise
+    kill_group(proc.pid)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+@contextlib.contextmanager
+def closed_port() -> Iterator[str]:
+    """``127.0.0.1:PORT`` where nothing listens, for as long as the block runs: the port is bound
+    (so no one else can take it) but never listened on, so every connection is refused at once.
+
+    For tests that run a cluster process which must never reach the shared services.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield f"127.0.0.1:{s.getsockname()[1]}"
+
+
+@contextlib.contextmanager
+def unreachable_services() -> Iterator[str]:
+    """Three lines of a cluster file (``kafka``, ``redis``, ``topics``) that point Kafka and Redis at
+    closed ports, with topics and a key prefix of their own, valid while the block runs.
+
+    For tests of what a process refuses before it connects: if a regression let it past the check
+    under test (a broken ``load_modules``, say), it fails at once instead of starting a cluster, or
+    submitting, on the shared services' default topics and Redis db 0.
+    """
+    tag = f"t{uuid.uuid4().hex[:10]}"
+    with closed_port() as kafka, closed_port() as redis:
+        yield (f"kafka: {{bootstrap_servers: '{kafka}'}}\n"
+               f"redis: {{url: 'redis://{redis}/15', key_prefix: '{tag}:'}}\n"
+               f"topics: {{tasks: {tag}.TASKS, status: {tag}.status, workers: {tag}.W, dead_letter: {tag}.dl}}\n")
 
 
 class ClusterProcess(WatchedProcess):

@@ -6,8 +6,8 @@ a recording producer: an invalid spec must stop the call before either is used.
 
 from __future__ import annotations
 
-import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,7 @@ import pytest
 from client import Client, Config, TaskSpec
 from client.cli import main
 from client.errors import InvalidMessage
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.harness import run_own_group, unreachable_services
 
 
 class RecordingProducer:
@@ -59,9 +58,19 @@ def test_a_bad_spec_in_the_middle_stops_the_call_before_anything_is_sent(
     assert client._producer.sent == []
 
 
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+@pytest.fixture
+def config_path(tmp_path: Path) -> Iterator[Path]:
+    """A cluster file with Kafka and Redis on closed ports: a check that regressed fails the test
+    at once rather than submitting to the shared services' default topics."""
+    with unreachable_services() as lines:
+        path = tmp_path / "y.yaml"
+        path.write_text(lines)
+        yield path
+
+
+def cli(capsys: pytest.CaptureFixture[str], config: Path, *argv: str) -> tuple[int, str]:
     try:
-        code = main(["--config", str(ROOT / "yadtq.yaml"), *argv])
+        code = main(["--config", str(config), *argv])
     except SystemExit as e:  # argparse's usage errors
         code = int(e.code or 0)
     return code, capsys.readouterr().err
@@ -77,15 +86,15 @@ def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     (["submit", "add", "1", "2", "--retries", "1000"], "tasks.max_retries_cap = 100"),
     (["submit", "add", "1", "2", "--id", "x:yadtq:load"], "'yadtq:'"),
 ])
-def test_the_cli_says_what_is_wrong_and_exits_2(capsys: pytest.CaptureFixture[str], argv: list[str],
-                                                  message: str) -> None:
-    code, err = cli(capsys, *argv)
+def test_the_cli_says_what_is_wrong_and_exits_2(capsys: pytest.CaptureFixture[str], config_path: Path,
+                                                  argv: list[str], message: str) -> None:
+    code, err = cli(capsys, config_path, *argv)
     assert code == 2, err
     assert message in err and "Traceback" not in err
 
 
-def test_kwargs_that_are_not_an_object_exit_2_without_a_traceback() -> None:
-    out = subprocess.run([sys.executable, "-m", "client", "--config", str(ROOT / "yadtq.yaml"), "submit", "echo",
-                          "--kwargs", "[1]"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+def test_kwargs_that_are_not_an_object_exit_2_without_a_traceback(config_path: Path) -> None:
+    out = run_own_group([sys.executable, "-m", "client", "--config", str(config_path), "submit", "echo",
+                         "--kwargs", "[1]"], timeout=60)
     assert out.returncode == 2, out.stderr
     assert "expected a JSON object" in out.stderr and "Traceback" not in out.stderr

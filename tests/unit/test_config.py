@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ from client import config as config_module
 from client.config import Config, load_config
 from client.errors import ConfigError
 from client.protocol import TaskLimits
+from tests.support.harness import run_own_group, unreachable_services
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,27 +75,37 @@ def test_bad_yaml_says_where(tmp_path: Path) -> None:
         load_config(p)
 
 
+@pytest.fixture
+def unreachable() -> Iterator[str]:
+    """The cluster file's first lines: Kafka and Redis on closed ports, topics and key prefix of its
+    own, so that a supervisor let past the check under test can never start a cluster on the shared services."""
+    with unreachable_services() as lines:
+        yield lines
+
+
+UNREACHABLE_LINES = 3  # the lines of ``unreachable``, which come first in the file
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("workers:\n  count: 0\n", "workers.count: expected an integer >= 1, got 0 (int)"),
     ("workers:\n  count: four\n", "workers.count: expected an integer, got 'four' (str)"),
     ("workers:\n  count: 4\n  colour: blue\n", "workers.colour: unknown key (known keys here: count,"),
-    ("workers: [count: 4\n", "not valid YAML at line 2, column 1"),
+    ("workers: [count: 4\n", f"not valid YAML at line {2 + UNREACHABLE_LINES}, column 1"),
     ("tasks:\n  modules: [worker_pool.builtin_tasks, no_such_module]\n",
      "tasks.modules: cannot import 'no_such_module': ModuleNotFoundError"),
 ])
-def test_supervisor_refuses_a_bad_file_before_starting_anything(tmp_path: Path, text: str, message: str) -> None:
+def test_supervisor_refuses_a_bad_file_before_starting_anything(tmp_path: Path, unreachable: str, text: str,
+                                                                 message: str) -> None:
     p = tmp_path / "y.yaml"
-    p.write_text(text)
-    out = subprocess.run([sys.executable, "-m", "supervisor", str(p)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2
+    p.write_text(unreachable + text)
+    out = run_own_group([sys.executable, "-m", "supervisor", str(p)], timeout=60)
+    assert out.returncode == 2, out.stdout + out.stderr
     assert message in out.stderr
     assert "started" not in out.stdout
 
 
 def test_supervisor_refuses_a_missing_file(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "supervisor", str(tmp_path / "nope.yaml")], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+    out = run_own_group([sys.executable, "-m", "supervisor", str(tmp_path / "nope.yaml")], timeout=60)
     assert out.returncode == 2
     assert f"{tmp_path / 'nope.yaml'}: config file not found" in out.stderr
     assert "Traceback" not in out.stderr
