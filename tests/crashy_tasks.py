@@ -14,12 +14,11 @@ from typing import Any
 import supervisor.scheduler as scheduler
 import worker_pool.worker as worker
 from client.protocol import Assignment, Task
+from client.protocol import parse_assignment as _parse_assignment
+from client.protocol import parse_task as _parse_task
 
 CRASH_SCHEDULER = "crash-scheduler"
 CRASH_WORKER = "crash-worker"
-
-_parse_task = scheduler.parse_task
-_parse_assignment = worker.parse_assignment
 
 
 def _crashing_parse_task(raw: bytes, *args: Any, **kwargs: Any) -> Task:
@@ -34,5 +33,5 @@ def _crashing_parse_assignment(raw: bytes, *args: Any, **kwargs: Any) -> Assignm
     return _parse_assignment(raw, *args, **kwargs)
 
 
-scheduler.parse_task = _crashing_parse_task  # type: ignore[assignment]
-worker.parse_assignment = _crashing_parse_assignment  # type: ignore[assignment]
+scheduler.parse_task = _crashing_parse_task  # type: ignore[attr-defined]
+worker.parse_assignment = _crashing_parse_assignment  # type: ignore[attr-defined]

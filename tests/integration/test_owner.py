@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,6 +29,8 @@ from tests.support.harness import kill_group, remove_cluster_data, run_own_group
 from tests.tasks import spans_key
 
 pytestmark = pytest.mark.integration
+
+READY_WITHIN = 90.0  # seconds for a supervisor to say "cluster ready" on a loaded machine
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
@@ -115,10 +118,17 @@ def piped(services: None, tmp_path: Path) -> Iterator[Callable[[Any], subprocess
                                 stderr=stderr, text=True, start_new_session=True)
         procs.append(proc)
         assert proc.stdout is not None
-        for line in proc.stdout:  # as `| head`: read until ready
-            if "cluster ready" in line:
-                return proc
-        raise AssertionError("the cluster never became ready")
+        # Reading a pipe has no timeout of its own: past the deadline the group is killed, which
+        # closes the pipe and ends the loop below.
+        deadline = threading.Timer(READY_WITHIN, kill_group, [proc.pid])
+        deadline.start()
+        try:
+            for line in proc.stdout:  # as `| head`: read until ready
+                if "cluster ready" in line:
+                    return proc
+        finally:
+            deadline.cancel()
+        raise AssertionError(f"the cluster never became ready (within {READY_WITHIN}s)")
 
     yield start
     for proc in procs:

@@ -114,7 +114,7 @@ def test_supervisor_refuses_a_missing_file(tmp_path: Path) -> None:
 # --- Bounds: finite numbers, distinct topics, caps on what a task may ask ---
 
 FLOAT_KEYS = [(f.name, key.name) for f in dataclasses.fields(Config)
-              if dataclasses.is_dataclass(section := getattr(config_module, f.type, None))
+              if dataclasses.is_dataclass(section := getattr(config_module, str(f.type), None))
               for key in dataclasses.fields(section) if key.type in ("float", float)]
 
 

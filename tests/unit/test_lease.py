@@ -4,6 +4,7 @@ thread that renews the lease whatever its supervisor's loop is doing."""
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -12,7 +13,6 @@ import redis
 
 from client.lease import Keeper, Renewal
 from client.store import parse_owner_epoch
-from worker_pool import process
 from worker_pool.process import EXIT_FENCED, check_owner
 
 
@@ -51,7 +51,7 @@ def exits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         codes.append(code)
         raise _Exited
 
-    monkeypatch.setattr(process.os, "_exit", fake_exit)
+    monkeypatch.setattr(os, "_exit", fake_exit)  # the module worker_pool.process calls it on
     return codes
 
 

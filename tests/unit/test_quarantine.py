@@ -57,8 +57,8 @@ def test_marks_round_trip_and_junk_counts_as_absent() -> None:
 def test_only_crashes_make_the_next_process_careful() -> None:
     for code in (1, 2, 120, -signal.SIGSEGV, -signal.SIGABRT):
         assert quarantine.abnormal(code), code
-    for code in (None, 0, EXIT_SERVICE_LOST, EXIT_HARD_LIMIT, 4, -signal.SIGKILL, -signal.SIGTERM):
-        assert not quarantine.abnormal(code), code
+    for ordinary in (None, 0, EXIT_SERVICE_LOST, EXIT_HARD_LIMIT, 4, -signal.SIGKILL, -signal.SIGTERM):
+        assert not quarantine.abnormal(ordinary), ordinary
 
 
 def test_a_message_that_kills_every_careful_reader_is_quarantined_after_the_limit() -> None:

@@ -35,8 +35,9 @@ SCRIPTS: dict[str, tuple[Callable[[Any], Any], type[StrEnum]]] = {
     "queued": (store.decode_queued, Queued), "unreadable": (store.decode_unreadable, Unreadable),
 }
 # What follows the tag in the answers that carry something (as Redis returns them).
-CARRIED = {"assigned": [3], "placed": ["3", "W1", '{"task-id":"t"}'], "scheduled": ["12.5"], "exhausted": [2],
-           "not_ours": ["string"]}
+CARRIED: dict[str, list[object]] = {
+    "assigned": [3], "placed": ["3", "W1", '{"task-id":"t"}'], "scheduled": ["12.5"], "exhausted": [2],
+    "not_ours": ["string"]}
 
 
 def lua(name: str) -> str:
