@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from client import Client, TaskSpec
 from client.protocol import WorkerDown, encode_event, now
@@ -230,5 +230,41 @@ def test_a_scheduler_killed_before_it_moved_a_dead_workers_tasks_is_replaced_by_
         assert all(h.record()["worker"] != w1 for h in handles if h.id in mine)
         runs = client.redis.hgetall(f"{prefix}test:runs")
         assert runs == {t: str(1 + deaths[t]) for t in deaths}
+    finally:
+        client.close()
+
+
+def test_lost_tasks_finished_events_still_free_the_workers_slots(bare: Any) -> None:
+    """The tasks-finished events of six tasks are deleted off ``status`` before the (frozen)
+    scheduler reads them: its table still says both workers are full (max_pending 3), and only
+    ``_reconcile`` (every 5 s, against the records) frees the slots for the next tasks."""
+    config, procs = bare
+    prefix = config.redis.key_prefix
+    client = Client(config)
+    try:
+        assert client.submit("add", 1, 1).result(timeout=60) == 2  # every role is up
+        first = client.submit_many([TaskSpec("watched", (3,)) for _ in range(6)])
+        wait_until(lambda: client.redis.hlen(client.keys.assignments) == 6, "six tasks placed, three a worker")
+        wait_until(lambda: sum(h.status() == "processing" for h in first) == 2, "each worker runs one")
+        time.sleep(0.3)  # the scheduler sends a round's placements right after it records them
+        os.kill(procs["scheduler"].proc.pid, signal.SIGSTOP)
+        time.sleep(1)  # the fetch it had under way is answered (fetch_max_wait 0.5 s) before any task ends
+        client.wait([h.id for h in first], timeout=60)
+        status = TopicPartition(config.topics.status, 0)
+        consumer = KafkaConsumer(bootstrap_servers=KAFKA)
+        admin = KafkaAdminClient(bootstrap_servers=KAFKA)
+        try:
+            admin.delete_records({status: consumer.end_offsets([status])[status]})  # the events are lost
+        finally:
+            admin.close()
+            consumer.close()
+        later = client.submit_many([TaskSpec("watched", (0,)) for _ in range(4)])
+        os.kill(procs["scheduler"].proc.pid, signal.SIGCONT)
+        resumed = time.monotonic()
+        client.wait([h.id for h in later], timeout=60)
+        print(f"reconcile: 4 tasks that waited for slots held by lost events ran "
+              f"{time.monotonic() - resumed:.2f}s after the scheduler resumed (RECONCILE_INTERVAL 5 s)")
+        assert {h.record()["status"] for h in first + later} == {"success"}
+        assert all(client.redis.hget(f"{prefix}test:runs", h.id) == "1" for h in first + later)
     finally:
         client.close()
