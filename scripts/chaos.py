@@ -42,6 +42,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
+import redis
 import yaml
 
 from client import Client, TaskSpec, load_config
@@ -332,7 +333,10 @@ def _busy_worker(cluster: ClusterProcess, client: Client, rng: random.Random, wa
     key = running_key(client.config.redis.key_prefix)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        busy: set[str] = set(client.redis.hkeys(key))  # type: ignore[arg-type]
+        try:
+            busy: set[str] = set(client.redis.hkeys(key))  # type: ignore[arg-type]
+        except redis.RedisError:  # just restarted: a random worker then
+            return None
         current = [cluster.pid(name) for name in client.config.worker_ids()]
         choices = [pid for pid in current if str(pid) in busy]
         if choices:
