@@ -42,13 +42,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
+import redis
 import yaml
 
 from client import Client, TaskSpec, load_config
 from client.config import Config
 from client.errors import ResultTimeout, YadtqError
 from client.store import TERMINAL, Status
-from scripts.chaos_tasks import runs_key, spans_key, started_key
+from scripts.chaos_tasks import running_key, runs_key, spans_key, started_key
 from tests.support.harness import ROOT, ClusterProcess, remove_cluster_data
 
 
@@ -84,6 +85,8 @@ class Summary:
     re_executions: int = 0       # runs beyond the first, summed over tasks
     after_success: int = 0       # tasks run again after they had ended: must be 0
     overlapping: int = 0         # runs that started while another run of the task still ran: must be 0
+    unexplained: int = 0         # tasks that ran more than 1 + the deaths that hit them while they ran: must be 0
+    mid_task: int = 0            # runs cut short by their process's death, then run again: must be > 0 with kills
     live_workers: str = "?"
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
@@ -99,6 +102,7 @@ class Summary:
                 f"broker restarts {self.broker_restarts} | "
                 f"restarts {self.restarts} | re-executions {self.re_executions} | "
                 f"run after success {self.after_success} | overlapping runs {self.overlapping} | "
+                f"unexplained re-runs {self.unexplained} | kills mid-task {self.mid_task} | "
                 f"live workers {self.live_workers} | "
                 f"{self.seconds:.1f}s | {'OK' if self.ok else 'FAILED: ' + '; '.join(self.problems)}")
 
@@ -201,6 +205,7 @@ def run(opts: Options, base: Config) -> Summary:
             _drain(client, list(expected), opts.timeout, summary)
             _check(client, config, expected, summary)
             _check_overlaps(client, config, clusters, summary)
+            _check_reruns(client, config, clusters, summary)
             _check_cluster(clusters.current, config, summary)
         finally:
             summary.seconds = time.monotonic() - started
@@ -231,7 +236,7 @@ def _submit_and_kill(clusters: Clusters, client: Client, config: Config, opts: O
             expected[h.id] = int(s.args[0]) ** 2
         if wave < len(kills):
             time.sleep(opts.kill_interval)  # let the wave get under way, so the kill lands mid-task
-            _disrupt(clusters, config, kills[wave], opts, rng, summary)
+            _disrupt(clusters, client, kills[wave], opts, rng, summary)
     return expected
 
 
@@ -248,10 +253,11 @@ def _submit(client: Client, specs: list[TaskSpec], summary: Summary, timeout: fl
             time.sleep(1)
 
 
-def _disrupt(clusters: Clusters, config: Config, what: str, opts: Options, rng: random.Random,
+def _disrupt(clusters: Clusters, client: Client, what: str, opts: Options, rng: random.Random,
              summary: Summary) -> None:
+    config = client.config
     if what in ("worker", "scheduler"):
-        _kill(clusters.current, config, what, rng, summary)
+        _kill(clusters.current, client, what, rng, summary)
     elif what == "supervisor":
         _kill_supervisor(clusters, config, summary)
     else:
@@ -300,13 +306,14 @@ def _restart_service(config: Config, what: str, outage: float, summary: Summary)
         summary.broker_restarts += 1
 
 
-def _kill(cluster: ClusterProcess, config: Config, what: str, rng: random.Random, summary: Summary) -> None:
-    """SIGKILL the scheduler or a random worker whose newest process is alive."""
-    names = ["scheduler"] if what == "scheduler" else config.worker_ids()
+def _kill(cluster: ClusterProcess, client: Client, what: str, rng: random.Random, summary: Summary) -> None:
+    """SIGKILL the scheduler, or a worker: one running a task if there is one within 3 s (so the
+    kill lands mid-task), else a random one whose newest process is alive."""
+    names = ["scheduler"] if what == "scheduler" else client.config.worker_ids()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        name = rng.choice(names)
-        pid = cluster.pid(name)
+        busy = _busy_worker(cluster, client, rng) if what == "worker" else None
+        pid = busy or cluster.pid(rng.choice(names))
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:  # killed before and not restarted yet: pick again shortly
@@ -318,6 +325,72 @@ def _kill(cluster: ClusterProcess, config: Config, what: str, rng: random.Random
             summary.worker_kills += 1
         return
     summary.problems.append(f"no live {what} to kill within 60s")
+
+
+def _busy_worker(cluster: ClusterProcess, client: Client, rng: random.Random, wait: float = 3.0) -> int | None:
+    """The pid of a worker's newest process that runs a chaos task now (``running_key``), if one
+    does within ``wait`` seconds."""
+    key = running_key(client.config.redis.key_prefix)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            busy: set[str] = set(client.redis.hkeys(key))  # type: ignore[arg-type]
+        except redis.RedisError:  # just restarted: a random worker then
+            return None
+        current = [cluster.pid(name) for name in client.config.worker_ids()]
+        choices = [pid for pid in current if str(pid) in busy]
+        if choices:
+            return rng.choice(choices)
+        time.sleep(0.02)
+    return None
+
+
+def rerun_check(spans: list[str], gone: dict[int, float]) -> tuple[int, int]:
+    """(tasks that ran more than 1 + the deaths that hit them while they ran, runs cut short by a
+    death and run again).
+
+    A death hit a task while it ran if the process of one of its runs died (``gone``) and no
+    later run of that task was on the same process: so every run but a task's last must be on a
+    process that is gone, and a different one each time. A run with no end entry whose process
+    is gone was cut short by the kill: the chaos run must have at least one, or its kills all hit
+    idle workers and the check above passed for nothing.
+    """
+    unexplained = mid_task = 0
+    for runs in _runs_by_task(spans).values():
+        runs.sort()
+        earlier = runs[:-1]
+        if any(r.pid not in gone or any(later.pid == r.pid for later in runs[i + 1:])
+               for i, r in enumerate(earlier)):
+            unexplained += 1
+        mid_task += sum(1 for r in earlier if not r.ended and r.pid in gone)
+    return unexplained, mid_task
+
+
+@dataclass(frozen=True, order=True)
+class _Run:
+    start: float
+    pid: int
+    ended: bool
+
+
+def _runs_by_task(spans: list[str]) -> dict[str, list[_Run]]:
+    """Task id -> its runs (start, pid, whether it logged its end), from the spans list."""
+    ended = {tuple(e.split(" ")[1:4]) for e in spans if e.startswith("E ")}
+    runs: dict[str, list[_Run]] = defaultdict(list)
+    for entry in spans:
+        kind, task, pid, start, *_ = entry.split(" ")
+        if kind == "S":
+            runs[task].append(_Run(float(start), int(pid), (task, pid, start) in ended))
+    return runs
+
+
+def _check_reruns(client: Client, config: Config, clusters: Clusters, summary: Summary) -> None:
+    spans: list[str] = client.redis.lrange(spans_key(config.redis.key_prefix), 0, -1)  # type: ignore[assignment]
+    summary.unexplained, summary.mid_task = rerun_check(spans, dict(clusters.gone))
+    if summary.unexplained:
+        summary.problems.append(f"{summary.unexplained} tasks ran more often than 1 + the deaths that hit them")
+    if summary.worker_kills and not summary.mid_task:
+        summary.problems.append("no kill landed mid-task: the re-run check tested nothing")
 
 
 def overlapping_runs(spans: list[str], gone: dict[int, float]) -> int:

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
 
 import redis
 
@@ -26,10 +27,6 @@ def stubborn(seconds: float) -> str:
     return "finished"
 
 
-@task
-def die() -> None:
-    """Kill the worker process running it, every time."""
-    os._exit(13)
 
 
 _redis: dict[str, redis.Redis] = {}
@@ -41,6 +38,14 @@ def _store() -> tuple[redis.Redis, str]:
     if cfg.redis.url not in _redis:
         _redis[cfg.redis.url] = connect(cfg.redis)
     return _redis[cfg.redis.url], cfg.redis.key_prefix
+
+
+@task
+def die() -> None:
+    """Count this run in ``<prefix>test:runs``, then kill the worker process running it, every time."""
+    r, prefix = _store()
+    r.hincrby(f"{prefix}test:runs", current_task().task_id, 1)
+    os._exit(13)
 
 
 @task
@@ -132,3 +137,54 @@ class _BadMapping(dict):  # type: ignore[type-arg]
 def bad_value() -> object:
     """Return a mapping whose items() (called while it is stored) calls sys.exit."""
     return _BadMapping(a=1)
+
+
+def watch_key(prefix: str, task_id: str) -> str:
+    return f"{prefix}test:watch:{task_id}"
+
+
+@task
+def watched(seconds: float, failures: int = 0) -> float:
+    """Count this run in ``<prefix>test:runs`` and log it in ``<prefix>test:watch:<id>``: at its
+    start 'start <time> <worker> <pid> <attempt>', then sleep ``seconds``, log 'end <time> <worker> <pid>',
+    and raise on the first ``failures`` runs (after the end entry, so that a run that raised is
+    not mistaken for one cut short).
+
+    The bounds tests read these (``watched_runs``): how often a task ran, where, when, and
+    whether each run got to its end or was cut short by the death of its process.
+    """
+    r, prefix = _store()
+    ctx = current_task()
+    key = watch_key(prefix, ctx.task_id)
+    runs = int(r.hincrby(f"{prefix}test:runs", ctx.task_id, 1))
+    r.rpush(key, f"start {time.time()!r} {ctx.worker} {os.getpid()} {ctx.attempt}")
+    time.sleep(seconds)
+    r.rpush(key, f"end {time.time()!r} {ctx.worker} {os.getpid()}")
+    if runs <= failures:
+        raise ConnectionError(f"run {runs}: the service is not there yet")
+    return seconds
+
+
+@dataclass
+class WatchedRun:
+    """One run of a ``watched`` task, as it logged itself."""
+
+    start: float
+    worker: str
+    pid: int
+    attempt: int
+    end: float | None = None  # None: cut short (its process died), or still running
+
+
+def watched_runs(r: redis.Redis, prefix: str, task_id: str) -> list[WatchedRun]:
+    """The runs of a ``watched`` task, in start order."""
+    runs: list[WatchedRun] = []
+    for entry in r.lrange(watch_key(prefix, task_id), 0, -1):  # type: ignore[union-attr]
+        kind, at, worker, pid, *rest = str(entry).split(" ")
+        if kind == "start":
+            runs.append(WatchedRun(float(at), worker, int(pid), int(rest[0])))
+            continue
+        # A process runs one task at a time: the end is its newest run's.
+        [run] = [x for x in runs if x.pid == int(pid) and x.end is None][-1:]
+        run.end = float(at)
+    return runs

@@ -25,6 +25,10 @@ def test_chaos_run_loses_nothing_and_runs_nothing_after_it_ended(services: Any) 
     assert summary.restarts >= 12
     assert summary.live_workers == "4/4"
     assert summary.overlapping == 0
+    # Per task: runs <= 1 + the deaths that hit it while it ran (its own log of its runs); and
+    # kills that landed mid-task, so that this is not true only because every kill hit an idle worker.
+    assert summary.unexplained == 0
+    assert summary.mid_task >= 1
 
 
 def test_chaos_run_with_a_supervisor_kill_runs_nothing_twice_at_once(services: Any) -> None:
@@ -37,6 +41,7 @@ def test_chaos_run_with_a_supervisor_kill_runs_nothing_twice_at_once(services: A
     assert summary.ok, summary.line()
     assert (summary.lost, summary.wrong, summary.after_success, summary.overlapping) == (0, 0, 0, 0)
     assert summary.supervisor_kills == 1
+    assert (summary.unexplained, summary.mid_task >= 1) == (0, True)
 
 
 def test_chaos_run_across_redis_and_broker_restarts(private_services: PrivateServices,
@@ -54,3 +59,4 @@ def test_chaos_run_across_redis_and_broker_restarts(private_services: PrivateSer
     assert summary.ok, summary.line()
     assert (summary.redis_restarts, summary.broker_restarts) == (1, 1)
     assert (summary.lost, summary.wrong, summary.after_success, summary.overlapping) == (0, 0, 0, 0)
+    assert (summary.unexplained, summary.mid_task >= 1) == (0, True)

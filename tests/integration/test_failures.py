@@ -44,6 +44,8 @@ def test_poison_tasks_fail_after_their_retry_limit_while_the_rest_run(start_clus
     c = cluster.client
     killer, raiser, flaky = c.submit_many([TaskSpec("die", max_retries=1), TaskSpec("fail", ("always",), max_retries=2),
                                            TaskSpec("flaky", (2,))])
+    # Queued behind the killer on its workers' topics, so moved away at each of its deaths.
+    bystanders = c.submit_many([TaskSpec("counted", (0.05,)) for _ in range(40)])
     others = c.submit_many([TaskSpec("add", (i, 1)) for i in range(300)])
 
     with pytest.raises(TaskFailed, match=r"WorkerLost: the worker died while running this task 2 time\(s\); "
@@ -57,6 +59,13 @@ def test_poison_tasks_fail_after_their_retry_limit_while_the_rest_run(start_clus
     assert flaky.record()["retries"] == "2"
     runs = c.redis.hget(f"{cluster.config.redis.key_prefix}test:runs", flaky.id)
     assert runs == "3"  # ran exactly three times (its attempt may be higher: a move bumps it too)
+    # Per task, runs <= 1 + the deaths that hit it, counted by the tasks themselves: the killer's
+    # every run was a death (2, the limit 1 then reached); the deaths hit no other task, so each
+    # of those ran once, though they shared the killer's workers.
+    assert [h.result(timeout=60) for h in bystanders] == [0.05] * 40
+    all_runs = c.redis.hgetall(f"{cluster.config.redis.key_prefix}test:runs")
+    assert (all_runs[killer.id], killer.record()["worker_deaths"]) == ("2", "2")
+    assert [all_runs.get(h.id, "0") for h in bystanders] == ["1"] * 40
     # The cluster kept serving meanwhile, and is whole again.
     assert [h.result(timeout=60) for h in others] == [i + 1 for i in range(300)]
     for w in cluster.config.worker_ids():

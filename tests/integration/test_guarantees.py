@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -65,7 +66,8 @@ def roles(services: None, tmp_path: Path) -> Iterator[tuple[Config, dict[str, Wa
     yield config, procs
     for name, p in procs.items():
         print(name, *p.lines[-20:], sep="\n  ")  # shown if the test failed
-        os.kill(p.proc.pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+        with contextlib.suppress(ProcessLookupError):  # a test may have killed it
+            os.kill(p.proc.pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
         p.stop(timeout=10, sig=signal.SIGTERM)
     remove_cluster_data(config)  # its Redis keys too, not only its topics
 
