@@ -31,11 +31,13 @@ shared server for everyone.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
 import queue
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -47,6 +49,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 LUA = Path("client") / "lua"
@@ -64,7 +67,7 @@ STORE_TESTS = ["tests/unit/test_store_answers.py", "tests/integration/test_store
 LEASE_TESTS = ["tests/integration/test_owner.py", "-k",
                "lease_has_one_holder or lease_value_that_is_not or dead_holder or clean_release or owner_epoch"]
 TESTS = {"lease_acquire.lua": LEASE_TESTS, "lease_renew.lua": LEASE_TESTS, "lease_release.lua": LEASE_TESTS}
-PYTEST = ["-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "-rfEs"]
+PYTEST = ["-x", "-q", "-p", "no:cacheprovider", "-o", "addopts="]
 WRITES = {"HSET", "HSETNX", "HDEL", "ZADD", "ZREM", "SET", "DEL", "EXPIRE", "PEXPIRE", "PUBLISH", "HINCRBY",
           "INCR"}
 FLIPS = {"<": "<=", "<=": "<", ">": ">=", ">=": ">", "==": "~=", "~=": "==", "and": "or", "or": "and"}
@@ -233,70 +236,153 @@ def describe(source: str, m: Mutant) -> str:
     return f"{before}  ->  {after or '(nothing)'}"
 
 
-@dataclass
-class Slot:
-    """A copy of the repository that one job runs its mutants in."""
+class Tally:
+    """A pytest plugin: how many tests passed and skipped, and the first that failed."""
 
-    root: Path
+    def __init__(self) -> None:
+        self.passed = self.skipped = 0
+        self.failed = ""
+
+    def pytest_runtest_logreport(self, report: Any) -> None:
+        if report.skipped:
+            self.skipped += 1
+        elif report.failed and not self.failed:
+            self.failed = report.nodeid
+        elif report.passed and report.when == "call":
+            self.passed += 1
+
+    def pytest_collectreport(self, report: Any) -> None:
+        if report.failed and not self.failed:
+            self.failed = f"collecting {report.nodeid}"
+
+
+def serve() -> None:
+    """A worker (``--serve``, started in a copy of the repository): for each line read, JSON
+    ``{"file", "text", "args"}``, run the tests ``args`` with ``file`` holding ``text`` (null: as it
+    is), and answer one JSON line: ``{"rc", "passed", "skipped", "failed"}``.
+
+    One pytest process serves many mutants (pytest.main again and again), as starting one costs
+    more than the tests on a loaded machine. The store builds its scripts' texts at import
+    (client/store.py's _SCRIPTS): they are rebuilt from the mutated file here, then put back.
+    The lease reads its scripts' files each time (client/lease.py).
+    """
+    import hashlib
+
+    import pytest
+
+    from client import store
+    answers = os.fdopen(os.dup(1), "w")
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)  # pytest's output is not wanted: only the answers go out
+    os.dup2(null, 2)
+    scripts = {name: (s.text, s.sha) for name, s in store._SCRIPTS.items()}
+    for line in sys.stdin:
+        job = json.loads(line)
+        path = Path.cwd() / LUA / job["file"]
+        original = path.read_text(encoding="utf-8")
+        if job["text"] is not None:
+            path.write_text(job["text"], encoding="utf-8")
+            for s in store._SCRIPTS.values():
+                s.text = s.text.replace(original, job["text"])
+                s.sha = hashlib.sha1(s.text.encode()).hexdigest()
+        tally = Tally()
+        try:
+            rc = int(pytest.main([*PYTEST, *job["args"]], plugins=[tally]))
+        finally:
+            path.write_text(original, encoding="utf-8")
+            for name, (text, sha) in scripts.items():
+                store._SCRIPTS[name].text, store._SCRIPTS[name].sha = text, sha
+        answers.write(json.dumps({"rc": rc, "passed": tally.passed, "skipped": tally.skipped,
+                                  "failed": tally.failed}) + "\n")
+        answers.flush()
+
+
+class Worker:
+    """A copy of the repository, and the ``serve`` process that runs mutants in it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.proc = self._start()
+
+    def _start(self) -> subprocess.Popen[str]:
+        env = dict(os.environ, PYTHONPATH=str(self.root), PYTHONDONTWRITEBYTECODE="1")
+        return subprocess.Popen([sys.executable, "-m", "scripts.mutate_lua", "--serve"], cwd=self.root, env=env,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+
+    def ask(self, file: str, text: str | None, timeout: float) -> dict[str, Any] | None:
+        """Run the tests of ``file`` holding ``text``; their tally, or None past ``timeout`` (the
+        worker is then killed, with anything it started, and replaced)."""
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(json.dumps({"file": file, "text": text, "args": tests_for(file)}) + "\n")
+        self.proc.stdin.flush()
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if line:
+            answer: dict[str, Any] = json.loads(line)
+            return answer
+        self.stop()
+        shutil.copy(ROOT / LUA / file, self.root / LUA / file)  # it had no time to put it back
+        self.proc = self._start()
+        return None
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the whole group: pytest and anything it started
+        self.proc.wait()
 
 
 class Runner:
-    """Runs mutants, ``jobs`` at a time, each in a copy of the repository."""
+    """Runs mutants, ``jobs`` at a time, each in a worker's copy of the repository."""
 
     def __init__(self, workdir: Path, jobs: int, timeout: float | None) -> None:
-        self.slots: queue.Queue[Slot] = queue.Queue()
+        self.workers: queue.Queue[Worker] = queue.Queue()
+        self.all: list[Worker] = []
         for n in range(jobs):
             copy = workdir / f"repo{n}"
             shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(
                 ".git", ".venv*", ".services", "__pycache__", ".*_cache", "*.egg-info", "docs"))
-            self.slots.put(Slot(copy))
+            self.all.append(Worker(copy))
+            self.workers.put(self.all[-1])
         self.timeout = timeout
         self.baseline: dict[str, tuple[int, float]] = {}  # script -> (tests passed, seconds) unmutated
 
     def measure(self, files: list[str]) -> None:
-        """Run each group of tests unmutated once: how many pass, and how long they take."""
-        slot = self.slots.get()
-        try:
-            for args in {tuple(tests_for(f)) for f in files}:
+        """Run each script's tests unmutated in every worker: how many pass, and how long they take."""
+        for w in self.all:
+            for f in files:
                 started = time.monotonic()
-                rc, out = run_tests(slot.root, list(args), 900.0)
-                passed = count(out, "passed")
-                if rc != 0 or count(out, "skipped") or not passed:
-                    raise SystemExit(f"the tests fail or skip without a mutant ({' '.join(args)}):\n{out[-3000:]}")
-                for f in files:
-                    if tuple(tests_for(f)) == args:
-                        self.baseline[f] = (passed, time.monotonic() - started)
-        finally:
-            self.slots.put(slot)
+                answer = w.ask(f, None, 900.0)
+                if not answer or answer["rc"] != 0 or answer["skipped"] or not answer["passed"]:
+                    raise SystemExit(f"the tests of {f} fail or skip without a mutant: {answer}")
+                self.baseline[f] = (answer["passed"], time.monotonic() - started)
 
     def run(self, m: Mutant) -> Outcome:
-        """Put the mutant into a free copy, run its tests there, and put the original back."""
-        slot = self.slots.get()
-        script = slot.root / LUA / m.file
-        original = script.read_text(encoding="utf-8")
+        """Run one mutant's tests in a free worker."""
+        w = self.workers.get()
+        original = (ROOT / LUA / m.file).read_text(encoding="utf-8")
         passed, seconds = self.baseline[m.file]
-        limit = self.timeout or max(60.0, 5 * seconds)
         started = time.monotonic()
         try:
-            script.write_text(apply(original, m), encoding="utf-8")
-            rc, out = run_tests(slot.root, tests_for(m.file), limit)
+            answer = w.ask(m.file, apply(original, m), self.timeout or max(60.0, 10 * seconds))
         finally:
-            script.write_text(original, encoding="utf-8")
-            self.slots.put(slot)
-        status, detail = classify(rc, out, passed, describe(original, m))
+            self.workers.put(w)
+        status, detail = classify(answer, passed, describe(original, m))
         return Outcome(m, status, time.monotonic() - started, detail)
 
+    def close(self) -> None:
+        for w in self.all:
+            w.stop()
 
-def classify(rc: int | None, out: str, passed: int, change: str) -> tuple[str, str]:
+
+def classify(answer: dict[str, Any] | None, passed: int, change: str) -> tuple[str, str]:
     """(status, detail) of one mutant's test run."""
-    if rc is None:
+    if answer is None:
         return "timeout", change
-    if rc == 1:
-        failed = re.search(r"^FAILED (\S+)", out, re.M) or re.search(r"^ERROR (\S+)", out, re.M)
-        return "killed", failed.group(1) if failed else "failed"
-    if rc == 0 and count(out, "passed") == passed and not count(out, "skipped"):
+    if answer["rc"] == 1:
+        return "killed", answer["failed"] or "failed"
+    if answer["rc"] == 0 and answer["passed"] == passed and not answer["skipped"]:
         return "survived", change
-    return "error", f"exit {rc}: {out.strip().splitlines()[-1] if out.strip() else ''}"
+    return "error", f"pytest exit {answer['rc']}, {answer['passed']} passed, {answer['skipped']} skipped"
 
 
 def tests_for(file: str) -> list[str]:
@@ -306,27 +392,7 @@ def tests_for(file: str) -> list[str]:
             if x.startswith("-") or args[i - 1] in ("-k", "--deselect") or (ROOT / x).exists()]
 
 
-def count(out: str, word: str) -> int:
-    """A number from pytest's summary line ('3 passed', '1 skipped')."""
-    found = re.findall(rf"(\d+) {word}", out)
-    return int(found[-1]) if found else 0
-
-
-def run_tests(root: Path, args: list[str], timeout: float) -> tuple[int | None, str]:
-    """pytest in ``root`` (its copy of the package first on the path): (exit code or None on timeout, output)."""
-    env = dict(os.environ, PYTHONPATH=str(root), PYTHONDONTWRITEBYTECODE="1")
-    proc = subprocess.Popen([sys.executable, *PYTEST, *args], cwd=root, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-        return proc.returncode, out
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the whole group: pytest and anything it started
-        proc.communicate()
-        return None, ""
-
-
-def select(all_mutants: list[Mutant], only: list[str]) -> list[Mutant]:
+def chosen_by(all_mutants: list[Mutant], only: list[str]) -> list[Mutant]:
     """The mutants named by ``--only`` ('file', 'file:line'), or all."""
     if not only:
         return all_mutants
@@ -355,9 +421,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=None, help="seconds per mutant (default 5x the unmutated run)")
     p.add_argument("--list", action="store_true", help="print the mutants and exit")
     p.add_argument("--json", type=Path, help="write every outcome to this file")
+    p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # a worker (Worker)
     a = p.parse_args(argv)
+    if a.serve:
+        serve()
+        return 0
     sources = sorted((ROOT / LUA).glob("*.lua"))
-    chosen = select([m for path in sources for m in mutants_of(path)], a.only)
+    chosen = chosen_by([m for path in sources for m in mutants_of(path)], a.only)
     if a.list:
         texts = {path.name: path.read_text(encoding="utf-8") for path in sources}
         for m in chosen:
@@ -373,15 +443,18 @@ def run_all(chosen: list[Mutant], jobs: int, timeout: float | None, json_path: P
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="yadtq-mutate-lua-") as tmp:
         runner = Runner(Path(tmp), jobs, timeout)
-        runner.measure(sorted({m.file for m in chosen}))
-        print(f"{len(chosen)} mutants, {jobs} at a time; unmutated runs: "
-              + ", ".join(f"{f} {p} passed in {s:.1f} s" for f, (p, s) in sorted(runner.baseline.items())),
-              flush=True)
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            for i, o in enumerate(pool.map(runner.run, chosen), 1):
-                outcomes.append(o)
-                print(f"[{i}/{len(chosen)}] {o.status:8} {o.mutant.file}:{o.mutant.line} [{o.mutant.operator}] "
-                      f"{o.seconds:.1f} s {o.detail}", flush=True)
+        try:
+            runner.measure(sorted({m.file for m in chosen}))
+            print(f"{len(chosen)} mutants, {jobs} at a time; unmutated runs: "
+                  + ", ".join(f"{f} {p} passed in {s:.1f} s" for f, (p, s) in sorted(runner.baseline.items())),
+                  flush=True)
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                for i, o in enumerate(pool.map(runner.run, chosen), 1):
+                    outcomes.append(o)
+                    print(f"[{i}/{len(chosen)}] {o.status:8} {o.mutant.file}:{o.mutant.line} [{o.mutant.operator}] "
+                          f"{o.seconds:.1f} s {o.detail}", flush=True)
+        finally:
+            runner.close()
     wall = time.monotonic() - started
     if json_path:
         json_path.write_text(json.dumps([asdict(o) for o in outcomes], indent=1))
