@@ -313,7 +313,7 @@ class Worker:
         """Run the tests of ``file`` holding ``text``; their tally, or None past ``timeout`` (the
         worker is then killed, with anything it started, and replaced)."""
         assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write(json.dumps({"file": file, "text": text, "args": tests_for(file)}) + "\n")
+        self.proc.stdin.write(json.dumps({"file": file, "text": text, "args": tests_for(file, self.root)}) + "\n")
         self.proc.stdin.flush()
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         line = self.proc.stdout.readline() if ready else ""
@@ -348,13 +348,16 @@ class Runner:
 
     def measure(self, files: list[str]) -> None:
         """Run each script's tests unmutated in every worker: how many pass, and how long they take."""
+        groups = {tuple(tests_for(f)): f for f in files}  # one script per group of tests
         for w in self.all:
-            for f in files:
+            for f in groups.values():
                 started = time.monotonic()
                 answer = w.ask(f, None, 900.0)
                 if not answer or answer["rc"] != 0 or answer["skipped"] or not answer["passed"]:
                     raise SystemExit(f"the tests of {f} fail or skip without a mutant: {answer}")
-                self.baseline[f] = (answer["passed"], time.monotonic() - started)
+                for other in files:
+                    if tests_for(other) == tests_for(f):
+                        self.baseline[other] = (answer["passed"], time.monotonic() - started)
 
     def run(self, m: Mutant) -> Outcome:
         """Run one mutant's tests in a free worker."""
@@ -385,11 +388,11 @@ def classify(answer: dict[str, Any] | None, passed: int, change: str) -> tuple[s
     return "error", f"pytest exit {answer['rc']}, {answer['passed']} passed, {answer['skipped']} skipped"
 
 
-def tests_for(file: str) -> list[str]:
-    """The pytest arguments that run the tests of one script (a test file not written yet left out)."""
+def tests_for(file: str, root: Path = ROOT) -> list[str]:
+    """The pytest arguments that run the tests of one script in ``root`` (a test file it lacks left out)."""
     args = TESTS.get(file, STORE_TESTS)
     return [x for i, x in enumerate(args)
-            if x.startswith("-") or args[i - 1] in ("-k", "--deselect") or (ROOT / x).exists()]
+            if x.startswith("-") or args[i - 1] in ("-k", "--deselect") or (root / x).exists()]
 
 
 def chosen_by(all_mutants: list[Mutant], only: list[str]) -> list[Mutant]:
