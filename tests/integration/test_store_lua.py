@@ -1,0 +1,126 @@
+"""The Lua scripts' paths that `make mutate-lua` found no test for (docs/TESTING.md, "Lua mutants").
+
+Each test here fails on at least one mutant of client/lua/*.lua that the rest of the
+suite let live; its docstring names them (script:line, the change).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from client.store import (
+    Assign,
+    AssignResult,
+    Claim,
+    Finish,
+    Keys,
+    Reject,
+    Release,
+    Retry,
+    TaskStore,
+    connect,
+)
+from tests.integration.conftest import REDIS
+
+pytestmark = pytest.mark.integration
+
+P1 = '{"v":1,"task-id":"t1","task":"add","args":[]}'
+
+
+@pytest.fixture
+def store(services: None) -> Iterator[TaskStore]:
+    prefix = f"t{uuid.uuid4().hex[:10]}:"
+    client = connect(REDIS)
+    yield TaskStore(client, Keys(prefix), result_ttl=60)
+    keys = list(client.scan_iter(match=f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def run(store: TaskStore, op: str, *args: Any, **kwargs: Any) -> Any:
+    """Run one lifecycle script now; its decoded answer."""
+    pipe = store.pipeline()
+    reply = getattr(store, op)(pipe, *args, **kwargs)
+    store.execute(pipe)
+    return reply.value
+
+
+def assign(store: TaskStore, worker: str = "W1", mode: str = "new", dead_pid: int = 0, retries: int = 1,
+           task_id: str = "t1", at: float = 1.0) -> AssignResult:
+    return run(store, "assign", task_id, "add", worker, P1, at, retries, mode, dead_pid)  # type: ignore[no-any-return]
+
+
+def claim(store: TaskStore, attempt: int, pid: int = 111, worker: str = "W1", retries: int = 1,
+          at: float = 2.0) -> Claim:
+    return run(store, "claim", "t1", attempt, worker, at, pid, retries)  # type: ignore[no-any-return]
+
+
+def test_a_move_clears_the_orphan_mark_and_only_a_move_does(store: TaskStore) -> None:
+    """assign.lua:20 (the orphan mark cleared in every mode, or in none, or in all but 'move')."""
+    assert assign(store).kind is Assign.ASSIGNED
+    store.redis.hset(store.keys.orphans, "t1", "111")
+    assert assign(store, "W2").kind is Assign.PLACED  # a duplicate message: the move is still to come
+    assert store.redis.hget(store.keys.orphans, "t1") == "111"
+    assert assign(store, "W2", mode="move", dead_pid=111) == AssignResult(Assign.ASSIGNED, 2)
+    assert not store.redis.hexists(store.keys.orphans, "t1")
+
+
+def test_an_id_naming_a_foreign_key_loses_its_table_entry(store: TaskStore) -> None:
+    """assign.lua:27 (dropped, or HDEL on the orphans): a placement of an id whose key another
+    program took would be sent again after every scheduler restart."""
+    store.redis.hset(store.keys.assignments, "t1", f"W1|1|{P1}")
+    store.redis.hset(store.keys.orphans, "t1", "111")
+    store.redis.set(store.keys.task("t1"), "another app's value")
+    assert assign(store, mode="move", dead_pid=111) == AssignResult(Assign.NOT_OURS, key_type="string")
+    assert not store.redis.hexists(store.keys.assignments, "t1")
+
+
+def test_the_record_holds_the_task_name_its_worker_and_when_it_was_submitted(store: TaskStore) -> None:
+    """assign.lua:17-18 (ARGV[7] for the name read from another argument)."""
+    run(store, "assign", "t1", "mul", "W2", P1, 7.5, 1, "new", 0)
+    rec = store.record("t1")
+    assert (rec["task"], rec["worker"], rec["submitted_at"], rec["status"]) == ("mul", "W2", "7.5", "queued")
+
+
+def test_a_caller_of_the_current_epoch_or_a_newer_one_is_served_by_every_script(store: TaskStore) -> None:
+    """The epoch argument of each script read from the wrong place (assign.lua:19 ARGV[11], ...):
+    only an older caller was tested, and a missing epoch counts as 0."""
+    store.redis.set(store.keys.epoch, "5")
+    for epoch in (5, 6):
+        s = TaskStore(store.redis, Keys(f"{store.keys.prefix}e{epoch}:"), 60, epoch=epoch)
+        s.redis.set(s.keys.epoch, "5")
+        assert run(s, "assign", "t1", "add", "W1", P1, 1.0, 2).kind is Assign.ASSIGNED
+        assert run(s, "claim", "t1", 1, "W1", 2.0, 111, 2) is Claim.RUN
+        assert s.release("t1", 1, 111) is Release.RELEASED
+        assert run(s, "claim", "t1", 1, "W1", 2.0, 111, 2) is Claim.RUN
+        assert s.retry("t1", 1, 3.0, (1.0, 3.0), 2, {"error": "E"}, P1).kind is Retry.SCHEDULED
+        assert run(s, "assign", "t1", "add", "W1", P1, 4.0, 2, "retry").kind is Assign.ASSIGNED
+        assert run(s, "claim", "t1", 2, "W1", 5.0, 112, 2) is Claim.RUN
+        assert run(s, "finish", "t1", 2, "success", 6.0, {"result": "1"}) is Finish.WRITTEN
+        assert run(s, "reject", "t2", 6.0, "InvalidMessage: x") is Reject.FAILED
+        assert run(s, "fail_unreadable", "t3", 6.0, "InvalidMessage: x", "assignments", None).kind.value == "failed"
+        s.redis.delete(s.keys.epoch)
+
+
+def test_a_task_failed_by_its_deaths_leaves_the_table(store: TaskStore) -> None:
+    """assign.lua:53 (dropped, or HDEL on the orphans): a failed task left in the scheduler's
+    table would be placed again by a restarted scheduler."""
+    assign(store, retries=0)
+    assert claim(store, 1, retries=0) is Claim.RUN
+    assert assign(store, "W2", mode="move", dead_pid=111, retries=0) == AssignResult(Assign.FAILED_NOW)
+    assert not store.redis.hexists(store.keys.assignments, "t1")
+
+
+def test_a_retry_placed_again_no_longer_shows_its_due_time(store: TaskStore) -> None:
+    """assign.lua:59 (dropped): the record of a running retry would still say when it was due."""
+    assign(store)
+    assert claim(store, 1, retries=2) is Claim.RUN
+    assert store.retry("t1", 1, 10.0, (1.0, 3.0), 2, {"error": "E"}, P1).kind is Retry.SCHEDULED
+    assert store.record("t1")["retry_at"] == "11"
+    assert assign(store, "W2", mode="retry") == AssignResult(Assign.ASSIGNED, 2)
+    assert "retry_at" not in store.record("t1")
