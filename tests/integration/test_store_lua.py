@@ -124,3 +124,112 @@ def test_a_retry_placed_again_no_longer_shows_its_due_time(store: TaskStore) -> 
     assert store.record("t1")["retry_at"] == "11"
     assert assign(store, "W2", mode="retry") == AssignResult(Assign.ASSIGNED, 2)
     assert "retry_at" not in store.record("t1")
+
+
+def published(store: TaskStore, task_id: str, act: Any) -> list[str]:
+    """What ``act()`` publishes on the task's done channel (each message within 1 s of the last)."""
+    sub = store.redis.pubsub()  # type: ignore[no-untyped-call]
+    sub.subscribe(store.keys.done_channel(task_id))
+    try:
+        ack = sub.get_message(timeout=5)  # subscribed before act() publishes
+        assert ack is not None and ack["type"] == "subscribe", ack
+        act()
+        got: list[str] = []
+        while (msg := sub.get_message(timeout=1)) is not None:
+            got.append(msg["data"])
+        return got
+    finally:
+        sub.close()
+
+
+def test_a_claim_records_who_runs_it_and_since_when(store: TaskStore) -> None:
+    """claim.lua:15 (a field written from another argument)."""
+    assign(store)
+    assert claim(store, 1, pid=4242, worker="W9", at=2.5) is Claim.RUN
+    rec = store.record("t1")
+    assert (rec["status"], rec["worker"], rec["started_at"], rec["pid"]) == ("processing", "W9", "2.5", "4242")
+
+
+def test_a_task_failed_by_its_deaths_expires_and_wakes_its_waiters(store: TaskStore) -> None:
+    """died.lua:14, 16 (the EXPIRE or the PUBLISH dropped, or on another key): a client waiting
+    for the result would wait for ever, and the record would never go."""
+    assign(store, retries=0)
+    assert claim(store, 1, retries=0) is Claim.RUN
+    answers: list[AssignResult] = []
+    got = published(store, "t1", lambda: answers.append(assign(store, "W2", "move", 111, retries=0)))
+    assert answers == [AssignResult(Assign.FAILED_NOW)] and got == ["failed"]
+    assert 0 < store.redis.ttl(store.keys.task("t1")) <= 60
+    rec = store.record("t1")
+    assert (rec["status"], rec["finished_at"]) == ("failed", "1.0")
+
+
+def test_a_finish_wakes_its_waiters_with_the_status(store: TaskStore) -> None:
+    """finish.lua:16 (the PUBLISH dropped, or on another key)."""
+    assign(store)
+    claim(store, 1)
+    answers: list[Finish] = []
+    got = published(store, "t1", lambda: answers.append(run(store, "finish", "t1", 1, "success", 3.0,
+                                                            {"result": "3"})))
+    assert answers == [Finish.WRITTEN] and got == ["success"]
+    rec = store.record("t1")
+    assert (rec["status"], rec["finished_at"], rec["result"]) == ("success", "3.0", "3")
+
+
+def test_only_the_process_that_runs_its_claimed_attempt_hands_it_back(store: TaskStore) -> None:
+    """release.lua:8-12 (each refusal's condition made false): a process that does not hold the
+    task would put it back to 'queued' under the one that runs it, or revive an ended one."""
+    assert store.release("t1", 1, 111) is Release.NOT_HELD  # no record
+    assert store.record("t1") == {}
+    assign(store)
+    assert store.release("t1", 1, 111) is Release.NOT_HELD  # placed, not running
+    assert claim(store, 1, pid=111) is Claim.RUN
+    assert store.release("t1", 2, 111) is Release.NOT_HELD  # another attempt
+    assert store.release("t1", 1, 112) is Release.NOT_HELD  # another process
+    assert store.record("t1")["status"] == "processing"
+    assert store.release("t1", 1, 111) is Release.RELEASED
+    rec = store.record("t1")
+    assert rec["status"] == "queued" and "pid" not in rec and "started_at" not in rec, rec
+    assert claim(store, 1, pid=111) is Claim.RUN  # run again (by the same pid), and ended
+    assert run(store, "finish", "t1", 1, "success", 3.0, {"result": "1"}) is Finish.WRITTEN
+    assert store.release("t1", 1, 111) is Release.NOT_HELD
+    assert store.record("t1")["status"] == "success"
+
+
+def test_a_retry_records_the_failure_and_keeps_the_payload_for_the_schedule(store: TaskStore) -> None:
+    """retry.lua:21-25 (a field from another argument, the HDEL of pid and started_at, the ZADD
+    or the payload dropped)."""
+    assign(store)
+    claim(store, 1, retries=2)
+    fields = {"error": "ValueError: x", "traceback": "Traceback: here"}
+    answer = store.retry("t1", 1, 10.0, (1.0, 3.0), 2, fields, P1)
+    assert answer.kind is Retry.SCHEDULED and answer.due == 11.0
+    rec = store.record("t1")
+    assert {k: rec.get(k) for k in ("status", "retry_at", "failed_at", "error", "traceback", "pid", "started_at",
+                                    "retries")} == {
+        "status": "queued", "retry_at": "11", "failed_at": "10.0", "error": "ValueError: x",
+        "traceback": "Traceback: here", "pid": None, "started_at": None, "retries": "1"}
+    assert store.redis.zscore(store.keys.retries, "t1") == 11.0
+    assert store.redis.hget(store.keys.retry_payloads, "t1") == P1
+
+
+def test_an_epoch_key_holding_text_counts_as_no_epoch(store: TaskStore) -> None:
+    """common.lua:27 (text read as epoch 1, not 0): a cluster without a lease would be fenced."""
+    store.redis.set(store.keys.epoch, "junk")
+    assert assign(store).kind is Assign.ASSIGNED
+    assert claim(store, 1) is Claim.RUN
+
+
+# Counts at the edge of what common.lua's count() reads as a number: 2^53 and beyond is damage.
+EDGES = [str(2 ** 53), "1e20", str(2 ** 53 + 2)]
+
+
+@pytest.mark.parametrize("junk", EDGES)
+def test_a_count_too_big_to_be_exact_is_read_as_zero(store: TaskStore, junk: str) -> None:
+    """common.lua:38 (2 ^ 53 made 2 ^ 54 or 3 ^ 53, >= made >): an attempt no double holds exactly
+    cannot fence, so it counts as 0."""
+    store.redis.hset(store.keys.task("t1"), mapping={"yadtq": "1", "status": "queued", "attempt": junk,
+                                                       "retries": junk, "worker_deaths": junk})
+    assert assign(store) == AssignResult(Assign.ASSIGNED, 1)
+    assert claim(store, 1, retries=5) is Claim.RUN
+    assert store.retry("t1", 1, 10.0, (1.0, 3.0), 5, {"error": "E"}, P1).kind is Retry.SCHEDULED
+    assert store.record("t1")["retries"] == "1"
