@@ -62,10 +62,11 @@ STORE_TESTS = ["tests/unit/test_store_answers.py", "tests/integration/test_store
                "tests/integration/test_store_lua.py", "tests/integration/test_scheduler_store.py",
                "--deselect",
                "tests/integration/test_store.py::test_scripts_are_loaded_again_when_redis_lost_them"]
-# The lease's scripts (client/lease.py) run in test_owner.py's tests on the lease_keys fixture;
-# the other tests there start whole clusters.
-LEASE_TESTS = ["tests/integration/test_owner.py", "-k",
-               "lease_has_one_holder or lease_value_that_is_not or dead_holder or clean_release or owner_epoch"]
+# The lease's scripts (client/lease.py) run in test_lease_scripts.py and in test_owner.py's tests on
+# the lease_keys fixture; the other tests there start whole clusters.
+LEASE_TESTS = ["tests/integration/test_lease_scripts.py", "tests/integration/test_owner.py", "-k",
+               "test_lease_scripts or lease_has_one_holder or lease_value_that_is_not or dead_holder "
+               "or clean_release or owner_epoch"]
 TESTS = {"lease_acquire.lua": LEASE_TESTS, "lease_renew.lua": LEASE_TESTS, "lease_release.lua": LEASE_TESTS}
 PYTEST = ["-x", "-q", "-p", "no:cacheprovider", "-o", "addopts="]
 WRITES = {"HSET", "HSETNX", "HDEL", "ZADD", "ZREM", "SET", "DEL", "EXPIRE", "PEXPIRE", "PUBLISH", "HINCRBY",

@@ -233,3 +233,12 @@ def test_a_count_too_big_to_be_exact_is_read_as_zero(store: TaskStore, junk: str
     assert claim(store, 1, retries=5) is Claim.RUN
     assert store.retry("t1", 1, 10.0, (1.0, 3.0), 5, {"error": "E"}, P1).kind is Retry.SCHEDULED
     assert store.record("t1")["retries"] == "1"
+
+
+def test_a_claim_that_finds_its_process_dead_fails_the_task_at_the_claims_time(store: TaskStore) -> None:
+    """claim.lua:14 (died() given the pid for the time)."""
+    assign(store, retries=0)
+    assert claim(store, 1, pid=111, retries=0) is Claim.RUN
+    assert claim(store, 1, pid=112, retries=0, at=3.5) is Claim.FAILED_NOW  # pid 111 died running it
+    rec = store.record("t1")
+    assert (rec["status"], rec["finished_at"]) == ("failed", "3.5")
