@@ -242,3 +242,56 @@ def test_a_claim_that_finds_its_process_dead_fails_the_task_at_the_claims_time(s
     assert claim(store, 1, pid=112, retries=0, at=3.5) is Claim.FAILED_NOW  # pid 111 died running it
     rec = store.record("t1")
     assert (rec["status"], rec["finished_at"]) == ("failed", "3.5")
+
+
+def test_a_refused_task_is_failed_with_the_reason_counted_expiring_and_announced(store: TaskStore) -> None:
+    """reject.lua:28-31 (a field from another argument, the EXPIRE, the tally or the PUBLISH dropped)."""
+    got = published(store, "t2", lambda: run(store, "reject", "t2", 4.5, "InvalidMessage: bad args"))
+    assert got == ["failed"]
+    rec = store.record("t2")
+    assert (rec["status"], rec["finished_at"], rec["error"]) == ("failed", "4.5", "InvalidMessage: bad args")
+    assert 0 < store.redis.ttl(store.keys.task("t2")) <= 60
+    assert store.counters()[1] == {"failed": 1}
+
+
+def test_a_bad_duplicate_of_a_task_on_the_retry_schedule_is_accepted_even_without_an_attempt(
+        store: TaskStore) -> None:
+    """reject.lua:24-25 (the schedule looked up on another key): the record says only 'queued'
+    (the client's write), but the schedule holds the task, so it was accepted."""
+    run(store, "mark_queued", "t1", "add", 1.0)
+    store.redis.zadd(store.keys.retries, {"t1": 5.0})
+    assert run(store, "reject", "t1", 2.0, "InvalidMessage: x") is Reject.ACCEPTED
+    assert store.record("t1")["status"] == "queued"
+
+
+def test_a_worker_never_fails_a_key_that_is_not_yadtqs(store: TaskStore) -> None:
+    """unreadable.lua:17 (its condition made false): another program's hash that happens to hold
+    'worker' and 'attempt' would be overwritten as a failed task, and a string fail the script."""
+    store.redis.hset(store.keys.task("h"), mapping={"worker": "W1", "attempt": "1", "status": "queued"})
+    store.redis.set(store.keys.task("s"), "x")
+    for task_id in ("h", "s"):
+        answer = run(store, "fail_unreadable", task_id, 2.0, "InvalidMessage: x", "worker", worker="W1", attempt=1)
+        assert answer.kind.value == "elsewhere"
+    assert store.redis.hgetall(store.keys.task("h")) == {"worker": "W1", "attempt": "1", "status": "queued"}
+
+
+def test_an_unreadable_task_is_failed_with_the_reason_expiring_and_announced(store: TaskStore) -> None:
+    """unreadable.lua:38-41 (a field from another argument, the EXPIRE or the PUBLISH dropped)."""
+    assign(store)
+    answers: list[Any] = []
+    got = published(store, "t1", lambda: answers.append(run(
+        store, "fail_unreadable", "t1", 2.5, "InvalidMessage: x", "worker", worker="W1", attempt=1)))
+    assert [a.kind.value for a in answers] == ["failed"] and got == ["failed"]
+    rec = store.record("t1")
+    assert (rec["status"], rec["finished_at"], rec["error"]) == ("failed", "2.5", "InvalidMessage: x")
+    assert 0 < store.redis.ttl(store.keys.task("t1")) <= 60
+    assert store.counters()[1] == {"failed": 1}
+
+
+def test_a_worker_writing_for_a_task_that_has_no_record_is_fenced(store: TaskStore) -> None:
+    """claim.lua:9, finish.lua:8, retry.lua:12 (the condition made false: answered 'not_ours'):
+    a record gone (expired, or deleted by hand) means the attempt is over, not another program's key."""
+    assert claim(store, 1) is Claim.FENCED
+    assert run(store, "finish", "t1", 1, "success", 3.0, {"result": "1"}) is Finish.FENCED
+    assert store.retry("t1", 1, 3.0, (1.0, 3.0), 2, {"error": "E"}, P1).kind is Retry.FENCED
+    assert store.record("t1") == {} and store.redis.zcard(store.keys.retries) == 0
