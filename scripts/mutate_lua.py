@@ -347,15 +347,16 @@ class Runner:
         self.timeout = timeout
         self.baseline: dict[str, tuple[int, float]] = {}  # script -> (tests passed, seconds) unmutated
 
-    def measure(self, files: list[str]) -> None:
-        """Run each script's tests unmutated in every worker: how many pass, and how long they take."""
+    def measure(self, files: list[str], when: str = "before the mutants") -> None:
+        """Run each script's tests unmutated in every worker: how many pass, and how long they take.
+        Run again after the mutants, it shows that no mutant left a worker broken (its kills false)."""
         groups = {tuple(tests_for(f)): f for f in files}  # one script per group of tests
         for w in self.all:
             for f in groups.values():
                 started = time.monotonic()
                 answer = w.ask(f, None, 900.0)
                 if not answer or answer["rc"] != 0 or answer["skipped"] or not answer["passed"]:
-                    raise SystemExit(f"the tests of {f} fail or skip without a mutant: {answer}")
+                    raise SystemExit(f"the tests of {f} fail or skip without a mutant ({when}): {answer}")
                 for other in files:
                     if tests_for(other) == tests_for(f):
                         self.baseline[other] = (answer["passed"], time.monotonic() - started)
@@ -457,6 +458,7 @@ def run_all(chosen: list[Mutant], jobs: int, timeout: float | None, json_path: P
                     outcomes.append(o)
                     print(f"[{i}/{len(chosen)}] {o.status:8} {o.mutant.file}:{o.mutant.line} [{o.mutant.operator}] "
                           f"{o.seconds:.1f} s {o.detail}", flush=True)
+            runner.measure(sorted({m.file for m in chosen}), "after the mutants")
         finally:
             runner.close()
     wall = time.monotonic() - started
