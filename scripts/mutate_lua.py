@@ -15,13 +15,14 @@ these mutants are made of it, one change each (``OPERATORS``):
   an assignment (a statement over several lines goes whole);
 - ``condition``: the condition of an ``if`` or ``elseif`` replaced by ``true``, then by ``false``.
 
-Each mutant runs in a copy of the repository (one per job, made once) whose
-one script is the mutant, with the tests that execute that script in-process
-against the real Redis (``TESTS``): a failure kills it; a run past the
-timeout counts as a timeout (killed, too: the suite noticed); a pass with
-every test of the unmutated run passing means it survived. Those tests use
-Redis db 15, each under its own key prefix, as they always do. A run with a
-test skipped (Kafka or Redis away) is an error, never a survivor.
+Each mutant runs in a copy of the repository (one per job, made once, served by
+one pytest process: ``Worker``, ``serve``) whose one script is the mutant, with
+the tests that execute that script in-process against the real Redis
+(``STORE_TESTS``, ``TESTS``): a failure kills it; a run past the timeout counts
+as a timeout (killed, too: the suite noticed); a pass with every test of the
+unmutated run passing means it survived. Those tests use Redis db 15 (or
+YADTQ_TEST_REDIS), each under its own key prefix, as they always do. A run
+with a test skipped (Kafka or Redis away) is an error, never a survivor.
 
 The scripts hold no ``while``, ``repeat`` or numeric ``for``, and the mutator
 refuses any that do: a mutant looping for ever inside Redis would block the
