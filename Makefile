@@ -17,8 +17,11 @@ RUNS ?= 3
 WORKERS ?= 1,2,4,8
 SYSTEMS ?= limit,yadtq,celery,huey
 BENCH_ARGS ?=
+# make mutate-lua: e.g. MUTATE_LUA_ARGS='--only retry.lua --jobs 1'
+MUTATE_LUA_ARGS ?=
 
 .PHONY: help install services services-down services-status run test unit fuzz chaos lint format clean bench bench-install
+.PHONY: mutate-lua
 
 help:
 	@echo "make run            install, start Kafka and Redis if needed, run the cluster from $(CONFIG)"
@@ -27,6 +30,8 @@ help:
 	@echo "make fuzz           the fuzz test with many more messages: FUZZ_EXAMPLES=3000 (make test runs 150)"
 	@echo "make chaos          kill workers, the scheduler and the supervisor, restart Redis and Kafka, while tasks run;"
 	@echo "                    CHAOS_ARGS='--tasks 20000 --supervisor-kills 3 --redis-restarts 1 --broker-restarts 1'"
+	@echo "make mutate-lua     mutation testing of client/lua/*.lua (scripts/mutate_lua.py, docs/TESTING.md):"
+	@echo "                    MUTATE_LUA_ARGS='--only retry.lua:18 --list'"
 	@echo "make lint           ruff and mypy"
 	@echo "make services       start local Kafka and Redis (idempotent); make services-down stops them"
 	@echo "make bench          benchmark YADTQ against raw kafka-python, Celery and Huey (docs/BENCHMARKS.md);"
@@ -71,6 +76,9 @@ fuzz: services
 
 chaos: services
 	$(PY) -m scripts.chaos --config $(CONFIG) $(CHAOS_ARGS)
+
+mutate-lua: services
+	$(PY) -m scripts.mutate_lua $(MUTATE_LUA_ARGS)
 
 unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
