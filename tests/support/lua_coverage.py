@@ -75,7 +75,7 @@ def summary() -> list[str]:
     from client import luacov
 
     reports = luacov.report(texts(), counts)
-    out = [f"{'Lua script':<20} {'lines':>5} {'ran':>5} {"1-line ifs":>11} {'ran':>5} {'cover':>6}   never ran"]
+    out = [f"{'Lua script':<20} {'lines':>5} {'ran':>5} {'1-line ifs':>11} {'ran':>5} {'cover':>6}   never ran"]
     for f in reports:
         out.append(f"{f.name:<20} {f.lines:>5} {f.lines_run:>5} {f.branches:>11} {f.branches_run:>5} "
                    f"{f.percent:>5.0f}%   {', '.join(f.never) or '-'}")
