@@ -29,17 +29,18 @@ import random
 import re
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer, KafkaProducer
 
 from client.errors import InvalidMessage, YadtqError
-from client.protocol import check_task_id
+from client.protocol import TaskLimits, check_task_id, parse_task
 from client.store import Keys
 from tests.integration.conftest import KAFKA
 
@@ -149,11 +150,21 @@ def readable_id(value: Any) -> bool:
 
 BAD_IDS = st.one_of(wrong(str), st.text(max_size=250).filter(lambda t: not readable_id(t)), st.sampled_from(
     ["", "-x", "a b", "yadtq:assignments", "yadtq:epoch", "yadtq:owner", "x" * 201, "\ud800", "a/b", "ключ"]))
+
+
+def labelled(label: str, strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[tuple[str, Any]]:
+    """``strategy``'s values with the kind of message they are (for ``event()`` and the table)."""
+    return strategy.map(lambda v: (label, v))
+
+
+TASKS = st.one_of(labelled("task: each field good, wrong or absent", TASK),
+                  labelled("task: valid, or one or two fields wrong", almost_valid_task()))
 NO_ID = st.one_of(
-    st.binary(max_size=200),
-    JSON.filter(lambda v: not isinstance(v, dict)),
-    st.dictionaries(st.text(max_size=10).filter(lambda k: k != "task-id"), JSON, max_size=4),
-    st.builds(lambda t, i: {**t, "task-id": i}, TASK, BAD_IDS),
+    labelled("no id: raw bytes", st.binary(max_size=200)),
+    labelled("no id: JSON but no object", JSON.filter(lambda v: not isinstance(v, dict))),
+    labelled("no id: object without task-id", st.dictionaries(st.text(max_size=10).filter(lambda k: k != "task-id"),
+                                                              JSON, max_size=4)),
+    labelled("no id: task with a bad task-id", st.builds(lambda t, i: {**t, "task-id": i}, TASK, BAD_IDS)),
 )
 OVERSIZED = st.integers(LIMIT + 1, 4 * LIMIT)
 
@@ -175,33 +186,91 @@ EVENT_FIELDS: dict[str, dict[str, tuple[st.SearchStrategy[Any], st.SearchStrateg
 
 
 @st.composite
-def bad_event(draw: Callable[..., Any], types: tuple[str, ...] = (*EVENT_FIELDS, "junk")) -> bytes:
-    """A status event of one of ``types`` with at least one field of a wrong type, or raw junk."""
+def bad_event(draw: Callable[..., Any], types: tuple[str, ...] = (*EVENT_FIELDS, "junk")) -> tuple[str, bytes]:
+    """A status event of one of ``types`` with at least one field of a wrong type, or raw junk;
+    with its kind (the field made wrong)."""
     kind = draw(st.sampled_from(types))
     if kind == "junk":
         junk = draw(st.one_of(st.binary(max_size=100), JSON.filter(lambda v: not isinstance(v, dict)),
                               st.dictionaries(st.sampled_from(["type", "v", "x"]), JSON, max_size=3)))
-        return junk if isinstance(junk, bytes) else dump(junk).encode()
+        return "status: junk", junk if isinstance(junk, bytes) else dump(junk).encode()
     fields = EVENT_FIELDS[kind]
     broken = draw(st.sampled_from(sorted(fields)))
     body: dict[str, Any] = {"v": 1, "type": kind}
     for name, (good, bad) in fields.items():
         body[name] = draw(bad) if name == broken else draw(st.one_of(good, bad))
-    return dump(body).encode()
+    return f"status: {kind}, '{broken}' wrong", dump(body).encode()
 
 
-def collect(strategy: st.SearchStrategy[Any], n: int) -> list[Any]:
-    """``n`` values of ``strategy`` (hypothesis as a generator: nothing fails inside)."""
+def collect(strategy: st.SearchStrategy[Any], n: int, labels: Counter[str] | None = None,
+            more: Callable[[Any], list[str]] | None = None) -> list[Any]:
+    """``n`` values of ``strategy`` (hypothesis as a generator: nothing fails inside). With
+    ``labels``, the strategy makes ``(label, value)`` pairs (``labelled``), or tuples of them: the
+    values are kept, and each label, and those ``more`` finds in the pairs, is an ``event()``
+    (``pytest --hypothesis-show-statistics``) counted in ``labels``."""
     out: list[Any] = []
 
     @settings(max_examples=n, deadline=None, database=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
     @given(strategy)
     def gen(value: Any) -> None:
+        if labels is not None:
+            pairs = value if isinstance(value, tuple) and isinstance(value[0], tuple) else (value,)
+            for label in (*(label for label, _ in pairs), *(more(pairs) if more else ())):
+                event(label)
+                labels[label] += 1
+            value = tuple(v for _, v in pairs) if pairs is value else value[1]
         out.append(value)
 
     gen()
     return out
+
+
+# --- what the messages reach -------------------------------------------------
+
+# Refusal reasons by group: the first pattern that a reason matches names it (a task's error in its
+# record starts with "InvalidMessage: "; a status event's reason is the scheduler's log line).
+REASONS = [(name, re.compile(rx)) for name, rx in [
+    ("not UTF-8", r"^message is not UTF-8"), ("not JSON", r"^message is not valid JSON"),
+    ("nested too deeply", r"nested too deeply"), ("not an object", r"^message must be a JSON object"),
+    ("lone surrogate", r"not valid Unicode"), ("oversized", r"over the limit of"),
+    ("bad task-id", r"^'task-id'"), ("bad v", r"^unsupported message version"), ("bad task", r"^'task' must"),
+    ("bad args", r"^'args' must"), ("bad kwargs", r"^'kwargs' must"), ("bad options", r"^'options' must"),
+    ("bad options.timeout", r"options\.timeout"), ("bad options.max_retries", r"options\.max_retries"),
+    ("unknown task", r"^unknown task"), ("wrong arguments", r"^wrong arguments for task"),
+    ("id names a foreign key", r"names an existing Redis key"), ("unknown event type", r"^unknown status event type"),
+]]
+# What a fuzz run must reach on the cluster's side (150 messages of each kind reach all of these;
+# a strategy that degenerates, e.g. every task refused at its id, misses some and fails the test).
+REQUIRED = {
+    "not UTF-8", "not JSON", "not an object", "bad task-id", "oversized", "bad v", "bad task", "bad args",
+    "bad kwargs", "bad options", "bad options.timeout", "bad options.max_retries", "unknown task",
+    "wrong arguments", "id names a foreign key", "task raised TypeError", "unknown event type",
+    "heartbeat: 'pid'", "heartbeat: 'ts'", "heartbeat: 'sender'", "tasks-finished: 'tasks'",
+    "tasks-finished: 'worker'", "worker-down: 'worker'", "worker-down: 'ts'",
+}
+
+
+def reason_group(reason: str) -> str:
+    """The group of a refusal reason: a parser check, a task that raised, or an event's bad field."""
+    reason = reason.removeprefix("InvalidMessage: ")
+    if m := re.match(r"bad (\S+) event: '([^']+)'", reason):
+        return f"{m[1]}: '{m[2]}'"
+    for name, rx in REASONS:
+        if rx.search(reason):
+            return name
+    if m := re.match(r"(\w+(Error|Exception|Lost|Timeout)\w*)\b", reason):
+        return f"task raised {m[1]}"
+    return "other: " + reason[:60]
+
+
+def expected_refusal(body: bytes) -> str:
+    """What the parser (in this process) says of a task message: the group of its refusal, or 'parses'."""
+    try:
+        parse_task(body, TaskLimits(max_bytes=LIMIT))  # the fuzzed cluster sets only this limit
+    except InvalidMessage as e:
+        return reason_group(e.reason)
+    return "parses"
 
 
 # --- the test ---------------------------------------------------------------
@@ -215,16 +284,31 @@ class Bad:
     task_id: str | None = None  # a readable id: its record may carry the error
 
 
-def task_messages(tag: str, n: int) -> list[Bad]:
-    out = [Bad("tasks", dump(t).encode().replace(ID.encode(), f"{tag}-f{i}".encode()), f"{tag}-f{i}")
-           for i, t in enumerate(collect(st.one_of(TASK, almost_valid_task()), n))]
-    for v in collect(NO_ID, n):
-        out.append(Bad("tasks", v if isinstance(v, bytes) else dump(v).encode()))
+def body_of(value: Any, task_id: str = "f0") -> bytes:
+    """A generated message's bytes, with ``task_id`` where it has the placeholder ``ID``."""
+    return value if isinstance(value, bytes) else dump(value).encode().replace(ID.encode(), task_id.encode())
+
+
+def parser_says(pairs: tuple[tuple[str, Any], ...]) -> list[str]:
+    """The parser's verdict on the generated task messages (events: which of its checks they reach)."""
+    return [f"parser: {expected_refusal(body_of(v))}" for label, v in pairs if not label.startswith("status")]
+
+
+def messages(tag: str, n: int, types: tuple[str, ...]) -> tuple[list[Bad], list[Bad], Counter[str]]:
+    """``n`` bad task messages of each kind (with an id, without one) and ``n`` bad status events of
+    ``types``, a few oversized tasks, and how many of each kind were made. One ``@given`` makes all
+    three kinds, so that its statistics are the test's (``--hypothesis-show-statistics``)."""
+    out: list[Bad] = []
     for i, size in enumerate(collect(OVERSIZED, max(3, n // 20))):
         task_id = f"{tag}-o{i}"
         body = json.dumps({"task-id": task_id, "task": "echo", "args": ["x" * size]}).encode()
         out += [Bad("tasks", body, task_id), Bad("tasks", json.dumps({"task": "echo", "args": ["y" * size]}).encode())]
-    return [b for b in out if len(b.body) <= KAFKA_LIMIT]
+    labels: Counter[str] = Counter()
+    made = collect(st.tuples(TASKS, NO_ID, bad_event(types)), n, labels, parser_says)
+    out += [Bad("tasks", body_of(t, f"{tag}-f{i}"), f"{tag}-f{i}") for i, (t, _, _) in enumerate(made)]
+    out += [Bad("tasks", body_of(v)) for _, v, _ in made]
+    events = [Bad("status", e) for _, _, e in made if len(e) <= KAFKA_LIMIT]
+    return [b for b in out if len(b.body) <= KAFKA_LIMIT], events, labels
 
 
 def colliding(cluster: Any, tag: str) -> tuple[list[Bad], dict[str, bytes]]:
@@ -297,12 +381,11 @@ def test_fuzzed_messages_never_stop_the_cluster(start_cluster: Any) -> None:
     cluster = start_cluster(count=2, tasks={"max_message_bytes": LIMIT, "retry_backoff": 0.01,
                                             "retry_backoff_max": 0.05})
     tag = uuid.uuid4().hex[:8]
-    bad_tasks = task_messages(tag, EXAMPLES)
     collide, dumps = colliding(cluster, tag)
     kinds = os.environ.get("YADTQ_FUZZ_KINDS", "tasks,collide,status").split(",")  # to look at one kind alone
     # 'no-heartbeats': the scheduler's events only (bad heartbeats are the supervisor's business too).
     types = ("tasks-finished", "worker-down", "junk") if "no-heartbeats" in kinds else (*EVENT_FIELDS, "junk")
-    events = [Bad("status", e) for e in collect(bad_event(types), EXAMPLES) if len(e) <= KAFKA_LIMIT]
+    bad_tasks, events, made = messages(tag, EXAMPLES, types)
     bad = bad_tasks * ("tasks" in kinds) + collide * ("collide" in kinds) + events * ("status" in kinds)
     random.Random(tag).shuffle(bad)  # every kind between good tasks, in a mixed order
     pids = sorted(cluster.child_pids())
@@ -336,7 +419,53 @@ def test_fuzzed_messages_never_stop_the_cluster(start_cluster: Any) -> None:
         problems.append(f"only {logged} of {len(events)} bad status events were logged as invalid")
     for b in pending:
         problems.append(f"no clear error for {b.body[:150]!r} (record {record(c, b)})")
+    reached = refusals(c, bad, letters, output)
+    print(table(made, reached))
+    missing = sorted(required(kinds) - set(reached))
+    if missing:
+        problems.append(f"refusal reasons never reached across the boundary (a strategy degenerated?): {missing}")
     print(f"fuzz: {len(bad)} bad messages ({len(events)} status events, {logged} logged invalid), {len(good)} good "
           f"tasks, {len(letters.letters)} dead letters, {len(problems)} problems, {time.monotonic() - started:.0f}s")
     assert not problems, "\n".join(problems[:60]) + f"\n({len(problems)} problems; {len(bad)} bad messages, " \
                                                     f"{time.monotonic() - started:.0f}s)"
+
+
+def refusals(client: Any, bad: list[Bad], letters: DeadLetters, output: list[str]) -> Counter[str]:
+    """What came back from the cluster, by reason group: the dead letters' ``error`` headers, the
+    errors in the failed records of the bad tasks, and the scheduler's 'invalid status event' lines."""
+    reached: Counter[str] = Counter()
+    for _, headers in letters.letters:
+        if headers.get("error"):
+            reached[reason_group(headers["error"].decode("utf-8", "replace"))] += 1
+    for b in bad:
+        rec = record(client, b) if b.task_id else {}
+        if rec.get("status") == "failed" and rec.get("error"):
+            reached[reason_group(rec["error"])] += 1
+        elif rec.get("status") == "success":
+            reached["ran: success"] += 1
+    for line in output:
+        if m := re.search(r"invalid status event: (.*)$", line):
+            reached[reason_group(m[1])] += 1
+    return reached
+
+
+def required(kinds: list[str]) -> set[str]:
+    """The reasons a run of these kinds of messages must reach."""
+    status = {r for r in REQUIRED if ": '" in r or r == "unknown event type"}
+    if "no-heartbeats" in kinds:
+        status = {r for r in status if not r.startswith("heartbeat")}
+    foreign = {"id names a foreign key"}
+    parts = {"tasks": REQUIRED - status - foreign, "status": status, "collide": foreign}
+    return set().union(*(part for kind, part in parts.items() if kind in kinds))
+
+
+def table(made: Counter[str], reached: Counter[str]) -> str:
+    """What was generated (by kind, and by the parser's verdict) and what came back, as a table."""
+    rows = ["fuzz: messages generated, by kind (hypothesis events)"]
+    rows += [f"  {n:6d}  {label}" for label, n in sorted(made.items()) if not label.startswith("parser")]
+    rows.append("fuzz: task messages generated, by what the parser says of them (hypothesis events)")
+    rows += [f"  {n:6d}  {label}" for label, n in sorted(made.items()) if label.startswith("parser")]
+    rows.append("fuzz: refusals that came back from the cluster (dead letters, failed records, logged events)")
+    rows += [f"  {n:6d}  {label}{'' if label not in REQUIRED else '  (required)'}"
+             for label, n in sorted(reached.items())]
+    return "\n".join(rows)
