@@ -9,6 +9,9 @@ CONFIG ?= yadtq.yaml
 PYTEST_ARGS ?=
 CHAOS_ARGS ?=
 FUZZ_EXAMPLES ?= 3000
+# make test's coverage (docs/TESTING.md, "Coverage"): Python line and branch coverage of every test
+# and of the processes they start, then the Lua scripts' lines; COVERAGE= (empty) runs without it.
+COVERAGE ?= --cov --cov-report=term --cov-report=html
 # make bench: its own virtualenv (YADTQ plus the anchors Celery and Huey, and matplotlib)
 BENCH_VENV ?= .venv-bench
 BENCH_PY := $(BENCH_VENV)/bin/python
@@ -26,6 +29,7 @@ MUTATE_LUA_ARGS ?=
 help:
 	@echo "make run            install, start Kafka and Redis if needed, run the cluster from $(CONFIG)"
 	@echo "make test           install, start Kafka and Redis if needed, run all tests"
+	@echo "                    (with Python and Lua coverage: .coverage-data/html; COVERAGE= without it)"
 	@echo "make unit           the unit tests only (no services needed)"
 	@echo "make fuzz           the fuzz test with many more messages: FUZZ_EXAMPLES=3000 (make test runs 150)"
 	@echo "make chaos          kill workers, the scheduler and the supervisor, restart Redis and Kafka, while tasks run;"
@@ -69,7 +73,8 @@ bench: services bench-install
 	$(BENCH_PY) -m bench --n $(N) --runs $(RUNS) --workers $(WORKERS) --systems $(SYSTEMS) --out bench/results $(BENCH_ARGS)
 
 test: services
-	$(PY) -m pytest $(PYTEST_ARGS)
+	rm -rf .coverage-data
+	YADTQ_LUA_COVERAGE=$(if $(COVERAGE),1,) $(PY) -m pytest $(COVERAGE) $(PYTEST_ARGS)
 
 fuzz: services
 	YADTQ_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) YADTQ_FUZZ_WAIT=300 $(PY) -m pytest tests/integration/test_fuzz.py $(PYTEST_ARGS)
@@ -91,4 +96,4 @@ format: install
 	$(VENV)/bin/ruff check --fix client worker_pool supervisor bench tests scripts
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage-data

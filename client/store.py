@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import traceback as tb
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -343,8 +344,19 @@ def _type_name(exc: BaseException) -> str:
 
 
 def lua_text(name: str) -> str:
-    """The text of ``client/lua/<name>.lua``, shipped with the package."""
-    return resources.files("client").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+    """The text of ``client/lua/<name>.lua``, shipped with the package.
+
+    Under the tests (``YADTQ_LUA_COVERAGE`` names a Redis key) it comes with
+    probes that count which of its lines run (``client.luacov``); unset, as
+    in production, the text is the file's and nothing else is loaded.
+    """
+    text = resources.files("client").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+    key = os.environ.get("YADTQ_LUA_COVERAGE")
+    if key:
+        from client import luacov  # only under the tests
+
+        text = luacov.instrument(f"{name}.lua", text, key)[0]
+    return text
 
 
 class _Script:

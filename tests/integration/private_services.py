@@ -44,6 +44,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from client.kafka import reachable
+from tests.support import lua_coverage
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ROOT / "scripts" / "services.sh"
@@ -265,6 +266,16 @@ def _logs_named(message: str) -> str:
     return "\n".join(tails)
 
 
+def _harvest(ps: PrivateServices) -> None:
+    """The Lua coverage counted in this Redis, added to the session's before it stops (if up)."""
+    with contextlib.suppress(Exception):
+        client = ps.redis_client()
+        try:
+            lua_coverage.harvest(client)
+        finally:
+            client.close()
+
+
 @contextlib.contextmanager
 def running_private_services(state_dir: Path, cluster_id: str | None = None) -> Iterator[PrivateServices]:
     """Start a private Kafka and Redis with their state in ``state_dir``; stop them on exit.
@@ -277,6 +288,7 @@ def running_private_services(state_dir: Path, cluster_id: str | None = None) -> 
         ps.start_kafka()
         yield ps
     finally:
+        _harvest(ps)
         ps.stop_all()
 
 
@@ -315,6 +327,7 @@ def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateS
         ps.start_redis()
         yield ps
     finally:
+        _harvest(ps)
         with contextlib.suppress(Exception):
             ps.stop_redis()
         with contextlib.suppress(OSError, ValueError):  # the last resort, as in stop_all
