@@ -66,7 +66,7 @@ def summary() -> list[str]:
         return []
     r = redis.Redis.from_url(REDIS, decode_responses=True)
     try:
-        counts = {label: int(n) for label, n in r.hgetall(k).items()}
+        counts = {str(label): int(n) for label, n in r.hgetall(k).items()}
         r.delete(k)
     except redis.RedisError as e:
         return [f"Lua coverage: no counts ({e})"]
