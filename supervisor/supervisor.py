@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.process
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -24,9 +25,11 @@ from kafka.errors import KafkaError
 from client import kafka as kafka_io
 from client.config import Config, safe_url
 from client.errors import ForeignData, InvalidMessage, LeaseLost, ServiceUnavailable
+from client.insight import SNAPSHOT_TTL, ProcessView, Snapshot, encode_snapshot
 from client.lease import Keeper, Lease, Renewal
 from client.protocol import Heartbeat, WorkerDown, encode_event, now, parse_event
 from client.store import Keys, TaskStore, connect, ping
+from supervisor import http
 from supervisor.liveness import Liveness
 from supervisor.output import Output
 from supervisor.scheduler import run_scheduler
@@ -40,6 +43,7 @@ PROBE_INTERVAL = 1.0  # seconds between checks that Kafka and Redis answer
 LEASE_RENEW_INTERVAL = 1.0  # seconds between renewals of the cluster's lease, by its own thread
 LEASE_MIN_TTL = 3 * LEASE_RENEW_INTERVAL  # the lease's TTL is heartbeat_timeout, but never this short
 LEASE_TIMEOUT = 2.0  # seconds a renewal may wait on Redis: then it is late, not stuck
+SNAPSHOT_INTERVAL = 1.0  # seconds between writes of the snapshot of the processes to Redis (client/insight.py)
 
 _spawn = multiprocessing.get_context("spawn")  # no fork: the parent holds Kafka threads and sockets
 _EXIT_MEANINGS = {EXIT_SERVICE_LOST: ": Kafka or Redis stopped answering", EXIT_HARD_LIMIT: ": hard time limit",
@@ -71,6 +75,7 @@ class Child:
     due: float = 0.0            # when it may be started again
     announced: bool = False     # said 'live' since its last start
     careful: bool = False       # the last one died abnormally: start the next in careful mode (quarantine.py)
+    spawned: int = 0            # starts by this supervisor: each after the first is a restart
 
     @property
     def pid(self) -> int | None:
@@ -105,6 +110,10 @@ class Supervisor:
         self._keeper: Keeper | None = None  # renews the lease from its own thread
         self.epoch = 0  # the lease's fencing epoch, given to every child
         self._spawn_after = 0.0  # no child starts before (the previous generation's must have seen our epoch)
+        self.snapshot: Snapshot | None = None  # the processes as last seen, for /healthz and the Redis copy
+        self._last_snapshot = 0.0
+        self._events: list[tuple[str, str]] = []  # (deaths|restarts, process) not yet counted in Redis
+        self._http: http.HttpServer | None = None
 
     # --- lifecycle ---
     def start(self) -> None:
@@ -128,6 +137,7 @@ class Supervisor:
         self.say(f"kafka {cfg.kafka.describe()} | redis {cfg.redis.describe()}"
                  f"{' prefix ' + repr(cfg.redis.key_prefix) if cfg.redis.key_prefix else ''}")
         self.say(f"topics: {', '.join(topics)}")
+        self._serve_http()
         self._await_fence()
         if self.stopping:  # Ctrl-C meanwhile: start nothing (and never before the fence's end)
             return
@@ -223,6 +233,7 @@ class Supervisor:
         if not self._ready and all(c.announced for c in self.children.values()):
             self._ready = True
             self.say(f"cluster ready: {len(self.config.worker_ids())} workers live")
+        self._publish(at)
         if at - self._last_status >= self.config.supervisor.status_interval:
             self._last_status = at
             self.say(self.status_line(at))
@@ -241,6 +252,8 @@ class Supervisor:
             self._close("the Kafka consumer", lambda: self._consumer.close() if self._consumer else None)
             self._close("the Kafka producer", lambda: kafka_io.close_producer(self._producer)
                         if self._producer else None)
+            self._close("the HTTP endpoint", lambda: self._http.stop() if self._http else None)
+            self._close("the snapshot", lambda: self.redis.delete(self.keys.snapshot) if self.epoch else None)
             self._close("the cluster's lease", lambda: self._keeper.release() if self._keeper else None)
             if self.epoch:  # it took the lease: a supervisor refused at the start ran nothing to stop
                 self.say("stopped")
@@ -311,6 +324,9 @@ class Supervisor:
         c.process.start()
         self.liveness.watch(c.name, c.pid, time.monotonic())
         c.announced = False
+        if c.spawned:
+            self._events.append(("restarts", c.name))
+        c.spawned += 1
         self.say(f"started {c.name} (pid {c.pid}){' in careful mode' if c.careful else ''}")
 
     def _check(self, c: Child, at: float) -> None:
@@ -338,6 +354,7 @@ class Supervisor:
         c.process.close()
         c.process = None
         self.say(f"{c.name} is dead ({reason})")
+        self._events.append(("deaths", c.name))
         if c.name != "scheduler":
             self._announce_down(c.name, reason, dead_pid)
         self._schedule_restart(c, at, lost_service)
@@ -382,6 +399,38 @@ class Supervisor:
                      f"(Kafka: {e}); will retry")
             return
         self._unannounced.clear()
+
+    # --- the operator's view (client/insight.py, supervisor/http.py) ---
+    def _serve_http(self) -> None:
+        """Serve /metrics, /healthz and /api on http.listen; a port that cannot be bound is said, not fatal."""
+        listen = self.config.http.listen
+        if not listen:
+            return
+        try:
+            self._http = http.serve(self.config, lambda: self.snapshot, self.say)
+        except OSError as e:
+            self.say(f"http: cannot listen on {listen}: {e.strerror or e}; running without /metrics and /healthz")
+            return
+        host, port = str(self._http.server_address[0]), int(self._http.server_address[1])
+        self.say(f"http: /metrics, /healthz and /api on http://{host}:{port}")
+
+    def _publish(self, at: float) -> None:
+        """Refresh the snapshot of the processes; every SNAPSHOT_INTERVAL write it (and the deaths and
+        restarts seen since) to Redis, where readers in other processes (``python -m client info``) find it."""
+        procs = [ProcessView(c.name, c.pid, c.alive(), c.alive() and self.liveness.is_live(c.name, at),
+                             self.liveness.age(c.name, at)) for c in self.children.values()]
+        self.snapshot = Snapshot(now(), os.getpid(), self.epoch, procs)
+        if at - self._last_snapshot < SNAPSHOT_INTERVAL or not self.up["redis"]:
+            return
+        self._last_snapshot = at
+        store = TaskStore(self.redis, self.keys, 0)
+        try:
+            while self._events:
+                store.count_event(*self._events[0])
+                self._events.pop(0)
+            store.write_snapshot(encode_snapshot(self.snapshot), SNAPSHOT_TTL)
+        except redis.RedisError:
+            pass  # counted and written at the next round that reaches Redis
 
     # --- heartbeats and status ---
     def _read_heartbeats(self) -> None:

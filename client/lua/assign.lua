@@ -8,7 +8,9 @@
 -- retry schedule (KEYS[6], KEYS[7]). A move, whatever its outcome, clears the
 -- task's mark in the orphans hash (KEYS[5]).
 -- KEYS: record, stats, done channel, assignments, orphans, retries,
---       retry payloads, epoch.
+--       retry payloads, epoch, recent.
+-- A task's first placement counts it as submitted ('submitted|name' in stats)
+-- and adds it to the index of recent tasks (the newest RECENT_MAX are kept).
 -- ARGV: id, worker, payload, at, retry limit, ttl, name, mode, dead pid, epoch.
 -- Answers: {'assigned', attempt}; {'placed', attempt, worker, payload} already
 -- placed or running (send nothing); {'ended'}; {'failed_now'}; {'not_now'} a
@@ -59,4 +61,12 @@ redis.call('HSET', KEYS[1], 'yadtq', FORMAT, 'status', 'queued', 'worker', worke
 redis.call('HDEL', KEYS[1], 'retry_at')
 redis.call('HSETNX', KEYS[1], 'submitted_at', at)
 redis.call('HSET', KEYS[4], id, worker .. '|' .. string.format('%d', a) .. '|' .. payload)
+if a == 1 and mode == 'new' then
+  count_for(KEYS[2], 'submitted', name)
+  local t = redis.call('TYPE', KEYS[9])['ok']
+  if t == 'zset' or t == 'none' then  -- an index overwritten by hand is not worth a failure
+    redis.call('ZADD', KEYS[9], at, id)
+    redis.call('ZREMRANGEBYRANK', KEYS[9], 0, -(RECENT_MAX + 1))
+  end
+end
 return {'assigned', a}

@@ -1,6 +1,7 @@
 -- Shared by every script (client/lua/common.lua); the loader puts it first.
 
 local FORMAT = '1'  -- the value of a record's ownership marker field 'yadtq'
+local RECENT_MAX = 10000  -- tasks kept in the index of recent tasks (Keys.recent; client/insight.py)
 
 local function is_terminal(st)
   return st == 'success' or st == 'failed' or st == 'cancelled'
@@ -47,9 +48,48 @@ local function bump(key, field)
   return n
 end
 
--- Count a task that ended in the stats hash (key), unless that key was
--- replaced by something that is not a hash: a counter is not worth a failure.
-local function tally(key, status)
+-- A counter hash (stats, timings) may be written unless that key was replaced
+-- by something that is not a hash: a counter is not worth a failure.
+local function writable(key)
   local t = redis.call('TYPE', key)['ok']
-  if t == 'hash' or t == 'none' then bump(key, status) end
+  return t == 'hash' or t == 'none'
+end
+
+-- Count one event of a task or worker ``name`` in the stats hash, as the
+-- field 'what|name' (client/insight.py reads them); nothing if name is unknown.
+local function count_for(key, what, name)
+  if name and writable(key) then bump(key, what .. '|' .. name) end
+end
+
+-- Count a task that ended in the stats hash (key): the total per status, and
+-- per task name as 'finished|status|name' (the name is read from the record,
+-- KEYS[1] unless given).
+local function tally(key, status, record)
+  if not writable(key) then return end
+  bump(key, status)
+  count_for(key, 'finished|' .. status, redis.call('HGET', record or KEYS[1], 'task'))
+end
+
+-- Upper bounds (seconds) of the timing histograms' buckets; the last bucket
+-- is everything above. client/insight.py holds the same list (TIMING_BUCKETS).
+local BUCKETS = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600}
+
+-- Observe ``seconds`` for task ``name`` in the timings hash (key): one bucket
+-- count 'what|i|name' (not cumulative) and the sum 'what_sum|name'. A
+-- negative time (clocks of two hosts) counts as 0; a damaged sum restarts.
+local function observe(key, what, name, seconds)
+  if not name or not seconds or seconds ~= seconds or not writable(key) then return end
+  if seconds < 0 then seconds = 0 end
+  local i = #BUCKETS + 1
+  for j, bound in ipairs(BUCKETS) do
+    if seconds <= bound then
+      i = j
+      break
+    end
+  end
+  bump(key, what .. '|' .. i .. '|' .. name)
+  local field = what .. '_sum|' .. name
+  local sum = tonumber(redis.call('HGET', key, field))
+  if sum == nil or sum ~= sum or sum < 0 or sum >= 2 ^ 53 then sum = 0 end
+  redis.call('HSET', key, field, string.format('%.6f', sum + seconds))
 end
