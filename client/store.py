@@ -793,12 +793,13 @@ class TaskStore:
                 if kind not in ("none", wanted[key])]
 
     def counters(self) -> tuple[dict[str, int], dict[str, int]]:
-        """(each worker's load, how many tasks ended per status), as last written."""
+        """(each worker's load, how many tasks ended per status), as last written
+        (the per-name counts of the stats hash are client/insight.py's to read)."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(self.keys.load)
         pipe.hgetall(self.keys.stats)
         load, stats = pipe.execute()
-        return ({k: _int(v) for k, v in load.items()}, {k: _int(v) for k, v in stats.items()})
+        return ({k: _int(v) for k, v in load.items()}, {k: _int(v) for k, v in stats.items() if "|" not in k})
 
     def count_event(self, what: str, name: str) -> None:
         """Add one to the stats counter 'what|name' (the supervisor's deaths and restarts

@@ -1,7 +1,6 @@
 -- Shared by every script (client/lua/common.lua); the loader puts it first.
 
 local FORMAT = '1'  -- the value of a record's ownership marker field 'yadtq'
-local RECENT_MAX = 10000  -- tasks kept in the index of recent tasks (Keys.recent; client/insight.py)
 
 local function is_terminal(st)
   return st == 'success' or st == 'failed' or st == 'cancelled'
@@ -69,6 +68,8 @@ local function tally(key, status, record)
   bump(key, status)
   count_for(key, 'finished|' .. status, redis.call('HGET', record or KEYS[1], 'task'))
 end
+
+local RECENT_MAX = 10000  -- tasks kept in the index of recent tasks (Keys.recent; client/insight.py)
 
 -- Upper bounds (seconds) of the timing histograms' buckets; the last bucket
 -- is everything above. client/insight.py holds the same list (TIMING_BUCKETS).
