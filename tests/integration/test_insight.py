@@ -61,6 +61,7 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def by_label(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str) -> dict[tuple[str, ...], float]:
+    """The samples of ``name`` by their label values, in the order of the labels' names."""
     return {tuple(v for _, v in labels): value for (n, labels), value in samples.items() if n == name}
 
 
@@ -76,7 +77,7 @@ def expected_counts(records: list[dict[str, str]]) -> dict[str, Any]:
 def check_against_records(samples: dict[Any, float], records: list[dict[str, str]]) -> None:
     want = expected_counts(records)
     assert by_label(samples, "yadtq_tasks_submitted_total") == {(t,): n for t, n in want["submitted"].items()}
-    assert by_label(samples, "yadtq_tasks_finished_total") == {k: n for k, n in want["finished"].items()}
+    assert by_label(samples, "yadtq_tasks_finished_total") == {(s, t): n for (t, s), n in want["finished"].items()}
     assert {k: v for k, v in by_label(samples, "yadtq_task_retries_total").items() if v} == \
         {(t,): n for t, n in want["retries"].items() if n}
     # Every task started once at least (its queue wait), and each ended by its worker (its run time).
