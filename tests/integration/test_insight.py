@@ -7,6 +7,7 @@ Kafka, never in one process's memory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -96,14 +97,13 @@ def test_metrics_match_the_records_and_survive_killed_processes(start_cluster: A
     cluster = start_cluster(count=2)
     port = http_port(cluster)
     c = cluster.client
-    handles = c.submit_many([*(TaskSpec("add", (i, 1)) for i in range(12)), *(TaskSpec("sleep", (0.3,)) for _ in range(3)),
+    handles = c.submit_many([*(TaskSpec("add", (i, 1)) for i in range(12)),
+                             *(TaskSpec("sleep", (0.3,)) for _ in range(3)),
                              *(TaskSpec("fail", ("no",), max_retries=1) for _ in range(2)),
                              *(TaskSpec("flaky", (1,)) for _ in range(2))])
     for h in handles:
-        try:
+        with contextlib.suppress(TaskFailed):
             h.result(timeout=60)
-        except TaskFailed:
-            pass
     records = [h.record() for h in handles]
     assert Counter(r["status"] for r in records) == {"success": 17, "failed": 2}
 
@@ -119,7 +119,7 @@ def test_metrics_match_the_records_and_survive_killed_processes(start_cluster: A
     # The scheduler killed: /healthz says so, then recovers; the counters stay as they were.
     mark = len(cluster.lines)
     os.kill(cluster.pid("scheduler"), signal.SIGKILL)
-    status, reason = wait_until(lambda: (s := get(port, "/healthz"))[0] == 503 and s, "healthz says 503")
+    _, reason = wait_until(lambda: (s := get(port, "/healthz"))[0] == 503 and s, "healthz says 503")
     assert "scheduler" in reason
     cluster.wait_line(r"scheduler live again", timeout=60, start=mark)
     assert wait_until(lambda: get(port, "/healthz")[0] == 200, "healthz is 200 again")
