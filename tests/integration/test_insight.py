@@ -166,6 +166,9 @@ def test_healthz_and_the_api(start_cluster: Any) -> None:
     listed = json.loads(get(port, "/api/tasks?status=success&name=add")[1])
     assert [t["id"] for t in listed] == [ok.id] and listed[0]["status"] == "success"
     assert [t["id"] for t in json.loads(get(port, "/api/tasks")[1])] == [bad.id, ok.id]  # newest first
+    assert [t["id"] for t in json.loads(get(port, "/api/tasks?status=queued")[1])] == [bad.id]  # its retry waits
+    assert json.loads(get(port, "/api/tasks?status=queued&name=add")[1]) == []
+    assert [t["id"] for t in json.loads(get(port, "/api/tasks?limit=1")[1])] == [bad.id]
     one = json.loads(get(port, f"/api/tasks/{ok.id}")[1])
     assert one["record"]["result"] == "3" and one["attempts"]["attempt"] == 1
     assert get(port, "/api/tasks/no-such-task")[0] == 404
