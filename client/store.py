@@ -861,6 +861,7 @@ class TaskStore:
             # A damaged counter is reset, and a stats key of another type skipped, rather than failing
             # the whole write (as tally() in client/lua/common.lua does).
             stats = pipe.type(self.keys.stats)
+            name: str | None = pipe.hget(key, "task")  # type: ignore[assignment]  # counted per task too, as tally() does
             damaged = stats == "hash" and not 0 <= _int(pipe.hget(self.keys.stats, "failed") or "0", -1) < 2 ** 62
             pipe.multi()  # the record's marker 'yadtq' is FORMAT of client/lua/common.lua
             pipe.hset(key, mapping={"yadtq": "1", "status": Status.FAILED.value, "finished_at": repr(at),
@@ -870,6 +871,8 @@ class TaskStore:
                 pipe.hset(self.keys.stats, Status.FAILED.value, 1)
             elif stats in ("hash", "none"):
                 pipe.hincrby(self.keys.stats, Status.FAILED.value, 1)
+            if name and stats in ("hash", "none"):
+                pipe.hincrby(self.keys.stats, f"finished|{Status.FAILED.value}|{name}", 1)
             pipe.hdel(self.keys.assignments, task_id)
             pipe.publish(self.keys.done_channel(task_id), Status.FAILED.value)
             pipe.execute()

@@ -112,6 +112,7 @@ class Supervisor:
         self._spawn_after = 0.0  # no child starts before (the previous generation's must have seen our epoch)
         self.snapshot: Snapshot | None = None  # the processes as last seen, for /healthz and the Redis copy
         self._last_snapshot = 0.0
+        self._published: list[tuple[str, int | None, bool, bool]] = []  # the state last written
         self._events: list[tuple[str, str]] = []  # (deaths|restarts, process) not yet counted in Redis
         self._http: http.HttpServer | None = None
 
@@ -230,10 +231,10 @@ class Supervisor:
         self._send_announcements()
         for c in self.children.values():
             self._check(c, at)
+        self._publish(at)  # before 'cluster ready': whoever reads that line finds the snapshot up to date
         if not self._ready and all(c.announced for c in self.children.values()):
             self._ready = True
             self.say(f"cluster ready: {len(self.config.worker_ids())} workers live")
-        self._publish(at)
         if at - self._last_status >= self.config.supervisor.status_interval:
             self._last_status = at
             self.say(self.status_line(at))
@@ -253,7 +254,9 @@ class Supervisor:
             self._close("the Kafka producer", lambda: kafka_io.close_producer(self._producer)
                         if self._producer else None)
             self._close("the HTTP endpoint", lambda: self._http.stop() if self._http else None)
-            self._close("the snapshot", lambda: self.redis.delete(self.keys.snapshot) if self.epoch else None)
+            # Gone at once rather than after its TTL (not if another supervisor took the lease: it is theirs).
+            self._close("the snapshot", lambda: self.redis.delete(self.keys.snapshot)
+                        if self.epoch and self._keeper is not None else None)
             self._close("the cluster's lease", lambda: self._keeper.release() if self._keeper else None)
             if self.epoch:  # it took the lease: a supervisor refused at the start ran nothing to stop
                 self.say("stopped")
@@ -415,14 +418,16 @@ class Supervisor:
         self.say(f"http: /metrics, /healthz and /api on http://{host}:{port}")
 
     def _publish(self, at: float) -> None:
-        """Refresh the snapshot of the processes; every SNAPSHOT_INTERVAL write it (and the deaths and
-        restarts seen since) to Redis, where readers in other processes (``python -m client info``) find it."""
+        """Refresh the snapshot of the processes; write it (and the deaths and restarts seen since) to
+        Redis, where readers in other processes (``python -m client info``) find it, at once when a
+        process came, went, or turned up or down, else every SNAPSHOT_INTERVAL (for the ages)."""
         procs = [ProcessView(c.name, c.pid, c.alive(), c.alive() and self.liveness.is_live(c.name, at),
                              self.liveness.age(c.name, at)) for c in self.children.values()]
         self.snapshot = Snapshot(now(), os.getpid(), self.epoch, procs)
-        if at - self._last_snapshot < SNAPSHOT_INTERVAL or not self.up["redis"]:
+        state = [(p.name, p.pid, p.alive, p.up) for p in procs]
+        if (state == self._published and at - self._last_snapshot < SNAPSHOT_INTERVAL) or not self.up["redis"]:
             return
-        self._last_snapshot = at
+        self._last_snapshot, self._published = at, state
         store = TaskStore(self.redis, self.keys, 0)
         try:
             while self._events:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -208,6 +209,8 @@ def test_info_and_inspect(start_cluster: Any) -> None:
     assert f"{w1:<10} up" in info and "scheduler  up" in info and "health: ok" in info
     assert "success 1 failed 0" in info and "retries waiting 1" in info
     assert f"{cluster.config.topics.tasks} 1" in info  # the add waits in TASKS: one slot, taken by the sleep
+    oldest = re.search(r"oldest waiting: ([0-9.]+)s", info)
+    assert oldest is not None and 0 < float(oldest.group(1)) < 60  # the add's, from its message's timestamp
     assert f"{running.id}  sleep  on {w1}" in cli(path, "inspect", "running")
     assert f"{waiting.id}  add  waiting" in cli(path, "inspect", "queued")
     assert f"{bad.id}  fail  due in" in cli(path, "inspect", "retries")

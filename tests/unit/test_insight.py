@@ -29,6 +29,7 @@ from client.insight import (
 )
 from client.store import lua_text
 from supervisor.http import MetricsView, authorize, metric_families
+from supervisor.liveness import Liveness
 
 
 def test_the_stats_hash_is_decoded_into_totals_and_counts_per_name() -> None:
@@ -202,3 +203,11 @@ def test_info_and_inspect_texts() -> None:
     assert format_inspect("dead", [], 0.0) == "no dead letters"
     assert format_inspect("retries", [{"id": "t", "task": "f", "due": 12.0, "retries": 1, "error": "E: x"}],
                           10.0) == "t  f  due in 2.0s  retries 1  E: x"
+
+
+def test_the_heartbeat_age_is_from_the_last_arrival() -> None:
+    live = Liveness(timeout=4.0)
+    live.watch("W1", 10, at=100.0)
+    assert live.age("W1", 101.0) is None and live.age("W2", 101.0) is None
+    live.beat("W1", 10, at=102.0)
+    assert live.age("W1", 103.5) == 1.5
