@@ -152,7 +152,7 @@ def read_metrics(insight: Insight, log: Callable[[str, Exception], None]) -> Met
     for name, read in parts:
         try:
             setattr(v, name, read())
-        except (redis.RedisError, ServiceUnavailable) as e:
+        except Exception as e:  # a service away, or a bug in one part: the others are still served
             v.errors.append(f"{name}: {e}")
             log(f"/metrics: {name}", e)
     return v
@@ -204,7 +204,9 @@ class _Errors:
         self._say(f"http {where}: {type(e).__name__}: {e} (logged once)")
 
 
-class _Handler(BaseHTTPRequestHandler):
+class Handler(BaseHTTPRequestHandler):
+    """Answers one request through the server's Endpoint, whatever happens in it."""
+
     server: HttpServer
     protocol_version = "HTTP/1.1"
 
@@ -217,7 +219,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._guarded(self.server.endpoint.post)
 
-    def _guarded(self, route: Callable[[_Handler, str, dict[str, list[str]]], tuple[int, str, bytes]]) -> None:
+    def _guarded(self, route: Callable[[Handler, str, dict[str, list[str]]], tuple[int, str, bytes]]) -> None:
         url = urlsplit(self.path)
         try:
             status, ctype, body = route(self, unquote(url.path), parse_qs(url.query))
@@ -266,7 +268,7 @@ class Endpoint:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(lambda: read_metrics(insight, self.errors)))  # type: ignore[arg-type]
 
-    def get(self, h: _Handler, path: str, query: dict[str, list[str]]) -> tuple[int, str, bytes]:
+    def get(self, h: Handler, path: str, query: dict[str, list[str]]) -> tuple[int, str, bytes]:
         if path == "/metrics":
             return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
         if path == "/healthz":
@@ -294,7 +296,7 @@ class Endpoint:
         except (redis.RedisError, ServiceUnavailable) as e:
             return _json(503, {"error": str(e)})
 
-    def post(self, h: _Handler, path: str, query: dict[str, list[str]]) -> tuple[int, str, bytes]:
+    def post(self, h: Handler, path: str, query: dict[str, list[str]]) -> tuple[int, str, bytes]:
         refused = authorize(self.config.http.token, h.headers.get("Authorization"))
         if refused:
             return _text(*refused)
@@ -311,7 +313,7 @@ class Endpoint:
         return _json(200, action(self.insight, body))
 
 
-class _Handler6(_Handler):
+class Handler6(Handler):
     """The same handler; its own class only marks an IPv6 address for ``serve``."""
 
 
@@ -321,8 +323,8 @@ class HttpServer(ThreadingHTTPServer):
     daemon_threads = True
     endpoint: Endpoint
 
-    def __init__(self, address: tuple[str, int], handler: type[_Handler]) -> None:
-        if handler is _Handler6:
+    def __init__(self, address: tuple[str, int], handler: type[Handler]) -> None:
+        if handler is Handler6:
             self.address_family = socket.AF_INET6
         super().__init__(address, handler)
 
@@ -341,7 +343,7 @@ def serve(config: Config, snapshot: Callable[[], Snapshot | None], say: Callable
     host, port = split_listen(config.http.listen)
     insight = Insight(config, snapshot)
     try:
-        server = HttpServer((host, port), _Handler6 if ":" in host else _Handler)
+        server = HttpServer((host, port), Handler6 if ":" in host else Handler)
     except OSError:
         insight.close()
         raise

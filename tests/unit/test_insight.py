@@ -1,10 +1,14 @@
-"""The pure parts of the operator's view: decoding the counters, health, the metrics text, the token check."""
+"""The operator's view: the counters decoded, health, the metrics text, the token, the server on failures."""
 
 from __future__ import annotations
 
 import re
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 
 import pytest
+import redis
 from kafka import TopicPartition
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -15,6 +19,7 @@ from client.errors import ConfigError
 from client.insight import (
     RECENT_MAX,
     TIMING_BUCKETS,
+    Counters,
     Histogram,
     ProcessView,
     Snapshot,
@@ -28,7 +33,7 @@ from client.insight import (
     task_summary,
 )
 from client.store import lua_text
-from supervisor.http import MetricsView, authorize, metric_families
+from supervisor.http import Endpoint, Handler, HttpServer, MetricsView, authorize, metric_families
 from supervisor.liveness import Liveness
 
 
@@ -211,3 +216,68 @@ def test_the_heartbeat_age_is_from_the_last_arrival() -> None:
     assert live.age("W1", 101.0) is None and live.age("W2", 101.0) is None
     live.beat("W1", 10, at=102.0)
     assert live.age("W1", 103.5) == 1.5
+
+
+class _BrokenInsight:
+    """An Insight whose reads fail: Redis gone for the counters, a bug for the workers."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def kafka_up(self) -> bool:
+        return False
+
+    def redis_up(self) -> bool:
+        return True
+
+    def snapshot(self) -> Snapshot:
+        return _snap()
+
+    def counters(self) -> Counters:
+        raise redis.ConnectionError("Redis went away")
+
+    def timings(self) -> dict[str, dict[str, Histogram]]:
+        return {}
+
+    def retries_waiting(self) -> int:
+        return 3
+
+    def __getattr__(self, name: str) -> Callable[..., object]:  # workers(), overview(), tasks() ...
+        def read(*args: object) -> object:
+            raise RuntimeError("a bug")
+        return read
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_failing_read_is_an_http_error_logged_once_and_the_server_serves_on() -> None:
+    said: list[str] = []
+    server = HttpServer(("127.0.0.1", 0), Handler)
+    broken = _BrokenInsight()
+    server.endpoint = Endpoint(Config(), broken, said.append)  # type: ignore[arg-type]
+    server.start()
+    port = server.server_address[1]
+
+    def get(path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+    try:
+        for _ in range(2):
+            status, text = get("/api/workers")
+            assert status == 500 and "RuntimeError: a bug" in text
+            status, text = get("/metrics")  # what can be read is served; what cannot is left out
+            assert status == 200 and "yadtq_retries_waiting 3.0" in text and "yadtq_tasks_submitted" not in text
+        assert get("/healthz") == (503, "kafka does not answer\n")
+        assert get("/api/tasks?limit=0")[0] == 400
+        assert get("/nothing")[0] == 404
+        assert get("/api/retry")[0] == 404
+        assert sorted(said) == ["http /metrics: counters: ConnectionError: Redis went away (logged once)",
+                                "http /metrics: workers: RuntimeError: a bug (logged once)",
+                                "http api: RuntimeError: a bug (logged once)"]
+    finally:
+        server.stop()
+    assert broken.closed
