@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -216,3 +217,13 @@ def test_info_and_inspect(start_cluster: Any) -> None:
     assert f"{bad.id}  fail  due in" in cli(path, "inspect", "retries")
     assert cli(path, "inspect", "dead") == "no dead letters\n"
     assert [t["id"] for t in json.loads(cli(path, "inspect", "running", "--json"))] == [running.id]
+
+
+def test_a_port_in_use_is_said_and_the_cluster_runs_without_http(start_cluster: Any) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cluster = start_cluster(count=1, http={"listen": f"127.0.0.1:{port}"})
+        cluster.wait_line(rf"http: cannot listen on 127\.0\.0\.1:{port}: .*running without /metrics", timeout=5)
+        assert cluster.client.submit("add", 1, 2).result(timeout=30) == 3
