@@ -43,7 +43,7 @@ from client.store import Keys, Status, TaskStore, connect, parse_placement
 # the same list as BUCKETS in client/lua/common.lua (a unit test checks it).
 TIMING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
                   600.0, 1800.0, 3600.0)
-RECENT_MAX = 10000  # tasks in the index of recent tasks: RECENT_MAX of client/lua/common.lua
+RECENT_MAX = 10000  # tasks kept in the index of recent tasks (the supervisor trims it every second)
 SNAPSHOT_TTL = 5.0  # seconds the supervisor's snapshot outlives its last write: then no supervisor runs
 KAFKA_TIMEOUT_MS = 5000  # a scrape must not hang on a broker that went away
 _SCAN_CHUNK = 500  # records read per round trip when listing tasks

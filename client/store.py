@@ -263,8 +263,8 @@ class Keys:
 
     @property
     def recent(self) -> str:
-        """Sorted set task_id -> when it was first placed: the newest tasks (ASSIGN keeps
-        the last RECENT_MAX of client/lua/common.lua), for listing tasks without a scan."""
+        """Sorted set task_id -> when it was first placed: the newest tasks (ASSIGN adds them,
+        the supervisor keeps the last RECENT_MAX of client/insight.py), for listing tasks without a scan."""
         return f"{self.prefix}yadtq:recent"
 
     @property
@@ -806,6 +806,11 @@ class TaskStore:
         of its processes: rare, so a plain command). A stats key of another type is skipped."""
         if self.redis.type(self.keys.stats) in ("hash", "none"):
             self.redis.hincrby(self.keys.stats, f"{what}|{name}", 1)
+
+    def trim_recent(self, keep: int) -> None:
+        """Keep the newest ``keep`` tasks of the index of recent tasks (ASSIGN adds each new one)."""
+        if self.redis.type(self.keys.recent) == "zset":
+            self.redis.zremrangebyrank(self.keys.recent, 0, -(keep + 1))
 
     def write_snapshot(self, text: str, ttl: float) -> None:
         """Publish the supervisor's view of its processes (JSON), gone ``ttl`` seconds after the last write."""

@@ -25,7 +25,7 @@ from kafka.errors import KafkaError
 from client import kafka as kafka_io
 from client.config import Config, safe_url
 from client.errors import ForeignData, InvalidMessage, LeaseLost, ServiceUnavailable
-from client.insight import SNAPSHOT_TTL, ProcessView, Snapshot, encode_snapshot
+from client.insight import RECENT_MAX, SNAPSHOT_TTL, ProcessView, Snapshot, encode_snapshot
 from client.lease import Keeper, Lease, Renewal
 from client.protocol import Heartbeat, WorkerDown, encode_event, now, parse_event
 from client.store import Keys, TaskStore, connect, ping
@@ -434,6 +434,7 @@ class Supervisor:
                 store.count_event(*self._events[0])
                 self._events.pop(0)
             store.write_snapshot(encode_snapshot(self.snapshot), SNAPSHOT_TTL)
+            store.trim_recent(RECENT_MAX)
         except redis.RedisError:
             pass  # counted and written at the next round that reaches Redis
 

@@ -10,7 +10,7 @@
 -- KEYS: record, stats, done channel, assignments, orphans, retries,
 --       retry payloads, epoch, recent.
 -- A task's first placement counts it as submitted ('submitted|name' in stats)
--- and adds it to the index of recent tasks (the newest RECENT_MAX are kept).
+-- and adds it to the index of recent tasks.
 -- ARGV: id, worker, payload, at, retry limit, ttl, name, mode, dead pid, epoch.
 -- Answers: {'assigned', attempt}; {'placed', attempt, worker, payload} already
 -- placed or running (send nothing); {'ended'}; {'failed_now'}; {'not_now'} a
@@ -63,10 +63,8 @@ redis.call('HSETNX', KEYS[1], 'submitted_at', at)
 redis.call('HSET', KEYS[4], id, worker .. '|' .. string.format('%d', a) .. '|' .. payload)
 if a == 1 and mode == 'new' then
   count_for(KEYS[2], 'submitted', name)
-  local t = redis.call('TYPE', KEYS[9])['ok']
-  if t == 'zset' or t == 'none' then  -- an index overwritten by hand is not worth a failure
-    redis.call('ZADD', KEYS[9], at, id)
-    redis.call('ZREMRANGEBYRANK', KEYS[9], 0, -(RECENT_MAX + 1))
-  end
+  -- pcall: an index overwritten with another type by hand is not worth a failure.
+  -- The supervisor trims it to the newest RECENT_MAX every second (TaskStore.trim_recent).
+  redis.pcall('ZADD', KEYS[9], at, id)
 end
 return {'assigned', a}

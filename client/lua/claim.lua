@@ -15,7 +15,8 @@ if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return {'fenced'} end
 if st == 'processing' and died(ARGV[5], ARGV[3], ARGV[6]) then return {'failed_now'} end
 redis.call('HSET', KEYS[1], 'status', 'processing', 'worker', ARGV[2], 'started_at', ARGV[3], 'pid', ARGV[4])
 if redis.call('HSETNX', KEYS[1], 'first_started_at', ARGV[3]) == 1 then
-  local submitted = tonumber(redis.call('HGET', KEYS[1], 'submitted_at'))
-  if submitted then observe(KEYS[5], 'wait', redis.call('HGET', KEYS[1], 'task'), tonumber(ARGV[3]) - submitted) end
+  local rec = redis.call('HMGET', KEYS[1], 'submitted_at', 'task')
+  local submitted = tonumber(rec[1])
+  if submitted then observe(KEYS[5], 'wait', rec[2] or nil, tonumber(ARGV[3]) - submitted) end
 end
 return {'run'}

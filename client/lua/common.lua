@@ -47,29 +47,30 @@ local function bump(key, field)
   return n
 end
 
--- A counter hash (stats, timings) may be written unless that key was replaced
--- by something that is not a hash: a counter is not worth a failure.
-local function writable(key)
-  local t = redis.call('TYPE', key)['ok']
-  return t == 'hash' or t == 'none'
+-- Add n to the count 'field' of a counter hash (the per-name fields of stats,
+-- the timings) in one command, and totally: a field damaged into anything but
+-- a number starts again from n, and a key replaced by something that is not a
+-- hash is skipped (redis.pcall turns their errors into values): a counter is
+-- not worth a failure. HINCRBYFLOAT when n is a float (a sum of seconds).
+local function add(key, field, n, float)
+  local done = redis.pcall(float and 'HINCRBYFLOAT' or 'HINCRBY', key, field, n)
+  if type(done) == 'table' and done['err'] then redis.pcall('HSET', key, field, n) end
 end
 
 -- Count one event of a task or worker ``name`` in the stats hash, as the
 -- field 'what|name' (client/insight.py reads them); nothing if name is unknown.
 local function count_for(key, what, name)
-  if name and writable(key) then bump(key, what .. '|' .. name) end
+  if name then add(key, what .. '|' .. name, 1) end
 end
 
--- Count a task that ended in the stats hash (key): the total per status, and
--- per task name as 'finished|status|name' (the name is read from the record,
--- KEYS[1] unless given).
-local function tally(key, status, record)
-  if not writable(key) then return end
-  bump(key, status)
-  count_for(key, 'finished|' .. status, redis.call('HGET', record or KEYS[1], 'task'))
+-- Count a task that ended in the stats hash (key): the total per status (a
+-- stats key of another type is skipped), and per task name as
+-- 'finished|status|name'; ``name`` is read from the record KEYS[1] unless given.
+local function tally(key, status, name)
+  local t = redis.call('TYPE', key)['ok']
+  if t == 'hash' or t == 'none' then bump(key, status) end
+  count_for(key, 'finished|' .. status, name or redis.call('HGET', KEYS[1], 'task'))
 end
-
-local RECENT_MAX = 10000  -- tasks kept in the index of recent tasks (Keys.recent; client/insight.py)
 
 -- Upper bounds (seconds) of the timing histograms' buckets; the last bucket
 -- is everything above. client/insight.py holds the same list (TIMING_BUCKETS).
@@ -77,9 +78,9 @@ local BUCKETS = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60
 
 -- Observe ``seconds`` for task ``name`` in the timings hash (key): one bucket
 -- count 'what|i|name' (not cumulative) and the sum 'what_sum|name'. A
--- negative time (clocks of two hosts) counts as 0; a damaged sum restarts.
+-- negative time (clocks of two hosts) counts as 0. Two commands.
 local function observe(key, what, name, seconds)
-  if not name or not seconds or seconds ~= seconds or not writable(key) then return end
+  if not name or not seconds or seconds ~= seconds or seconds == math.huge then return end
   if seconds < 0 then seconds = 0 end
   local i = #BUCKETS + 1
   for j, bound in ipairs(BUCKETS) do
@@ -88,9 +89,6 @@ local function observe(key, what, name, seconds)
       break
     end
   end
-  bump(key, what .. '|' .. i .. '|' .. name)
-  local field = what .. '_sum|' .. name
-  local sum = tonumber(redis.call('HGET', key, field))
-  if sum == nil or sum ~= sum or sum < 0 or sum >= 2 ^ 53 then sum = 0 end
-  redis.call('HSET', key, field, string.format('%.6f', sum + seconds))
+  add(key, what .. '|' .. i .. '|' .. name, 1)
+  add(key, what .. '_sum|' .. name, string.format('%.6f', seconds), true)
 end

@@ -18,8 +18,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -27,7 +28,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from client import TaskFailed, TaskSpec
 from client import kafka as kafka_io
-from tests.integration.conftest import ROOT
+from client.insight import parse_stats, parse_timings
+from client.store import Keys, Status, TaskStore, connect
+from tests.integration.conftest import REDIS, ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -227,3 +230,48 @@ def test_a_port_in_use_is_said_and_the_cluster_runs_without_http(start_cluster: 
         cluster = start_cluster(count=1, http={"listen": f"127.0.0.1:{port}"})
         cluster.wait_line(rf"http: cannot listen on 127\.0\.0\.1:{port}: .*running without /metrics", timeout=5)
         assert cluster.client.submit("add", 1, 2).result(timeout=30) == 3
+
+
+@pytest.fixture
+def store(services: None) -> Iterator[TaskStore]:
+    prefix = f"t{uuid.uuid4().hex[:10]}:"
+    client = connect(REDIS)
+    yield TaskStore(client, Keys(prefix), result_ttl=60)
+    TaskStore(client, Keys(prefix), 60).delete_all()
+    client.close()
+
+
+def one_task(store: TaskStore, task_id: str, started: float, finished: float) -> None:
+    """A task of 'add' through ASSIGN, CLAIM and FINISH, as the scheduler and a worker run it."""
+    payload = json.dumps({"v": 1, "task-id": task_id, "task": "add", "args": [1, 2]})
+    for op in (lambda b: store.assign(b, task_id, "add", "W1", payload, 1.0, 1),
+               lambda b: store.claim(b, task_id, 1, "W1", started, 111, 1),
+               lambda b: store.finish(b, task_id, 1, Status.SUCCESS, finished, {"result": "3"})):
+        batch = store.pipeline()
+        op(batch)
+        store.execute(batch)
+
+
+def test_the_scripts_count_per_task_and_a_damaged_counter_starts_again(store: TaskStore) -> None:
+    """The counts the scripts keep for /metrics, and DESIGN 4.6: no damaged counter fails a script."""
+    one_task(store, "a", 1.5, 1.6)  # waited 0.5 s (submitted at 1.0 by ASSIGN), ran 0.1 s
+    stats = parse_stats(store.redis.hgetall(store.keys.stats))  # type: ignore[arg-type]
+    assert (stats.submitted, stats.finished, stats.totals) == ({"add": 1}, {("add", "success"): 1}, {"success": 1})
+    timings = parse_timings(store.redis.hgetall(store.keys.timings))  # type: ignore[arg-type]
+    wait, run = timings["wait"]["add"], timings["run"]["add"]
+    assert (wait.count, wait.total, run.count) == (1, 0.5, 1) and run.total == pytest.approx(0.1)
+    assert dict(wait.cumulative())["0.25"] == 0 and dict(wait.cumulative())["0.5"] == 1
+    assert store.redis.zrange(store.keys.recent, 0, -1) == ["a"]
+
+    store.redis.hset(store.keys.stats, mapping={"submitted|add": "x", "finished|success|add": "1.5"})
+    store.redis.hset(store.keys.timings, mapping={"run_sum|add": "junk", "run|5|add": "-"})
+    one_task(store, "b", 2.0, 2.1)
+    stats = parse_stats(store.redis.hgetall(store.keys.stats))  # type: ignore[arg-type]
+    assert (stats.submitted, stats.finished, stats.totals) == ({"add": 1}, {("add", "success"): 1}, {"success": 2})
+    assert parse_timings(store.redis.hgetall(store.keys.timings))["run"]["add"].total == pytest.approx(0.1)  # type: ignore[arg-type]
+
+    store.redis.delete(store.keys.timings, store.keys.recent)
+    store.redis.set(store.keys.timings, "not a hash")
+    store.redis.set(store.keys.recent, "not a zset")
+    one_task(store, "c", 3.0, 3.1)  # skipped, not failed
+    assert store.record("c")["status"] == "success"

@@ -17,7 +17,6 @@ from client.cli import format_info, format_inspect
 from client.config import NO_SECRET, Config, Secret
 from client.errors import ConfigError
 from client.insight import (
-    RECENT_MAX,
     TIMING_BUCKETS,
     Counters,
     Histogram,
@@ -61,12 +60,11 @@ def test_the_timings_hash_is_decoded_into_histograms() -> None:
     assert t["run"]["bad"].total == 0.0  # a damaged sum reads as 0
 
 
-def test_the_lua_scripts_share_the_buckets_and_the_index_size() -> None:
+def test_the_lua_scripts_share_the_buckets() -> None:
     common = lua_text("common")
     buckets = re.search(r"local BUCKETS = \{([^}]*)\}", common)
     assert buckets is not None
     assert tuple(float(b) for b in buckets.group(1).split(",")) == TIMING_BUCKETS
-    assert f"local RECENT_MAX = {RECENT_MAX} " in common
 
 
 def _snap(sched_up: bool = True, workers: tuple[bool, ...] = (True, False)) -> Snapshot:
