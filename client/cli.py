@@ -8,8 +8,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import redis
+
 from client.api import Client, TaskSpec
-from client.config import load_config
+from client.config import load_config, safe_url
 from client.errors import ResultTimeout, ServiceUnavailable, TaskFailed, TaskNotFound, YadtqError
 from client.insight import Insight
 from client.kafka import quiet_kafka_logs
@@ -80,19 +82,26 @@ def _positive_int(text: str) -> int:
 def _insight_command(ns: argparse.Namespace) -> int:
     insight = Insight(load_config(ns.config))
     try:
-        if ns.command == "info":
-            overview = insight.overview()
-            print(json.dumps(overview, indent=2, sort_keys=True, default=str) if ns.json else format_info(overview))
-            return 0
-        lines: dict[str, Callable[[], list[dict[str, Any]]]] = {
-            "running": insight.running, "queued": lambda: insight.queued(ns.limit),
-            "retries": lambda: insight.retries(ns.limit), "dead": lambda: insight.dead_letters(ns.limit)}
-        found = lines[ns.what]()[:ns.limit]
-        print(json.dumps(found, indent=2, sort_keys=True, default=str) if ns.json
-              else format_inspect(ns.what, found, now()))
-        return 0
+        return _insight_print(insight, ns)
+    except redis.RedisError as e:  # the Client's commands say so through ServiceUnavailable
+        raise ServiceUnavailable(f"Redis at {safe_url(insight.config.redis.url)} does not answer: {e}") from None
     finally:
         insight.close()
+
+
+def _insight_print(insight: Insight, ns: argparse.Namespace) -> int:
+    """Print ``info`` or ``inspect WHAT``, as text or (``--json``) as JSON."""
+    if ns.command == "info":
+        overview = insight.overview()
+        print(json.dumps(overview, indent=2, sort_keys=True, default=str) if ns.json else format_info(overview))
+        return 0 if overview["kafka_up"] and overview["redis_up"] else 5  # what it could read, and: a service is down
+    lines: dict[str, Callable[[], list[dict[str, Any]]]] = {
+        "running": insight.running, "queued": lambda: insight.queued(ns.limit),
+        "retries": lambda: insight.retries(ns.limit), "dead": lambda: insight.dead_letters(ns.limit)}
+    found = lines[ns.what]()[:ns.limit]
+    print(json.dumps(found, indent=2, sort_keys=True, default=str) if ns.json
+          else format_inspect(ns.what, found, now()))
+    return 0
 
 
 def _ago(t: Any, at: float) -> str:
@@ -111,10 +120,12 @@ def format_info(o: dict[str, Any]) -> str:
     oldest, dead = o.get("oldest_unstarted_age"), o.get("dead_letters")
     shown_oldest = f"{oldest:.1f}s" if oldest is not None else "unknown"
     shown_dead = f"{dead['total']} ({dead['kept']} kept)" if dead else "unknown"
-    out.append(f"oldest waiting: {shown_oldest} | retries waiting {o.get('retries_waiting', '-')} | "
+    waiting = o.get("retries_waiting")
+    out.append(f"oldest waiting: {shown_oldest} | retries waiting {'unknown' if waiting is None else waiting} | "
                f"dead letters {shown_dead}")
-    totals = o.get("totals") or {}
-    out.append(" ".join(f"{k} {totals.get(k, 0)}" for k in ("success", "failed", "cancelled")
+    totals = o.get("totals")
+    out.append("success, failed: unknown (Redis)" if totals is None else
+               " ".join(f"{k} {totals.get(k, 0)}" for k in ("success", "failed", "cancelled")
                         if k in totals or k != "cancelled"))
     out.append("health: " + ("ok" if not o["health"] else "; ".join(o["health"])))
     out += [f"({part} unreadable: {why})" for part, why in o.get("errors", {}).items()]

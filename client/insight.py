@@ -347,8 +347,11 @@ class Insight:
 
     # --- the supervisor's view ---
     def stored_snapshot(self) -> Snapshot | None:
-        """The snapshot the running supervisor last wrote; None if none runs."""
-        return parse_snapshot(self.redis.get(self.keys.snapshot))
+        """The snapshot the running supervisor last wrote; None if none runs (or Redis does not answer)."""
+        try:
+            return parse_snapshot(self.redis.get(self.keys.snapshot))
+        except redis.RedisError:
+            return None
 
     def snapshot(self) -> Snapshot | None:
         return self._snapshot()
