@@ -6,6 +6,7 @@ import re
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import redis
@@ -14,6 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from client.cli import format_info, format_inspect
+from client.cli import main as cli_main
 from client.config import NO_SECRET, Config, Secret
 from client.errors import ConfigError
 from client.insight import (
@@ -34,6 +36,7 @@ from client.insight import (
 from client.store import lua_text
 from supervisor.http import Endpoint, Handler, HttpServer, MetricsView, authorize, metric_families
 from supervisor.liveness import Liveness
+from tests.support.harness import unreachable_services
 
 
 def test_the_stats_hash_is_decoded_into_totals_and_counts_per_name() -> None:
@@ -279,3 +282,16 @@ def test_a_failing_read_is_an_http_error_logged_once_and_the_server_serves_on() 
     finally:
         server.stop()
     assert broken.closed
+
+
+def test_info_and_inspect_with_the_services_away_say_so_and_exit_5(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    with unreachable_services() as lines:
+        path = tmp_path / "y.yaml"
+        path.write_text(lines)
+        assert cli_main(["-c", str(path), "info"]) == 5
+        out = capsys.readouterr().out
+        assert "kafka DOWN | redis DOWN" in out and "success, failed: unknown (Redis)" in out
+        assert "health: kafka does not answer; redis does not answer; no supervisor is running" in out
+        assert cli_main(["-c", str(path), "inspect", "retries"]) == 5
+        assert "does not answer" in capsys.readouterr().err
