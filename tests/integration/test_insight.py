@@ -31,6 +31,7 @@ from client import kafka as kafka_io
 from client.insight import parse_stats, parse_timings
 from client.store import Keys, Status, TaskStore, connect
 from tests.integration.conftest import REDIS, ROOT
+from tests.integration.private_services import PrivateServices
 
 pytestmark = pytest.mark.integration
 
@@ -275,3 +276,20 @@ def test_the_scripts_count_per_task_and_a_damaged_counter_starts_again(store: Ta
     store.redis.set(store.keys.recent, "not a zset")
     one_task(store, "c", 3.0, 3.1)  # skipped, not failed
     assert store.record("c")["status"] == "success"
+
+
+def test_healthz_and_metrics_while_redis_is_away(private_redis: PrivateServices, start_cluster: Any) -> None:
+    # private_redis first: it is stopped after the cluster is stopped and its keys deleted.
+    cluster = start_cluster(count=1, redis={"url": private_redis.redis_url, "password": private_redis.redis_password})
+    port = http_port(cluster)
+    assert get(port, "/healthz") == (200, "ok\n")
+    with private_redis.stopped("redis"):
+        _, reason = wait_until(lambda: (s := get(port, "/healthz"))[0] == 503 and s, "healthz says 503")
+        assert "redis does not answer" in reason
+        samples = scrape(port)  # still answers: what needs Redis is left out
+        assert samples[("yadtq_redis_up", ())] == 0 and samples[("yadtq_kafka_up", ())] == 1
+        assert ("yadtq_backlog", (("topic", cluster.config.topics.tasks),)) in samples
+        assert not [name for name, _ in samples if name.startswith("yadtq_tasks_")]
+    wait_until(lambda: get(port, "/healthz")[0] == 200, "healthz is 200 again", timeout=90)
+    assert cluster.client.submit("add", 2, 3).result(timeout=60) == 5
+    assert scrape(port)[("yadtq_tasks_finished_total", (("status", "success"), ("task", "add")))] == 1
