@@ -233,6 +233,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(body)
         except OSError:
@@ -297,20 +299,32 @@ class Endpoint:
             return _json(503, {"error": str(e)})
 
     def post(self, h: Handler, path: str, query: dict[str, list[str]]) -> tuple[int, str, bytes]:
+        raw = _read_body(h)  # first, whatever the answer: unread bytes would be taken for the next request
         refused = authorize(self.config.http.token, h.headers.get("Authorization"))
         if refused:
             return _text(*refused)
         action = ACTIONS.get(path.removeprefix("/api/").strip("/"))
         if action is None:
             return _text(404, f"no such action: {path}")
-        length = int(h.headers.get("Content-Length") or 0)
         try:
-            body = json.loads(h.rfile.read(length) or b"{}") if length <= 1_000_000 else None
+            body = json.loads(raw or b"{}")
         except ValueError as e:
             raise _BadRequest(f"the body is not JSON: {e}") from None
         if not isinstance(body, dict):
-            raise _BadRequest("the body must be a JSON object (at most 1 MB)")
+            raise _BadRequest("the body must be a JSON object")
         return _json(200, action(self.insight, body))
+
+
+MAX_BODY = 1_000_000  # bytes an action's body may have
+
+
+def _read_body(h: Handler) -> bytes:
+    """The request's body; _BadRequest (and the connection closed) if its length is not a number up to MAX_BODY."""
+    text = h.headers.get("Content-Length") or "0"
+    if not text.isdigit() or int(text) > MAX_BODY:
+        h.close_connection = True  # the body is not read: the connection cannot carry another request
+        raise _BadRequest(f"Content-Length: expected a number of bytes up to {MAX_BODY}, got {text[:20]!r}")
+    return h.rfile.read(int(text))
 
 
 class Handler6(Handler):

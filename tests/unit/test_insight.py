@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import re
 import urllib.error
 import urllib.request
@@ -276,6 +277,18 @@ def test_a_failing_read_is_an_http_error_logged_once_and_the_server_serves_on() 
         assert get("/api/tasks?limit=0")[0] == 400
         assert get("/nothing")[0] == 404
         assert get("/api/retry")[0] == 404
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)  # one connection, kept alive
+        conn.request("POST", "/api/retry", body=b'{"ids": ["a"]}')
+        refused = conn.getresponse()
+        assert (refused.status, refused.read()) == (403, b"actions over HTTP are refused: no http.token (or "
+                                                         b"http.token_env) is configured\n")
+        conn.request("GET", "/healthz")  # the refused body was read: this request is parsed as one
+        health_answer = conn.getresponse()
+        assert (health_answer.status, health_answer.read()) == (503, b"kafka does not answer\n")
+        conn.request("POST", "/api/retry", headers={"Content-Length": "x"})
+        bad = conn.getresponse()
+        assert bad.status == 400 and bad.getheader("Connection") == "close"
+        conn.close()
         assert sorted(said) == ["http /metrics: counters: ConnectionError: Redis went away (logged once)",
                                 "http /metrics: workers: RuntimeError: a bug (logged once)",
                                 "http api: RuntimeError: a bug (logged once)"]
