@@ -257,6 +257,12 @@ def attempts(record: dict[str, str]) -> dict[str, Any]:
             "finished_at": num("finished_at"), "last_error": record.get("error")}
 
 
+def error_type(error: str) -> str:
+    """The exception type a record's ``error`` names ('ValueError: ...' gives 'ValueError')."""
+    head, sep, _ = error.partition(":")
+    return head.strip() if sep and head.strip() and " " not in head.strip() else "(other)"
+
+
 def backlog_of(ends: dict[TopicPartition, int], committed: dict[TopicPartition, int],
                begins: dict[TopicPartition, int]) -> dict[str, int]:
     """Messages per topic not yet read by its consumer group: end offset minus the
@@ -539,6 +545,15 @@ class Insight:
             out += [t for t in self._summaries(ids) if (status is None or t.get("status") == status)
                     and (name is None or t.get("task") == name)]
         return out[:limit]
+
+    def failed_groups(self, name: str | None = None) -> list[dict[str, Any]]:
+        """The failed tasks among the newest RECENT_MAX, grouped by error type (``error_type``),
+        the largest group first, each with its count and task ids (newest first)."""
+        groups: dict[str, list[str]] = {}
+        for t in self.tasks(Status.FAILED, name, RECENT_MAX):
+            groups.setdefault(error_type(t.get("error", "")), []).append(t["id"])
+        return [{"error_type": k, "count": len(v), "ids": v}
+                for k, v in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))]
 
     def task(self, task_id: str) -> dict[str, Any] | None:
         """One task: its record, what it says of its attempts, its placement and retry time; None if unknown."""

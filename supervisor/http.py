@@ -289,6 +289,7 @@ class Endpoint:
             "overview": i.overview, "workers": i.workers, "retries": lambda: i.retries(_limit(query)),
             "dead-letters": lambda: i.dead_letters(_limit(query)), "running": i.running,
             "queued": lambda: i.queued(_limit(query)),
+            "failed-groups": lambda: i.failed_groups(query.get("name", [None])[-1]),
             "tasks": lambda: i.tasks(query.get("status", [None])[-1], query.get("name", [None])[-1],
                                      _limit(query))}
         if what not in reads:

@@ -180,6 +180,13 @@ def test_healthz_and_the_api(start_cluster: Any) -> None:
     assert get(port, "/api/tasks/no-such-task")[0] == 404
     retries = json.loads(get(port, "/api/retries")[1])
     assert [(t["id"], t["retries"]) for t in retries] == [(bad.id, 1)] and retries[0]["due"] > time.time()
+    zero = c.submit_many([TaskSpec("div", (1, 0), max_retries=0), TaskSpec("fail", ("x",), max_retries=0)])
+    for h in zero:
+        with pytest.raises(TaskFailed):
+            h.result(timeout=30)
+    groups = json.loads(get(port, "/api/failed-groups")[1])
+    assert groups == [{"error_type": "RuntimeError", "count": 1, "ids": [zero[1].id]},
+                      {"error_type": "ZeroDivisionError", "count": 1, "ids": [zero[0].id]}]
     dead = wait_until(lambda: json.loads(get(port, "/api/dead-letters")[1]), "the dead letter is listed")
     assert [d["message"] for d in dead] == ["not json"] and "not valid JSON" in dead[0]["error"]
     assert get(port, "/api/tasks?limit=x")[0] == 400

@@ -28,6 +28,7 @@ from client.insight import (
     attempts,
     backlog_of,
     encode_snapshot,
+    error_type,
     health,
     parse_snapshot,
     parse_stats,
@@ -308,3 +309,9 @@ def test_info_and_inspect_with_the_services_away_say_so_and_exit_5(tmp_path: Pat
         assert "health: kafka does not answer; redis does not answer; no supervisor is running" in out
         assert cli_main(["-c", str(path), "inspect", "retries"]) == 5
         assert "does not answer" in capsys.readouterr().err
+
+
+def test_the_error_type_of_a_record() -> None:
+    assert error_type("ValueError: bad value: 3") == "ValueError"
+    assert error_type("WorkerLost: the worker died") == "WorkerLost"
+    assert error_type("no colon here") == error_type("two words: x") == error_type("") == "(other)"
