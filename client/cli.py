@@ -135,8 +135,10 @@ def format_info(o: dict[str, Any]) -> str:
 def _process_line(w: dict[str, Any]) -> str:
     age = f"{w['heartbeat_age']:.1f}s ago" if w["heartbeat_age"] is not None else "never"
     load = f"  load {w['load']}" if w["load"] is not None else ""
+    rss = f"  rss {w['rss'] / 2 ** 20:.0f}MB" if w.get("rss") else ""
+    cpu = f" cpu {w['cpu']:.0f}%" if w.get("cpu") is not None else ""
     return (f"{w['id']:<10} {'up' if w['up'] else 'DOWN':<4} pid {w['pid'] or '-'}{load}  heartbeat {age}  "
-            f"restarts {w['restarts']}  deaths {w['deaths']}")
+            f"restarts {w['restarts']}  deaths {w['deaths']}{rss}{cpu}")
 
 
 def format_inspect(what: str, lines: list[dict[str, Any]], at: float) -> str:

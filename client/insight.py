@@ -154,6 +154,8 @@ class ProcessView:
     alive: bool                  # the process exists
     up: bool                     # alive, and its last heartbeat arrived within the timeout
     heartbeat_age: float | None  # seconds since its last heartbeat arrived (None: none yet)
+    rss: int | None = None       # resident memory, bytes (sampled every second; None: not yet)
+    cpu: float | None = None     # % of one core since the previous sample
 
 
 @dataclass
@@ -182,11 +184,16 @@ def parse_snapshot(text: object) -> Snapshot | None:
         return None
     try:
         d = json.loads(text)
-        procs = [ProcessView(str(p["name"]), p["pid"] if isinstance(p["pid"], int) else None, bool(p["alive"]),
-                             bool(p["up"]), _age(p.get("heartbeat_age"))) for p in d["processes"]]
+        procs = [ProcessView(str(p["name"]), _whole(p["pid"]), bool(p["alive"]), bool(p["up"]),
+                             _age(p.get("heartbeat_age")), _whole(p.get("rss")), _age(p.get("cpu")))
+                 for p in d["processes"]]
         return Snapshot(float(d["at"]), int(d["supervisor_pid"]), int(d["epoch"]), procs)
     except (ValueError, KeyError, TypeError, RecursionError):
         return None
+
+
+def _whole(v: object) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
 def _age(v: object) -> float | None:
@@ -376,7 +383,7 @@ class Insight:
         return int(self.redis.zcard(self.keys.retries))  # type: ignore[arg-type]
 
     def workers(self) -> list[dict[str, Any]]:
-        """Each worker (and the scheduler): pid, up, load, heartbeat age, restarts, deaths."""
+        """Each worker (and the scheduler): pid, up, load, heartbeat age, restarts, deaths, RSS, CPU."""
         snap = self.snapshot()
         counts = self.counters()
         load = self.loads()
@@ -387,7 +394,8 @@ class Insight:
             hb = p.heartbeat_age + age if p is not None and p.heartbeat_age is not None else None
             out.append({"id": name, "pid": p.pid if p else None, "alive": bool(p and p.alive), "up": bool(p and p.up),
                         "load": load.get(name, 0) if name != "scheduler" else None, "heartbeat_age": hb,
-                        "restarts": counts.restarts.get(name, 0), "deaths": counts.deaths.get(name, 0)})
+                        "restarts": counts.restarts.get(name, 0), "deaths": counts.deaths.get(name, 0),
+                        "rss": p.rss if p else None, "cpu": p.cpu if p else None})
         return out
 
     # --- Kafka offsets ---

@@ -94,6 +94,11 @@ def _worker_families(workers: list[dict[str, Any]]) -> Iterator[Metric]:
     yield _labelled(GaugeMetricFamily, "yadtq_worker_heartbeat_age_seconds", "Seconds since the worker's last "
                     "heartbeat arrived at the supervisor.", "worker",
                     {k: w["heartbeat_age"] for k, w in only.items() if w["heartbeat_age"] is not None})
+    yield _labelled(GaugeMetricFamily, "yadtq_worker_rss_bytes", "Resident memory of the process (workers and the "
+                    "scheduler), sampled every second.", "worker",
+                    {k: w["rss"] for k, w in procs.items() if w.get("rss") is not None})
+    yield _labelled(GaugeMetricFamily, "yadtq_worker_cpu_percent", "CPU of the process, in % of one core, over "
+                    "the last second.", "worker", {k: w["cpu"] for k, w in procs.items() if w.get("cpu") is not None})
 
 
 def _histogram_families(timings: dict[str, dict[str, Histogram]]) -> Iterator[Metric]:

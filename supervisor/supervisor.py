@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.process
-import os
 import signal
 import time
 from collections.abc import Callable
@@ -25,7 +24,6 @@ from kafka.errors import KafkaError
 from client import kafka as kafka_io
 from client.config import Config, safe_url
 from client.errors import ForeignData, InvalidMessage, LeaseLost, ServiceUnavailable
-from client.insight import RECENT_MAX, SNAPSHOT_TTL, ProcessView, Snapshot, encode_snapshot
 from client.lease import Keeper, Lease, Renewal
 from client.protocol import Heartbeat, WorkerDown, encode_event, now, parse_event
 from client.store import Keys, TaskStore, connect, ping
@@ -34,6 +32,7 @@ from supervisor.liveness import Liveness
 from supervisor.output import Output
 from supervisor.scheduler import run_scheduler
 from supervisor.topics import ensure_topics
+from supervisor.view import Publisher
 from worker_pool import quarantine
 from worker_pool.process import EXIT_FENCED, EXIT_HARD_LIMIT, EXIT_ORPHANED, EXIT_SERVICE_LOST
 from worker_pool.registry import default_registry
@@ -43,7 +42,6 @@ PROBE_INTERVAL = 1.0  # seconds between checks that Kafka and Redis answer
 LEASE_RENEW_INTERVAL = 1.0  # seconds between renewals of the cluster's lease, by its own thread
 LEASE_MIN_TTL = 3 * LEASE_RENEW_INTERVAL  # the lease's TTL is heartbeat_timeout, but never this short
 LEASE_TIMEOUT = 2.0  # seconds a renewal may wait on Redis: then it is late, not stuck
-SNAPSHOT_INTERVAL = 1.0  # seconds between writes of the snapshot of the processes to Redis (client/insight.py)
 
 _spawn = multiprocessing.get_context("spawn")  # no fork: the parent holds Kafka threads and sockets
 _EXIT_MEANINGS = {EXIT_SERVICE_LOST: ": Kafka or Redis stopped answering", EXIT_HARD_LIMIT: ": hard time limit",
@@ -110,10 +108,7 @@ class Supervisor:
         self._keeper: Keeper | None = None  # renews the lease from its own thread
         self.epoch = 0  # the lease's fencing epoch, given to every child
         self._spawn_after = 0.0  # no child starts before (the previous generation's must have seen our epoch)
-        self.snapshot: Snapshot | None = None  # the processes as last seen, for /healthz and the Redis copy
-        self._last_snapshot = 0.0
-        self._published: list[tuple[str, int | None, bool, bool]] = []  # the state last written
-        self._events: list[tuple[str, str]] = []  # (deaths|restarts, process) not yet counted in Redis
+        self.view: Publisher | None = None  # the processes as the operator sees them (supervisor/view.py)
         self._http: http.HttpServer | None = None
 
     # --- lifecycle ---
@@ -127,6 +122,7 @@ class Supervisor:
                               f"writes there: {', '.join(bad)}; another program or a person wrote them. Delete "
                               "them if no YADTQ cluster uses them, or give this cluster its own redis.key_prefix")
         self._take_lease()  # before anything slow, created or started: a second supervisor stops here
+        self.view = Publisher(TaskStore(self.redis, self.keys, cfg.tasks.result_ttl))
         topics = ensure_topics(cfg)
         self._producer = kafka_io.producer(cfg.kafka)
         # Heartbeats need no millisecond latency here (the timeout is seconds),
@@ -231,7 +227,8 @@ class Supervisor:
         self._send_announcements()
         for c in self.children.values():
             self._check(c, at)
-        self._publish(at)  # before 'cluster ready': whoever reads that line finds the snapshot up to date
+        if self.view is not None:  # before 'cluster ready': whoever reads that line finds the snapshot up to date
+            self.view.publish(self.children.values(), self.liveness, self.epoch, at, self.up["redis"])
         if not self._ready and all(c.announced for c in self.children.values()):
             self._ready = True
             self.say(f"cluster ready: {len(self.config.worker_ids())} workers live")
@@ -255,8 +252,8 @@ class Supervisor:
                         if self._producer else None)
             self._close("the HTTP endpoint", lambda: self._http.stop() if self._http else None)
             # Gone at once rather than after its TTL (not if another supervisor took the lease: it is theirs).
-            self._close("the snapshot", lambda: self.redis.delete(self.keys.snapshot)
-                        if self.epoch and self._keeper is not None else None)
+            self._close("the snapshot", lambda: self.view.clear()
+                        if self.view is not None and self._keeper is not None else None)
             self._close("the cluster's lease", lambda: self._keeper.release() if self._keeper else None)
             if self.epoch:  # it took the lease: a supervisor refused at the start ran nothing to stop
                 self.say("stopped")
@@ -327,8 +324,8 @@ class Supervisor:
         c.process.start()
         self.liveness.watch(c.name, c.pid, time.monotonic())
         c.announced = False
-        if c.spawned:
-            self._events.append(("restarts", c.name))
+        if c.spawned and self.view is not None:
+            self.view.count("restarts", c.name)
         c.spawned += 1
         self.say(f"started {c.name} (pid {c.pid}){' in careful mode' if c.careful else ''}")
 
@@ -357,7 +354,8 @@ class Supervisor:
         c.process.close()
         c.process = None
         self.say(f"{c.name} is dead ({reason})")
-        self._events.append(("deaths", c.name))
+        if self.view is not None:
+            self.view.count("deaths", c.name)
         if c.name != "scheduler":
             self._announce_down(c.name, reason, dead_pid)
         self._schedule_restart(c, at, lost_service)
@@ -410,33 +408,12 @@ class Supervisor:
         if not listen:
             return
         try:
-            self._http = http.serve(self.config, lambda: self.snapshot, self.say)
+            self._http = http.serve(self.config, lambda: self.view.snapshot if self.view else None, self.say)
         except OSError as e:
             self.say(f"http: cannot listen on {listen}: {e.strerror or e}; running without /metrics and /healthz")
             return
         host, port = str(self._http.server_address[0]), int(self._http.server_address[1])
         self.say(f"http: /metrics, /healthz and /api on http://{host}:{port}")
-
-    def _publish(self, at: float) -> None:
-        """Refresh the snapshot of the processes; write it (and the deaths and restarts seen since) to
-        Redis, where readers in other processes (``python -m client info``) find it, at once when a
-        process came, went, or turned up or down, else every SNAPSHOT_INTERVAL (for the ages)."""
-        procs = [ProcessView(c.name, c.pid, c.alive(), c.alive() and self.liveness.is_live(c.name, at),
-                             self.liveness.age(c.name, at)) for c in self.children.values()]
-        self.snapshot = Snapshot(now(), os.getpid(), self.epoch, procs)
-        state = [(p.name, p.pid, p.alive, p.up) for p in procs]
-        if (state == self._published and at - self._last_snapshot < SNAPSHOT_INTERVAL) or not self.up["redis"]:
-            return
-        self._last_snapshot, self._published = at, state
-        store = TaskStore(self.redis, self.keys, 0)
-        try:
-            while self._events:
-                store.count_event(*self._events[0])
-                self._events.pop(0)
-            store.write_snapshot(encode_snapshot(self.snapshot), SNAPSHOT_TTL)
-            store.trim_recent(RECENT_MAX)
-        except redis.RedisError:
-            pass  # counted and written at the next round that reaches Redis
 
     # --- heartbeats and status ---
     def _read_heartbeats(self) -> None:

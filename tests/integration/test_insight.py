@@ -169,6 +169,7 @@ def test_healthz_and_the_api(start_cluster: Any) -> None:
     assert overview["retries_waiting"] == 1
     workers = json.loads(get(port, "/api/workers")[1])
     assert [(w["id"], w["up"]) for w in workers] == [("scheduler", True), (cluster.config.worker_ids()[0], True)]
+    assert all(w["rss"] > 10 * 2 ** 20 for w in workers)  # sampled with psutil by the supervisor
     listed = json.loads(get(port, "/api/tasks?status=success&name=add")[1])
     assert [t["id"] for t in listed] == [ok.id] and listed[0]["status"] == "success"
     assert [t["id"] for t in json.loads(get(port, "/api/tasks")[1])] == [bad.id, ok.id]  # newest first

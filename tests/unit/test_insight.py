@@ -136,7 +136,7 @@ def test_the_metrics_text_has_the_names_and_labels_of_the_issue() -> None:
                                           "finished|failed|add": "1", "retries|add": "4"}),
                     timings={"wait": {"add": h}, "run": {}},
                     workers=[{"id": "scheduler", "up": True, "load": None, "heartbeat_age": 0.1, "restarts": 1,
-                              "deaths": 1},
+                              "deaths": 1, "rss": 1000, "cpu": 2.5},
                              {"id": "W1", "up": False, "load": 3, "heartbeat_age": None, "restarts": 0, "deaths": 0}],
                     backlog={"TASKS": 5}, oldest_unstarted_age=2.5, retries_waiting=4, dead_letters_total=7)
     m = _families(v)
@@ -148,6 +148,8 @@ def test_the_metrics_text_has_the_names_and_labels_of_the_issue() -> None:
     assert m["yadtq_worker_restarts_total"][(("worker", "scheduler"),)] == 1
     assert m["yadtq_worker_up"] == {(("worker", "W1"),): 0} and m["yadtq_worker_load"] == {(("worker", "W1"),): 3}
     assert "yadtq_worker_heartbeat_age_seconds" not in m  # W1 never beat: no sample rather than a made-up age
+    assert m["yadtq_worker_rss_bytes"] == {(("worker", "scheduler"),): 1000}
+    assert m["yadtq_worker_cpu_percent"] == {(("worker", "scheduler"),): 2.5}
     assert m["yadtq_task_queue_wait_seconds_bucket"][(("le", "0.005"), ("task", "add"))] == 2
     assert m["yadtq_task_queue_wait_seconds_bucket"][(("le", "+Inf"), ("task", "add"))] == 3
     assert m["yadtq_task_queue_wait_seconds_count"] == {(("task", "add"),): 3}
@@ -199,13 +201,13 @@ def test_the_http_token_comes_from_the_file_or_the_environment(monkeypatch: pyte
 def test_info_and_inspect_texts() -> None:
     overview = {"kafka_up": True, "redis_up": False, "supervisor": {"pid": 9, "epoch": 3},
                 "workers": [{"id": "W1", "up": True, "pid": 11, "load": 2, "heartbeat_age": 0.25, "restarts": 1,
-                             "deaths": 1}],
+                             "deaths": 1, "rss": 50 * 2 ** 20, "cpu": 12.3}],
                 "backlog": {"TASKS": 4}, "oldest_unstarted_age": 1.5, "retries_waiting": 2,
                 "dead_letters": {"total": 3, "kept": 1}, "totals": {"success": 5, "failed": 1},
                 "health": ["redis does not answer"], "errors": {}}
     assert format_info(overview).splitlines() == [
         "supervisor pid 9 (epoch 3) | kafka up | redis DOWN",
-        "W1         up   pid 11  load 2  heartbeat 0.2s ago  restarts 1  deaths 1",
+        "W1         up   pid 11  load 2  heartbeat 0.2s ago  restarts 1  deaths 1  rss 50MB cpu 12%",
         "backlog: TASKS 4", "oldest waiting: 1.5s | retries waiting 2 | dead letters 3 (1 kept)",
         "success 5 failed 1", "health: redis does not answer"]
     assert format_inspect("dead", [], 0.0) == "no dead letters"
