@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from client import TaskFailed, TaskSpec
 from client import kafka as kafka_io
 from client.insight import parse_stats, parse_timings
-from client.store import Keys, Status, TaskStore, connect
+from client.store import Assign, Batch, Keys, Retry, Status, TaskStore, connect
 from tests.integration.conftest import REDIS, ROOT
 from tests.integration.private_services import PrivateServices
 
@@ -250,12 +250,19 @@ def store(services: None) -> Iterator[TaskStore]:
     client.close()
 
 
-def one_task(store: TaskStore, task_id: str, started: float, finished: float) -> None:
-    """A task of 'add' through ASSIGN, CLAIM and FINISH, as the scheduler and a worker run it."""
-    payload = json.dumps({"v": 1, "task-id": task_id, "task": "add", "args": [1, 2]})
-    for op in (lambda b: store.assign(b, task_id, "add", "W1", payload, 1.0, 1),
-               lambda b: store.claim(b, task_id, 1, "W1", started, 111, 1),
-               lambda b: store.finish(b, task_id, 1, Status.SUCCESS, finished, {"result": "3"})):
+def add_payload(task_id: str) -> str:
+    return json.dumps({"v": 1, "task-id": task_id, "task": "add", "args": [1, 2]})
+
+
+def one_task(store: TaskStore, task_id: str, started: float, finished: float | None) -> None:
+    """A task of 'add' through ASSIGN (at 1.0), CLAIM (by pid 111) and FINISH, as the scheduler and a
+    worker run it; left running if ``finished`` is None."""
+    ops: list[Callable[[Batch], object]] = [
+        lambda b: store.assign(b, task_id, "add", "W1", add_payload(task_id), 1.0, 3),
+        lambda b: store.claim(b, task_id, 1, "W1", started, 111, 3)]
+    if finished is not None:
+        ops.append(lambda b: store.finish(b, task_id, 1, Status.SUCCESS, finished, {"result": "3"}))
+    for op in ops:
         batch = store.pipeline()
         op(batch)
         store.execute(batch)
@@ -278,6 +285,19 @@ def test_the_scripts_count_per_task_and_a_damaged_counter_starts_again(store: Ta
     stats = parse_stats(store.redis.hgetall(store.keys.stats))  # type: ignore[arg-type]
     assert (stats.submitted, stats.finished, stats.totals) == ({"add": 1}, {("add", "success"): 1}, {"success": 2})
     assert parse_timings(store.redis.hgetall(store.keys.timings))["run"]["add"].total == pytest.approx(0.1)  # type: ignore[arg-type]
+
+    # RETRY counts a retry; a move of a task that was running (its worker died) counts a lost run.
+    one_task(store, "d", 4.5, None)
+    one_task(store, "e", 4.5, None)
+    assert store.retry("d", 1, 5.0, (1.0, 3.0), 3, {"error": "E: x", "traceback": "tb"},
+                       add_payload("d")).kind is Retry.SCHEDULED
+    batch = store.pipeline()
+    moved = store.assign(batch, "e", "add", "W2", add_payload("e"), 6.0, 3, "move", 111)
+    store.execute(batch)
+    assert moved.value.kind is Assign.ASSIGNED
+    stats = parse_stats(store.redis.hgetall(store.keys.stats))  # type: ignore[arg-type]
+    assert (stats.retries, stats.lost, stats.submitted) == ({"add": 1}, {"add": 1}, {"add": 3})
+    assert store.redis.zrevrange(store.keys.recent, 0, -1) == ["e", "d", "b", "a"]
 
     store.redis.delete(store.keys.timings, store.keys.recent)
     store.redis.set(store.keys.timings, "not a hash")
