@@ -394,10 +394,11 @@ def classify(answer: dict[str, Any] | None, passed: int, change: str) -> tuple[s
 
 
 def tests_for(file: str, root: Path = ROOT) -> list[str]:
-    """The pytest arguments that run the tests of one script in ``root`` (a test file it lacks left out)."""
+    """The pytest arguments that run the tests of one script in ``root`` (a test file it lacks left out;
+    a test named 'file::test' counts as its file)."""
     args = TESTS.get(file, STORE_TESTS)
     return [x for i, x in enumerate(args)
-            if x.startswith("-") or args[i - 1] in ("-k", "--deselect") or (root / x).exists()]
+            if x.startswith("-") or args[i - 1] in ("-k", "--deselect") or (root / x.split("::")[0]).exists()]
 
 
 def chosen_by(all_mutants: list[Mutant], only: list[str]) -> list[Mutant]:
