@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from client import TaskFailed, TaskSpec
 from client import kafka as kafka_io
 from client.insight import parse_stats, parse_timings
-from client.store import Assign, Batch, Keys, Retry, Status, TaskStore, connect
+from client.store import Assign, Batch, Claim, Finish, Keys, Retry, Status, TaskStore, connect
 from tests.integration.conftest import REDIS, ROOT
 from tests.integration.private_services import PrivateServices
 
@@ -278,6 +278,7 @@ def test_the_scripts_count_per_task_and_a_damaged_counter_starts_again(store: Ta
     assert (wait.count, wait.total, run.count) == (1, 0.5, 1) and run.total == pytest.approx(0.1)
     assert dict(wait.cumulative())["0.25"] == 0 and dict(wait.cumulative())["0.5"] == 1
     assert store.redis.zrange(store.keys.recent, 0, -1) == ["a"]
+    assert store.record("a")["first_started_at"] == "1.5"
 
     store.redis.hset(store.keys.stats, mapping={"submitted|add": "x", "finished|success|add": "1.5"})
     store.redis.hset(store.keys.timings, mapping={"run_sum|add": "junk", "run|5|add": "-"})
@@ -295,9 +296,30 @@ def test_the_scripts_count_per_task_and_a_damaged_counter_starts_again(store: Ta
     moved = store.assign(batch, "e", "add", "W2", add_payload("e"), 6.0, 3, "move", 111)
     store.execute(batch)
     assert moved.value.kind is Assign.ASSIGNED
+    batch = store.pipeline()
+    store.claim(batch, "e", 2, "W2", 7.0, 333, 3)  # its second start: no second queue wait
+    store.execute(batch)
+    assert parse_timings(store.redis.hgetall(store.keys.timings))["wait"]["add"].count == 4  # type: ignore[arg-type]
+    assert store.record("e")["first_started_at"] == "4.5"
     stats = parse_stats(store.redis.hgetall(store.keys.stats))  # type: ignore[arg-type]
     assert (stats.retries, stats.lost, stats.submitted) == ({"add": 1}, {"add": 1}, {"add": 3})
     assert store.redis.zrevrange(store.keys.recent, 0, -1) == ["e", "d", "b", "a"]
+
+    # Damaged times in a record: no observation, and no script error (DESIGN 4.6).
+    batch = store.pipeline()
+    store.assign(batch, "f", "add", "W1", add_payload("f"), 8.0, 3)
+    store.execute(batch)
+    store.redis.hset(store.keys.task("f"), "submitted_at", "x")
+    batch = store.pipeline()
+    claimed = store.claim(batch, "f", 1, "W1", 8.5, 111, 3)
+    store.execute(batch)
+    store.redis.hset(store.keys.task("f"), "started_at", "y")
+    batch = store.pipeline()
+    finished = store.finish(batch, "f", 1, Status.SUCCESS, 9.0, {"result": "3"})
+    store.execute(batch)
+    assert (claimed.value, finished.value) == (Claim.RUN, Finish.WRITTEN)
+    timings = parse_timings(store.redis.hgetall(store.keys.timings))  # type: ignore[arg-type]
+    assert (timings["wait"]["add"].count, timings["run"]["add"].count) == (4, 2)
 
     store.redis.delete(store.keys.timings, store.keys.recent)
     store.redis.set(store.keys.timings, "not a hash")
