@@ -305,6 +305,15 @@ def test_the_scripts_count_per_task_and_a_damaged_counter_starts_again(store: Ta
     assert (stats.retries, stats.lost, stats.submitted) == ({"add": 1}, {"add": 1}, {"add": 3})
     assert store.redis.zrevrange(store.keys.recent, 0, -1) == ["e", "d", "b", "a"]
 
+    # A task placed again by a new message (its table entry gone) is not submitted twice.
+    for _ in range(2):
+        batch = store.pipeline()
+        store.assign(batch, "g", "add", "W1", add_payload("g"), 7.5, 3)
+        store.execute(batch)
+        store.redis.hdel(store.keys.assignments, "g")
+    assert store.record("g")["attempt"] == "2"
+    assert parse_stats(store.redis.hgetall(store.keys.stats)).submitted == {"add": 4}  # type: ignore[arg-type]
+
     # Damaged times in a record: no observation, and no script error (DESIGN 4.6).
     batch = store.pipeline()
     store.assign(batch, "f", "add", "W1", add_payload("f"), 8.0, 3)
