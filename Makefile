@@ -9,6 +9,12 @@ CONFIG ?= yadtq.yaml
 PYTEST_ARGS ?=
 CHAOS_ARGS ?=
 FUZZ_EXAMPLES ?= 3000
+# make mutate-py: the Python files or folders to mutate (default: all of client/, worker_pool/,
+# supervisor/, as set in setup.cfg [mutmut]), e.g. MUTATE_PATHS='client/store.py supervisor/'
+MUTATE_PATHS ?=
+MUTATE_CHILDREN ?= 2
+# MUTATE_KEEP=1 keeps mutants/ (results of earlier narrowed runs are kept, the named ones rerun)
+MUTATE_KEEP ?=
 # make bench: its own virtualenv (YADTQ plus the anchors Celery and Huey, and matplotlib)
 BENCH_VENV ?= .venv-bench
 BENCH_PY := $(BENCH_VENV)/bin/python
@@ -18,7 +24,7 @@ WORKERS ?= 1,2,4,8
 SYSTEMS ?= limit,yadtq,celery,huey
 BENCH_ARGS ?=
 
-.PHONY: help install services services-down services-status run test unit fuzz chaos lint format clean bench bench-install
+.PHONY: help install services services-down services-status run test unit fuzz chaos lint format clean bench bench-install mutate mutate-py
 
 help:
 	@echo "make run            install, start Kafka and Redis if needed, run the cluster from $(CONFIG)"
@@ -28,6 +34,7 @@ help:
 	@echo "make chaos          kill workers, the scheduler and the supervisor, restart Redis and Kafka, while tasks run;"
 	@echo "                    CHAOS_ARGS='--tasks 20000 --supervisor-kills 3 --redis-restarts 1 --broker-restarts 1'"
 	@echo "make lint           ruff and mypy"
+	@echo "make mutate         mutation testing (docs/TESTING.md); MUTATE_PATHS='client/store.py' narrows the Python part"
 	@echo "make services       start local Kafka and Redis (idempotent); make services-down stops them"
 	@echo "make bench          benchmark YADTQ against raw kafka-python, Celery and Huey (docs/BENCHMARKS.md);"
 	@echo "                    N=10000 RUNS=3 WORKERS=1,2,4,8 SYSTEMS=limit,yadtq,celery,huey BENCH_ARGS=..."
@@ -74,6 +81,18 @@ chaos: services
 
 unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# A fresh run unless MUTATE_KEEP=1 (mutants/ removed first): the score is of the code and tests as they are.
+mutate: mutate-py
+
+mutate-py: services
+	$(if $(MUTATE_KEEP),,rm -rf mutants &&) mkdir -p mutants
+	@start=$$(date +%s); \
+	names=$$($(PY) scripts/mutation_score.py --names $(MUTATE_PATHS)); \
+	$(VENV)/bin/mutmut run --max-children $(MUTATE_CHILDREN) $$names > mutants/run.log 2>&1 \
+	  || { tail -n 40 mutants/run.log; exit 1; }; \
+	$(PY) scripts/mutation_score.py $(MUTATE_PATHS); \
+	echo "mutate-py: $$(( $$(date +%s) - start )) s wall (log: mutants/run.log)"
 
 lint: install
 	$(VENV)/bin/ruff check client worker_pool supervisor bench tests scripts
