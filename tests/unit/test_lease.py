@@ -125,3 +125,8 @@ def test_no_renewal_runs_after_the_keeper_released_the_lease() -> None:
     keeper._thread.join(5)
     assert not keeper._thread.is_alive()
     assert lease.calls[-1] == "release" and lease.calls.count("release") == 1  # a renewal after it would retake it
+
+
+def test_the_keeper_thread_never_holds_up_the_exit_of_its_process() -> None:
+    """A daemon thread: a supervisor that exits (its lease lost, Ctrl-C) is not kept alive by it."""
+    assert Keeper(_Lease([]), 1.0)._thread.daemon  # type: ignore[arg-type]
