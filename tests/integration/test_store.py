@@ -729,3 +729,13 @@ def test_orphan_marks_are_written_for_a_restarted_scheduler(store: TaskStore) ->
 def test_the_published_load_is_read_back(store: TaskStore) -> None:
     store.write_load({"W1": 3, "W2": 0})
     assert store.counters()[0] == {"W1": 3, "W2": 0}
+
+
+def test_no_key_holding_the_type_yadtq_writes_is_reported_as_misplaced(store: TaskStore) -> None:
+    k = store.keys
+    for key in (k.assignments, k.orphans, k.retry_payloads, k.load, k.stats, k.quarantine):
+        store.redis.hset(key, "x", "1")
+    store.redis.zadd(k.retries, {"x": 1.0})
+    for key in (k.epoch, k.owner, k.owner_released):
+        store.redis.set(key, "1")
+    assert store.misplaced_keys() == []

@@ -108,8 +108,8 @@ def test_no_script_counts_with_a_command_that_fails_on_a_damaged_field() -> None
 
 
 def test_a_stored_payload_holding_a_lone_surrogate_is_an_invalid_message_not_a_crash() -> None:
-    """Redis's replies are decoded with surrogateescape: bytes that are not UTF-8 come back as
-    lone surrogates, and must be refused like any unreadable payload."""
+    """A payload text holding a lone surrogate (which UTF-8 cannot encode) is refused like any
+    unreadable payload, never a UnicodeEncodeError out of the reader."""
     from client.errors import InvalidMessage
 
     with pytest.raises(InvalidMessage):
