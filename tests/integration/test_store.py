@@ -739,3 +739,27 @@ def test_no_key_holding_the_type_yadtq_writes_is_reported_as_misplaced(store: Ta
     for key in (k.epoch, k.owner, k.owner_released):
         store.redis.set(key, "1")
     assert store.misplaced_keys() == []
+
+
+def test_quarantine_marks_are_kept_per_field_and_cleared(store: TaskStore) -> None:
+    assert store.quarantine_mark("g|T|0") is None
+    store.set_quarantine_mark("g|T|0", "5:1")
+    store.set_quarantine_mark("g|T|1", "9:2")
+    assert (store.quarantine_mark("g|T|0"), store.quarantine_mark("g|T|1")) == ("5:1", "9:2")
+    store.clear_quarantine_marks(["g|T|0"])
+    assert (store.quarantine_mark("g|T|0"), store.quarantine_mark("g|T|1")) == (None, "9:2")
+
+
+def test_delete_all_deletes_every_key_under_the_prefix_and_nothing_else(store: TaskStore) -> None:
+    other = Keys(f"t{uuid.uuid4().hex[:10]}:")
+    store.redis.set(other.epoch, "1")  # another cluster's
+    try:
+        for i in range(1500):  # more than one batch of deletes
+            store.redis.set(store.keys.task(f"x{i}"), "1")
+        assert store.delete_all() == 1500
+        assert list(store.redis.scan_iter(match=f"{store.keys.prefix}*")) == []
+        assert store.redis.get(other.epoch) == "1"
+        with pytest.raises(ValueError, match="needs a key prefix"):
+            TaskStore(store.redis, Keys(""), 60).delete_all()
+    finally:
+        store.redis.delete(other.epoch)
