@@ -219,3 +219,14 @@ def test_a_worker_down_event_leaves_a_task_that_a_newer_process_of_that_worker_r
     assert s._producer.sent[len(sent):] == []  # type: ignore[attr-defined]
     record = s.store.record("t1")
     assert (record["status"], record["pid"], record["worker_deaths"]) == ("processing", "222", "1")
+
+
+def test_a_due_retry_waits_once_however_often_the_schedule_is_read(scheduler: Scheduler) -> None:
+    """While a due retry waits for a worker with room, reading the schedule again must not queue
+    it a second time (one ASSIGN per retry, or a slot is held for a copy that is never sent)."""
+    s = scheduler
+    s.redis.zadd(s.keys.retries, {"r1": AT - 1})
+    s.redis.hset(s.keys.retry_payloads, "r1", task("r1", "add", 1, 2).decode())
+    s._take_due_retries(AT)
+    s._take_due_retries(AT + 1)
+    assert [w.retry_id for w in s.waiting] == ["r1"] and s._retrying == {"r1"}
