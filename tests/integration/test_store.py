@@ -758,6 +758,7 @@ def test_delete_all_deletes_every_key_under_the_prefix_and_nothing_else(store: T
             store.redis.set(store.keys.task(f"x{i}"), "1")
         assert store.delete_all() == 1500
         assert list(store.redis.scan_iter(match=f"{store.keys.prefix}*")) == []
+        assert store.delete_all() == 0  # nothing left: no DEL without keys (a Redis error)
         assert store.redis.get(other.epoch) == "1"
         with pytest.raises(ValueError, match="needs a key prefix"):
             TaskStore(store.redis, Keys(""), 60).delete_all()
