@@ -198,7 +198,7 @@ def test_finished_and_worker_down_events_free_the_table_and_move_with_the_dead_p
     s._on_event(encode_event(WorkerDown(placed["t1"], "test", AT + 3, 111)), AT + 3, time.monotonic())
     assert s._commit_status_now
     s._dispatch(AT + 3, time.monotonic())
-    moved = s._producer.sent[len(sent):]  # type: ignore[attr-defined]
+    moved = s._producer.sent[len(sent):]  # type: ignore[union-attr]
     assert [(w, parse_assignment(m).task.task_id, parse_assignment(m).attempt) for w, m, _ in moved] == \
         [(placed["t2"], "t1", 2)]
     assert s.store.record("t1")["worker_deaths"] == "1"  # pid 111 died running it
@@ -216,7 +216,7 @@ def test_a_worker_down_event_leaves_a_task_that_a_newer_process_of_that_worker_r
         assert claim.value is Claim.RUN
     s._on_event(encode_event(WorkerDown(worker, "test", AT + 2, 111)), AT + 2, time.monotonic())
     s._dispatch(AT + 2, time.monotonic())
-    assert s._producer.sent[len(sent):] == []  # type: ignore[attr-defined]
+    assert s._producer.sent[len(sent):] == []  # type: ignore[union-attr]
     record = s.store.record("t1")
     assert (record["status"], record["pid"], record["worker_deaths"]) == ("processing", "222", "1")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import traceback
 from collections.abc import Callable
 from enum import StrEnum
 from importlib import resources
@@ -134,7 +135,7 @@ def test_a_traceback_that_cannot_be_formatted_is_named_not_a_crash(monkeypatch: 
     def broken(*args: Any) -> list[str]:
         raise RecursionError("too deep")
 
-    monkeypatch.setattr(store.tb, "format_exception", broken)
+    monkeypatch.setattr(traceback, "format_exception", broken)  # the module client.store calls it on
     fields = store.failure_fields(ValueError("boom"))
     assert fields == {"error": "ValueError: boom", "traceback": "<unprintable traceback of ValueError>"}
 
