@@ -12,6 +12,12 @@ FUZZ_EXAMPLES ?= 3000
 # make test's coverage (docs/TESTING.md, "Coverage"): Python line and branch coverage of every test
 # and of the processes they start, then the Lua scripts' lines; COVERAGE= (empty) runs without it.
 COVERAGE ?= --cov --cov-report=term --cov-report=html
+# make mutate-py: the Python files or folders to mutate (default: all of client/, worker_pool/,
+# supervisor/, as set in setup.cfg [mutmut]), e.g. MUTATE_PATHS='client/store.py supervisor/'
+MUTATE_PATHS ?=
+MUTATE_CHILDREN ?= 2
+# MUTATE_KEEP=1 keeps mutants/ (results of earlier narrowed runs are kept, the named ones rerun)
+MUTATE_KEEP ?=
 # make bench: its own virtualenv (YADTQ plus the anchors Celery and Huey, and matplotlib)
 BENCH_VENV ?= .venv-bench
 BENCH_PY := $(BENCH_VENV)/bin/python
@@ -24,7 +30,7 @@ BENCH_ARGS ?=
 MUTATE_LUA_ARGS ?=
 
 .PHONY: help install services services-down services-status run test unit fuzz chaos lint format clean bench bench-install
-.PHONY: mutate-lua
+.PHONY: mutate mutate-py mutate-lua
 
 help:
 	@echo "make run            install, start Kafka and Redis if needed, run the cluster from $(CONFIG)"
@@ -34,8 +40,9 @@ help:
 	@echo "make fuzz           the fuzz test with many more messages: FUZZ_EXAMPLES=3000 (make test runs 150)"
 	@echo "make chaos          kill workers, the scheduler and the supervisor, restart Redis and Kafka, while tasks run;"
 	@echo "                    CHAOS_ARGS='--tasks 20000 --supervisor-kills 3 --redis-restarts 1 --broker-restarts 1'"
-	@echo "make mutate-lua     mutation testing of client/lua/*.lua (scripts/mutate_lua.py, docs/TESTING.md):"
-	@echo "                    MUTATE_LUA_ARGS='--only retry.lua:18 --list'"
+	@echo "make mutate         mutation testing (docs/TESTING.md): make mutate-py (mutmut over client/, worker_pool/,"
+	@echo "                    supervisor/; MUTATE_PATHS='client/store.py' narrows it), then make mutate-lua"
+	@echo "                    (client/lua/*.lua; MUTATE_LUA_ARGS='--only retry.lua:18 --list')"
 	@echo "make lint           ruff and mypy"
 	@echo "make services       start local Kafka and Redis (idempotent); make services-down stops them"
 	@echo "make bench          benchmark YADTQ against raw kafka-python, Celery and Huey (docs/BENCHMARKS.md);"
@@ -87,6 +94,19 @@ mutate-lua: services
 
 unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+mutate: mutate-py mutate-lua
+
+# A fresh run unless MUTATE_KEEP=1 (mutants/ removed first): the score is of the code and tests as they are.
+
+mutate-py: services
+	$(if $(MUTATE_KEEP),,rm -rf mutants &&) mkdir -p mutants
+	@start=$$(date +%s); \
+	names=$$($(PY) scripts/mutation_score.py --names $(MUTATE_PATHS)); \
+	$(VENV)/bin/mutmut run --max-children $(MUTATE_CHILDREN) $$names > mutants/run.log 2>&1 \
+	  || { tail -n 40 mutants/run.log; exit 1; }; \
+	$(PY) scripts/mutation_score.py $(MUTATE_PATHS); \
+	echo "mutate-py: $$(( $$(date +%s) - start )) s wall (log: mutants/run.log)"
 
 lint: install
 	$(VENV)/bin/ruff check client worker_pool supervisor bench tests scripts

@@ -297,6 +297,18 @@ def test_the_owner_epoch_read_by_the_children_is_total(lease_keys: Any) -> None:
     r.delete(keys.owner)
 
 
+def test_a_retaken_lease_still_names_its_epoch_for_the_children(lease_keys: Any) -> None:
+    """A renewal that retakes a lapsed lease writes its value again: that value must carry the
+    epoch, or the children (which read it with each heartbeat) could fence no older generation."""
+    r, keys = lease_keys
+    store = TaskStore(r, keys, 60, 1)
+    lease = Lease(r, keys, 5.0, ["T"])
+    assert lease.try_acquire() is None and store.owner_epoch() == 1
+    r.delete(keys.owner)  # lapsed while Redis was away, or while its supervisor stalled
+    assert lease.renew() is Renewal.RETAKEN
+    assert store.owner_epoch() == 1
+
+
 def test_a_supervisor_that_lost_its_lease_stops_its_cluster_at_once(start_cluster: Any) -> None:
     """A supervisor stalled past its lease's TTL (a paused VM, a long GC; here SIGSTOP) while its
     children run tasks: they must all be gone before the new owner's processes run any task."""

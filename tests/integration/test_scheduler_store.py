@@ -17,7 +17,7 @@ import pytest
 from kafka import TopicPartition
 
 from client.config import Config
-from client.protocol import WorkerDown, encode_event, parse_assignment
+from client.protocol import TasksFinished, WorkerDown, encode_event, parse_assignment
 from client.store import Claim, Finish, Keys, Retry, Status, TaskStore, connect
 from supervisor.scheduler import Scheduler, _Pending
 from tests.integration.conftest import REDIS
@@ -172,3 +172,61 @@ def test_reconcile_frees_the_slots_of_tasks_whose_events_were_lost(scheduler: Sc
     s._dispatch(AT + 3, time.monotonic())  # writes the drops to Redis
     assert sorted(s.state.tasks) == [] and s.state.load == {"W1": 0, "W2": 0}
     assert s.store.placed(["t1", "t2"]) == [False, False]
+
+
+def test_finished_and_worker_down_events_free_the_table_and_move_with_the_dead_pid(scheduler: Scheduler) -> None:
+    """A tasks-finished event drops (task, attempt) from the table and from Redis; a worker-down
+    event moves its tasks at once, with the dead pid (so the death is counted once), and has its
+    offset committed in the same round."""
+    s = scheduler
+    sent = take(s, task("t1", "add", 1, 2), task("t2", "add", 3, 4))
+    placed = {parse_assignment(m).task.task_id: w for w, m, _ in sent}
+    assert placed["t1"] != placed["t2"]
+    pipe = s.store.pipeline()
+    claim = s.store.claim(pipe, "t1", 1, placed["t1"], AT + 1, 111, 2)
+    s.store.execute(pipe)
+    assert claim.value is Claim.RUN
+
+    # A stale attempt, then its own.
+    finished = TasksFinished(placed["t2"], [["t2", 2, "success"], ["t2", 1, "success"]])
+    s._on_event(encode_event(finished), AT + 2, time.monotonic())
+    assert sorted(s.state.tasks) == ["t1"] and s.state.load[placed["t2"]] == 0
+    s._dispatch(AT + 2, time.monotonic())
+    assert s.store.placed(["t1", "t2"]) == [True, False]
+
+    s._commit_status_now = False
+    s._on_event(encode_event(WorkerDown(placed["t1"], "test", AT + 3, 111)), AT + 3, time.monotonic())
+    assert s._commit_status_now
+    s._dispatch(AT + 3, time.monotonic())
+    moved = s._producer.sent[len(sent):]  # type: ignore[union-attr]
+    assert [(w, parse_assignment(m).task.task_id, parse_assignment(m).attempt) for w, m, _ in moved] == \
+        [(placed["t2"], "t1", 2)]
+    assert s.store.record("t1")["worker_deaths"] == "1"  # pid 111 died running it
+    assert not s.redis.hexists(s.keys.orphans, "t1")  # moved: a restarted scheduler must not move it again
+
+
+def test_a_worker_down_event_leaves_a_task_that_a_newer_process_of_that_worker_runs(scheduler: Scheduler) -> None:
+    s = scheduler
+    sent = take(s, task("t1", "add", 1, 2))
+    worker = sent[0][0]
+    for pid in (111, 222):  # pid 111 died; the worker's next process (222) re-read the message first
+        pipe = s.store.pipeline()
+        claim = s.store.claim(pipe, "t1", 1, worker, AT + 1, pid, 2)
+        s.store.execute(pipe)
+        assert claim.value is Claim.RUN
+    s._on_event(encode_event(WorkerDown(worker, "test", AT + 2, 111)), AT + 2, time.monotonic())
+    s._dispatch(AT + 2, time.monotonic())
+    assert s._producer.sent[len(sent):] == []  # type: ignore[union-attr]
+    record = s.store.record("t1")
+    assert (record["status"], record["pid"], record["worker_deaths"]) == ("processing", "222", "1")
+
+
+def test_a_due_retry_waits_once_however_often_the_schedule_is_read(scheduler: Scheduler) -> None:
+    """While a due retry waits for a worker with room, reading the schedule again must not queue
+    it a second time (one ASSIGN per retry, or a slot is held for a copy that is never sent)."""
+    s = scheduler
+    s.redis.zadd(s.keys.retries, {"r1": AT - 1})
+    s.redis.hset(s.keys.retry_payloads, "r1", task("r1", "add", 1, 2).decode())
+    s._take_due_retries(AT)
+    s._take_due_retries(AT + 1)
+    assert [w.retry_id for w in s.waiting] == ["r1"] and s._retrying == {"r1"}

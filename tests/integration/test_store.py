@@ -475,6 +475,7 @@ def test_unreadable_or_foreign_retry_payloads_fail_their_tasks_and_leave_the_sch
         assert rec["status"] == "failed", t
         assert rec["error"].startswith("InvalidMessage: its stored payload in yadtq:retry-payloads cannot be read")
         assert why in rec["error"], rec["error"]
+        assert float(rec["finished_at"]) > 1e9, rec  # failed now, on the wall clock
 
 
 def test_an_unreadable_payload_changed_meanwhile_or_read_by_an_old_generation_is_left_alone(
@@ -601,3 +602,165 @@ def test_the_retry_backoff_doubles_up_to_its_cap(store: TaskStore) -> None:
         assert answer.kind is Retry.SCHEDULED
         dues.append(answer.due - at)
     assert dues == [1.0, 2.0, 3.0, 3.0]
+
+
+def test_a_quarantined_task_is_failed_once_whatever_its_state_and_only_if_ours(store: TaskStore) -> None:
+    """fail_quarantined (WATCH/MULTI, not a script): the record it writes, the counter, the
+    assignment entry and the wake-up, and each case in which it must write nothing."""
+    sub = store.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    sub.subscribe(store.keys.done_channel("t2"))
+    assert assign(store, "W1").kind is Assign.ASSIGNED
+    assert store.fail_quarantined("t1", 2.5, "quarantined: one")  # placed: failed, and off the table
+    assert not store.redis.hexists(store.keys.assignments, "t1")
+    assert store.fail_quarantined("t2", 3.5, "quarantined: two")  # never recorded (still queued in Kafka)
+    record = store.record("t2")  # a new record, marked as YADTQ's
+    assert (record["status"], record["finished_at"], record["error"]) == ("failed", "3.5", "quarantined: two")
+    assert 0 < store.redis.ttl(store.keys.task("t2")) <= 60
+    assert store.counters()[1]["failed"] == 2  # counted once each, from no stats key, then from a hash
+    deadline = time.monotonic() + 5
+    msg = None
+    while msg is None and time.monotonic() < deadline:
+        msg = sub.get_message(timeout=1)
+    sub.close()
+    assert msg is not None and msg["data"] == "failed"
+
+    assert not store.fail_quarantined("t2", 4.0, "quarantined: again")  # ended: final
+    assert store.record("t2")["error"] == "quarantined: two" and store.counters()[1]["failed"] == 2
+    store.redis.hset(store.keys.task("t3"), "status", "running")  # a hash without YADTQ's marker
+    store.redis.set(store.keys.task("t4"), "someone else's")
+    assert not store.fail_quarantined("t3", 4.0, "quarantined")
+    assert not store.fail_quarantined("t4", 4.0, "quarantined")
+    assert store.redis.hgetall(store.keys.task("t3")) == {"status": "running"}
+    assert store.redis.get(store.keys.task("t4")) == "someone else's"
+    store.redis.set(store.keys.epoch, "2")  # a newer generation owns the cluster
+    old = TaskStore(store.redis, store.keys, 60, epoch=1)
+    assert not old.fail_quarantined("t5", 4.0, "quarantined") and store.record("t5") == {}
+    assert store.counters()[1]["failed"] == 2
+
+
+def test_a_large_failed_counter_is_incremented_not_reset_by_a_quarantine(store: TaskStore) -> None:
+    store.redis.hset(store.keys.stats, "failed", "1000")  # only a counter past 2**62 counts as damaged
+    assert store.fail_quarantined("t1", 2.0, "quarantined")
+    assert store.counters()[1]["failed"] == 1001
+
+
+def test_a_quarantines_write_raced_by_another_writer_is_tried_again(
+        store: TaskStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A WatchError (the record changed between the read and the write) means: read again."""
+    real = store._fail_quarantined
+    calls: list[str] = []
+
+    def raced(task_id: str, at: float, error: str) -> bool:
+        calls.append(task_id)
+        if len(calls) == 1:
+            raise redis.WatchError("changed meanwhile")
+        return real(task_id, at, error)
+
+    monkeypatch.setattr(store, "_fail_quarantined", raced)
+    assert store.fail_quarantined("t1", 2.0, "quarantined") and calls == ["t1", "t1"]
+    assert store.record("t1")["status"] == "failed"
+
+    def always(task_id: str, at: float, error: str) -> bool:
+        raise redis.WatchError("changed meanwhile")
+
+    monkeypatch.setattr(store, "_fail_quarantined", always)
+    assert not store.fail_quarantined("t2", 2.0, "quarantined")  # gave up: not written
+
+
+def _woken(sub: Any, count: int) -> list[tuple[str, str]]:
+    """The first ``count`` (channel, message) published to ``sub``'s channels, within 5 s."""
+    got: list[tuple[str, str]] = []
+    deadline = time.monotonic() + 5
+    while len(got) < count and time.monotonic() < deadline:
+        msg = sub.get_message(timeout=1)
+        if msg is not None:
+            got.append((msg["channel"], msg["data"]))
+    return got
+
+
+def test_each_ending_script_writes_the_times_it_is_given_and_wakes_the_waiters(store: TaskStore) -> None:
+    """claim, finish, retry, fail_unreadable and a death past the limit (assign, claim): the
+    record holds the caller's times and failure fields, and each end is published on the task's
+    channel (a client's wait is woken by it)."""
+    k = store.keys
+    sub = store.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    sub.subscribe(*(k.done_channel(t) for t in ("t1", "t2", "t3", "t4")))
+    assign(store, "W1")
+    assert run(store, "claim", "t1", 1, "W1", 2.25, 111, 1) is Claim.RUN
+    assert store.record("t1")["started_at"] == "2.25"
+    assert retry(store, 1, at=3.5, limit=2).kind is Retry.SCHEDULED
+    rec = store.record("t1")
+    assert (rec["failed_at"], rec["error"], rec["traceback"]) == ("3.5", "ValueError: x", "tb")
+    assign(store, "W1", mode="retry")
+    assert run(store, "claim", "t1", 2, "W1", 20.0, 111, 2) is Claim.RUN
+    assert run(store, "finish", "t1", 2, "success", 21.5, {"result": "3"}) is Finish.WRITTEN
+    assert store.record("t1")["finished_at"] == "21.5"
+
+    def placed(task_id: str) -> None:
+        payload = P1.replace('"t1"', f'"{task_id}"')
+        assert run(store, "assign", task_id, "add", "W1", payload, 1.0, 0, "new", 0).kind is Assign.ASSIGNED
+
+    placed("t2")
+    assert run(store, "fail_unreadable", "t2", 4.75, "InvalidMessage: x", "worker", worker="W1",
+               attempt=1).kind is Unreadable.FAILED
+    assert store.record("t2")["finished_at"] == "4.75"
+    placed("t3")  # retry limit 0: its worker's first death fails it, at the claim of the next one
+    assert run(store, "claim", "t3", 1, "W1", 5.0, 111, 0) is Claim.RUN
+    assert run(store, "claim", "t3", 1, "W1", 6.0, 222, 0) is Claim.FAILED_NOW
+    placed("t4")
+    assert run(store, "claim", "t4", 1, "W1", 5.0, 111, 0) is Claim.RUN
+    assert run(store, "assign", "t4", "add", "W2", P1.replace('"t1"', '"t4"'), 7.0, 0, "move", 111).kind \
+        is Assign.FAILED_NOW
+    assert run(store, "reject", "t5", 8.5, "InvalidMessage: x") is Reject.FAILED
+    assert store.record("t5")["finished_at"] == "8.5"
+    woken = _woken(sub, 4)
+    sub.close()
+    assert sorted(woken) == sorted([(k.done_channel("t1"), "success"), (k.done_channel("t2"), "failed"),
+                                    (k.done_channel("t3"), "failed"), (k.done_channel("t4"), "failed")])
+
+
+def test_orphan_marks_are_written_for_a_restarted_scheduler(store: TaskStore) -> None:
+    batch = store.pipeline()
+    store.mark_orphans(batch, [("t1", 111), ("t2", 222)])
+    store.execute(batch)
+    assert store.redis.hgetall(store.keys.orphans) == {"t1": "111", "t2": "222"}
+
+
+def test_the_published_load_is_read_back(store: TaskStore) -> None:
+    store.write_load({"W1": 3, "W2": 0})
+    assert store.counters()[0] == {"W1": 3, "W2": 0}
+
+
+def test_no_key_holding_the_type_yadtq_writes_is_reported_as_misplaced(store: TaskStore) -> None:
+    k = store.keys
+    for key in (k.assignments, k.orphans, k.retry_payloads, k.load, k.stats, k.quarantine):
+        store.redis.hset(key, "x", "1")
+    store.redis.zadd(k.retries, {"x": 1.0})
+    for key in (k.epoch, k.owner, k.owner_released):
+        store.redis.set(key, "1")
+    assert store.misplaced_keys() == []
+
+
+def test_quarantine_marks_are_kept_per_field_and_cleared(store: TaskStore) -> None:
+    assert store.quarantine_mark("g|T|0") is None
+    store.set_quarantine_mark("g|T|0", "5:1")
+    store.set_quarantine_mark("g|T|1", "9:2")
+    assert (store.quarantine_mark("g|T|0"), store.quarantine_mark("g|T|1")) == ("5:1", "9:2")
+    store.clear_quarantine_marks(["g|T|0"])
+    assert (store.quarantine_mark("g|T|0"), store.quarantine_mark("g|T|1")) == (None, "9:2")
+
+
+def test_delete_all_deletes_every_key_under_the_prefix_and_nothing_else(store: TaskStore) -> None:
+    other = Keys(f"t{uuid.uuid4().hex[:10]}:")
+    store.redis.set(other.epoch, "1")  # another cluster's
+    try:
+        for i in range(1500):  # more than one batch of deletes
+            store.redis.set(store.keys.task(f"x{i}"), "1")
+        assert store.delete_all() == 1500
+        assert list(store.redis.scan_iter(match=f"{store.keys.prefix}*")) == []
+        assert store.delete_all() == 0  # nothing left: no DEL without keys (a Redis error)
+        assert store.redis.get(other.epoch) == "1"
+        with pytest.raises(ValueError, match="needs a key prefix"):
+            TaskStore(store.redis, Keys(""), 60).delete_all()
+    finally:
+        store.redis.delete(other.epoch)

@@ -5,15 +5,18 @@ thread that renews the lease whatever its supervisor's loop is doing."""
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from typing import Any
 
+import psutil
 import pytest
 import redis
 
-from client.lease import Keeper, Renewal
+from client.lease import Holder, Keeper, Renewal
 from client.store import parse_owner_epoch
-from worker_pool.process import EXIT_FENCED, check_owner
+from worker_pool import process
+from worker_pool.process import EXIT_FENCED, EXIT_ORPHANED, check_owner, check_parent
 
 
 @pytest.mark.parametrize("text", [
@@ -125,3 +128,42 @@ def test_no_renewal_runs_after_the_keeper_released_the_lease() -> None:
     keeper._thread.join(5)
     assert not keeper._thread.is_alive()
     assert lease.calls[-1] == "release" and lease.calls.count("release") == 1  # a renewal after it would retake it
+
+
+def test_the_keeper_thread_never_holds_up_the_exit_of_its_process() -> None:
+    """A daemon thread: a supervisor that exits (its lease lost, Ctrl-C) is not kept alive by it."""
+    assert Keeper(_Lease([]), 1.0)._thread.daemon  # type: ignore[arg-type]
+
+
+def test_a_holder_is_read_from_its_lease_value_with_defaults_for_what_is_missing() -> None:
+    value = '{"host": "h", "pid": 12, "since": 1700000000.5, "topics": ["T", 3], "token": "x"}'
+    assert Holder.parse(value, 900) == Holder("h", 12, 1700000000.5, 0, ["T", "3"], 900)  # no epoch: 0
+    assert Holder.parse('{"host": "h", "pid": 12, "since": 1, "epoch": 4, "topics": "T"}').topics == []
+    # Not YADTQ's: a holder of unknown host (never taken for dead, so never waited out), with its TTL.
+    assert Holder.parse("not json", 1500) == Holder("?", 0, 0.0, 0, [], 1500)
+
+
+def test_only_a_vanished_process_of_this_host_is_a_dead_holder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A holder on another host, or one whose process exists but cannot be read, is alive: its
+    lease is never waited out (taking it would run a second owner beside it)."""
+    here = socket.gethostname()
+    assert not Holder(here + "-elsewhere", 999999999, 0.0, 1, []).is_dead_here()
+    assert not Holder(here, os.getpid(), 0.0, 1, []).is_dead_here()
+    assert Holder(here, 999999999, 0.0, 1, []).is_dead_here()
+
+    def denied(pid: int) -> psutil.Process:
+        raise psutil.AccessDenied(pid)
+
+    monkeypatch.setattr(psutil, "Process", denied)  # e.g. another user's process
+    assert not Holder(here, 999999999, 0.0, 1, []).is_dead_here()
+
+
+def test_a_child_whose_supervisor_is_gone_exits_and_one_whose_is_alive_goes_on(
+        exits: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(process, "_parent_pid", os.getppid())
+    check_parent("worker W1")  # its parent is the one it was started by
+    assert exits == []
+    monkeypatch.setattr(process, "_parent_pid", os.getppid() + 100000)  # re-parented: the supervisor died
+    with pytest.raises(_Exited):
+        check_parent("worker W1")
+    assert exits == [EXIT_ORPHANED]

@@ -49,6 +49,41 @@ def test_arrivals_out_of_order_do_not_move_the_last_one_back() -> None:
     assert judge.is_live("W1", 105.0)
 
 
+def test_forgetting_a_sender_never_seen_is_harmless() -> None:
+    judge = Liveness(timeout=6.0)
+    judge.forget("W9")  # a worker orphaned twice, or never heard of
+    assert judge.lapsed("W9", 100.0) is None
+
+
+def test_after_an_outage_without_startup_timeout_silence_is_judged_from_the_resume() -> None:
+    """The scheduler's judge (no startup timeout): once Kafka is back, a worker that never
+    beats again lapses ``timeout`` after the resume, not never."""
+    judge = Liveness(timeout=6.0)
+    judge.beat("W1", None, 0.0)
+    judge.pause()
+    assert judge.lapsed("W1", 50.0) is None  # silence during the outage says nothing
+    judge.resume(100.0)
+    assert judge.is_live("W1", 105.0) and judge.lapsed("W1", 105.0) is None
+    assert judge.lapsed("W1", 107.0) == "no heartbeat for 7.0s"
+
+
+def test_after_an_outage_the_judgement_starts_at_the_latest_startup_timeout_later() -> None:
+    """With a startup timeout, judging resumes at the first heartbeat, or ``startup_timeout``
+    after the resume: then a sender silent since the resume lapses, including one first heard
+    of through a heartbeat (never watched) and one never heard at all."""
+    judge = Liveness(timeout=5.0, startup_timeout=10.0)
+    judge.beat("A", None, 0.0)  # not watched: first seen through its heartbeat
+    judge.beat("B", None, 0.0)
+    judge.watch("C", 7, 0.0)  # started, never beat
+    judge.pause()
+    judge.resume(100.0)
+    assert judge.lapsed("B", 109.0) is None  # judged from 110 at the latest
+    assert judge.beat("A", None, 110.0)  # exactly at that bound: not "the first since the outage"
+    assert judge.lapsed("B", 110.0) == "no heartbeat for 10.0s"
+    assert judge.lapsed("C", 111.0) == "no heartbeat within 10s of starting"
+    assert judge.lapsed("A", 111.0) is None
+
+
 @pytest.mark.parametrize("jump", JUMPS)
 def test_the_scheduler_judges_arrivals_not_the_senders_clock(jump: float) -> None:
     s = Scheduler(Config())  # heartbeat_timeout 6; no service is touched before initialize()

@@ -34,6 +34,13 @@ def test_equal_loads_take_turns() -> None:
     assert sorted(picks) == ["W1", "W1", "W2", "W2", "W3", "W3"]
 
 
+def test_ties_rotate_in_worker_order_from_the_first() -> None:
+    """With equal loads each choice starts one worker further on, so no worker is favoured
+    (a rotation that skips or repeats one would pile the ties on it)."""
+    s = state()
+    assert [s.choose(NOW) for _ in range(7)] == ["W1", "W2", "W3", "W1", "W2", "W3", "W1"]
+
+
 def test_a_worker_without_a_recent_heartbeat_gets_nothing() -> None:
     s = state()
     s.heartbeat("W2", NOW + 10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -484,6 +485,16 @@ def test_an_invalid_assignment_names_its_task_once_the_id_is_read() -> None:
     with pytest.raises(InvalidMessage) as e:
         parse_assignment(b'{"task-id":"t1","task":42,"attempt":1,"worker":"W1"}')
     assert e.value.task_id == "t1" and "'task' must be" in e.value.reason
+
+
+@pytest.mark.parametrize(("attempt", "worker"), [(0, "W1"), (-1, "W1"), ("1", "W1"), (1.5, "W1"), (True, "W1"),
+                                                  (1, ""), (1, "bad/name"), (1, 7), (0, "")])
+def test_an_assignment_needs_an_integer_attempt_of_1_or_more_and_a_worker_name(attempt: Any, worker: Any) -> None:
+    """Each wrong alone is refused, and the error names the task (the worker fails its record)."""
+    raw = json.dumps({"task-id": "t1", "task": "add", "args": [], "attempt": attempt, "worker": worker}).encode()
+    with pytest.raises(InvalidMessage, match="assignment needs an integer 'attempt'") as e:
+        parse_assignment(raw)
+    assert e.value.task_id == "t1"
 
 
 def test_the_attempt_of_an_unparsable_assignment_is_read_from_where_the_scheduler_writes_it() -> None:

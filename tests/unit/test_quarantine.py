@@ -75,6 +75,19 @@ def test_a_message_that_kills_every_careful_reader_is_quarantined_after_the_limi
     assert g.check(TP, 9) == 0
 
 
+def test_the_first_offset_past_the_range_ends_careful_mode_and_records_nothing() -> None:
+    marks = Marks()
+    g = Guard(marks, "g", {TP: (5, 7)})
+    assert g.check(TP, 6) == 1 and marks.marks == {"g|T|0": "6:1"}  # recorded under this group's field
+    assert g.check(TP, 7) == 0  # the end offset is past the range: handled normally
+    assert not g.careful() and marks.marks == {}
+
+
+def test_careful_is_per_partition() -> None:
+    g = Guard(Marks(), "g", {TP: (5, 6)})
+    assert g.careful() and g.careful(TP) and not g.careful(TopicPartition("T", 1))
+
+
 def test_a_guard_with_nothing_uncommitted_is_not_careful() -> None:
     marks = Marks()
     g = Guard(marks, "g", {TP: (4, 4), TopicPartition("T", 1): (0, 0)})

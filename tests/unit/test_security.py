@@ -76,6 +76,22 @@ def test_redis_connection_gets_user_and_password() -> None:
     assert (kwargs["username"], kwargs["password"], kwargs["host"], kwargs["db"]) == ("app", "redis-pw-789", "h", 2)
 
 
+def test_redis_connection_gets_the_tls_files_and_bounded_timeouts() -> None:
+    """The TLS files reach redis-py, and every command and connect is bounded (a stalled Redis
+    must never hang a process: the lease's thread passes a short timeout)."""
+    from client.config import RedisConfig
+
+    cfg = RedisConfig(url="rediss://h:1/0", ssl_ca_certs="/ca.pem", ssl_certfile="/cert.pem", ssl_keyfile="/key.pem")
+    kwargs = connect(cfg, timeout=2.0).connection_pool.connection_kwargs
+    tls = (kwargs["ssl_ca_certs"], kwargs["ssl_certfile"], kwargs["ssl_keyfile"])
+    assert tls == ("/ca.pem", "/cert.pem", "/key.pem")
+    timeouts = (kwargs["socket_timeout"], kwargs["socket_connect_timeout"], kwargs["health_check_interval"])
+    assert timeouts == (2.0, 2.0, 30)
+    kwargs = connect("redis://h:1/0").connection_pool.connection_kwargs
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (30.0, 5.0)
+    assert "ssl_ca_certs" not in kwargs
+
+
 @pytest.mark.parametrize(("kafka", "message"), [
     ({"security_protocol": "TLS"}, "kafka.security_protocol: expected one of PLAINTEXT, SSL, SASL_PLAINTEXT, "
                                    "SASL_SSL, got 'TLS'"),

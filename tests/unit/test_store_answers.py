@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import traceback
 from collections.abc import Callable
 from enum import StrEnum
 from importlib import resources
@@ -109,3 +110,45 @@ def test_no_script_counts_with_a_command_that_fails_on_a_damaged_field() -> None
         code = [line.split("--")[0] for line in path.read_text(encoding="utf-8").splitlines()]
         assert not [c for c in code if re.search(r"'(HINCRBY|INCR|INCRBY|HINCRBYFLOAT)'", c, re.I)
                     and "redis.pcall(" not in c], path.name
+
+
+def test_a_stored_payload_holding_a_lone_surrogate_is_an_invalid_message_not_a_crash() -> None:
+    """A payload text holding a lone surrogate (which UTF-8 cannot encode) is refused like any
+    unreadable payload, never a UnicodeEncodeError out of the reader."""
+    from client.errors import InvalidMessage
+
+    with pytest.raises(InvalidMessage):
+        store.stored_task("t1", '{"task-id": "t1", "task": "add\udcff", "args": []}')
+
+
+def test_the_failure_fields_hold_the_whole_traceback() -> None:
+    import traceback
+
+    try:
+        raise ValueError("boom")
+    except ValueError as e:
+        fields = store.failure_fields(e)
+        expected = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    assert fields == {"error": "ValueError: boom", "traceback": expected}
+    assert expected.startswith("Traceback (most recent call last):") and expected.endswith("ValueError: boom\n")
+
+
+def test_a_traceback_that_cannot_be_formatted_is_named_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any) -> list[str]:
+        raise RecursionError("too deep")
+
+    monkeypatch.setattr(traceback, "format_exception", broken)  # the module client.store calls it on
+    fields = store.failure_fields(ValueError("boom"))
+    assert fields == {"error": "ValueError: boom", "traceback": "<unprintable traceback of ValueError>"}
+
+
+def test_what_a_placed_answer_lacks_is_empty_not_invented() -> None:
+    assert store.decode_assign(["placed", 2]) == AssignResult(Assign.PLACED, 2, "", None)
+    assert store.decode_assign(["placed", 2, "W1", 7]) == AssignResult(Assign.PLACED, 2, "W1", None)  # not a payload
+    assert store.decode_unreadable(["ended"]) == UnreadableResult(Unreadable.ENDED, 0)
+
+
+def test_a_reply_cannot_be_read_before_its_batch_ran() -> None:
+    reply: store.Reply[int] = store.Reply()
+    with pytest.raises(RuntimeError, match="has not run yet"):
+        _ = reply.value
