@@ -361,6 +361,39 @@ class SupervisorConfig:
     max_backoff: float = field(default=30.0, metadata=_positive())
 
 
+def _listen(v: str) -> bool:
+    """'' (off), or 'host:port' with a port from 0 (any free port) to 65535."""
+    if v == "":
+        return True
+    host, sep, port = v.rpartition(":")
+    return bool(sep) and port.isdigit() and port.isascii() and int(port) <= 65535 and bool(host.strip("[]"))
+
+
+def split_listen(v: str) -> tuple[str, int]:
+    """``http.listen`` as (host, port); an IPv6 host may be written in brackets."""
+    host, _, port = v.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """The supervisor's HTTP endpoint: /metrics, /healthz and /api (see README, "Metrics and health").
+
+    ``listen`` empty turns it off; port 0 takes any free port (the supervisor
+    says which). Actions over HTTP need ``token`` (or the variable
+    ``token_env`` names); with neither they are refused.
+    """
+
+    listen: str = field(default="127.0.0.1:9180", metadata={
+        "check": (_listen, "'' (off) or 'host:port', a port from 0 to 65535")})
+    token: Secret = NO_SECRET
+    token_env: str = ""
+
+    def checked(self) -> HttpConfig:
+        """Read the token from the environment if ``token_env`` names it."""
+        return dataclasses.replace(self, token=_from_env(self, "token"))
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole cluster file. Build it with ``load_config`` or ``Config.from_dict``."""
@@ -371,6 +404,7 @@ class Config:
     workers: WorkersConfig = field(default_factory=WorkersConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     source: str = field(default="<defaults>", compare=False)
 
     @classmethod

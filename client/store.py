@@ -251,8 +251,27 @@ class Keys:
 
     @property
     def stats(self) -> str:
-        """Hash status -> count of tasks that ended so (success, failed)."""
+        """Hash status -> count of tasks that ended so (success, failed), and the
+        per-name counters 'what|name' (client/insight.py's ``parse_stats``)."""
         return f"{self.prefix}yadtq:stats"
+
+    @property
+    def timings(self) -> str:
+        """Hash of the queue-wait and run-time histograms' bucket counts and sums,
+        per task name (written by CLAIM and FINISH; read by client/insight.py)."""
+        return f"{self.prefix}yadtq:timings"
+
+    @property
+    def recent(self) -> str:
+        """Sorted set task_id -> when it was first placed: the newest tasks (ASSIGN adds them,
+        the supervisor keeps the last RECENT_MAX of client/insight.py), for listing tasks without a scan."""
+        return f"{self.prefix}yadtq:recent"
+
+    @property
+    def snapshot(self) -> str:
+        """String (JSON) with a TTL: the supervisor's view of its processes (pid, up,
+        heartbeat age, restarts), written every second for readers in other processes."""
+        return f"{self.prefix}yadtq:snapshot"
 
     @property
     def epoch(self) -> str:
@@ -575,7 +594,7 @@ class TaskStore:
         process ``dead_pid``; 0 unknown) or 'retry' (from the retry schedule)."""
         k = self.keys
         _SCRIPTS["assign"]([k.task(task_id), k.stats, k.done_channel(task_id), k.assignments, k.orphans,
-                            k.retries, k.retry_payloads, k.epoch],
+                            k.retries, k.retry_payloads, k.epoch, k.recent],
                            [task_id, worker, payload, repr(at), max_retries, self.ttl, name, mode, dead_pid,
                             self.epoch], batch.pipe)
         return batch.expect(decode_assign)
@@ -584,7 +603,7 @@ class TaskStore:
               max_retries: int) -> Reply[Claim]:
         """Queue CLAIM: may this worker process run (task, attempt) now?"""
         k = self.keys
-        _SCRIPTS["claim"]([k.task(task_id), k.stats, k.done_channel(task_id), k.epoch],
+        _SCRIPTS["claim"]([k.task(task_id), k.stats, k.done_channel(task_id), k.epoch, k.timings],
                           [attempt, worker, repr(at), pid, max_retries, self.ttl, self.epoch], batch.pipe)
         return batch.expect(decode_claim)
 
@@ -593,7 +612,7 @@ class TaskStore:
         """Write a terminal record unless it is already terminal or the attempt is fenced."""
         k = self.keys
         flat = [x for kv in fields.items() for x in kv]
-        _SCRIPTS["finish"]([k.task(task_id), k.stats, k.done_channel(task_id), k.epoch],
+        _SCRIPTS["finish"]([k.task(task_id), k.stats, k.done_channel(task_id), k.epoch, k.timings],
                            [attempt, str(status), repr(at), self.ttl, self.epoch, *flat], batch.pipe)
         return batch.expect(decode_finish)
 
@@ -624,7 +643,7 @@ class TaskStore:
         """
         def queue(batch: Batch) -> Reply[RetryResult]:
             k = self.keys
-            _SCRIPTS["retry"]([k.task(task_id), k.retries, k.retry_payloads, k.assignments, k.epoch],
+            _SCRIPTS["retry"]([k.task(task_id), k.retries, k.retry_payloads, k.assignments, k.epoch, k.stats],
                               [task_id, attempt, repr(at), repr(backoff[0]), max_retries, fields.get("error", ""),
                                fields.get("traceback", ""), payload, repr(backoff[1]), self.epoch], batch.pipe)
             return batch.expect(decode_retry)
@@ -764,7 +783,8 @@ class TaskStore:
         k = self.keys
         wanted = {k.assignments: "hash", k.orphans: "hash", k.retries: "zset", k.retry_payloads: "hash",
                   k.load: "hash", k.stats: "hash", k.epoch: "string", k.owner: "string",
-                  k.owner_released: "string", k.quarantine: "hash"}
+                  k.owner_released: "string", k.quarantine: "hash", k.timings: "hash", k.recent: "zset",
+                  k.snapshot: "string"}
         pipe = self.redis.pipeline(transaction=False)
         for key in wanted:
             pipe.type(key)
@@ -773,12 +793,28 @@ class TaskStore:
                 if kind not in ("none", wanted[key])]
 
     def counters(self) -> tuple[dict[str, int], dict[str, int]]:
-        """(each worker's load, how many tasks ended per status), as last written."""
+        """(each worker's load, how many tasks ended per status), as last written
+        (the per-name counts of the stats hash are client/insight.py's to read)."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(self.keys.load)
         pipe.hgetall(self.keys.stats)
         load, stats = pipe.execute()
-        return ({k: _int(v) for k, v in load.items()}, {k: _int(v) for k, v in stats.items()})
+        return ({k: _int(v) for k, v in load.items()}, {k: _int(v) for k, v in stats.items() if "|" not in k})
+
+    def count_event(self, what: str, name: str) -> None:
+        """Add one to the stats counter 'what|name' (the supervisor's deaths and restarts
+        of its processes: rare, so a plain command). A stats key of another type is skipped."""
+        if self.redis.type(self.keys.stats) in ("hash", "none"):
+            self.redis.hincrby(self.keys.stats, f"{what}|{name}", 1)
+
+    def trim_recent(self, keep: int) -> None:
+        """Keep the newest ``keep`` tasks of the index of recent tasks (ASSIGN adds each new one)."""
+        if self.redis.type(self.keys.recent) == "zset":
+            self.redis.zremrangebyrank(self.keys.recent, 0, -(keep + 1))
+
+    def write_snapshot(self, text: str, ttl: float) -> None:
+        """Publish the supervisor's view of its processes (JSON), gone ``ttl`` seconds after the last write."""
+        self.redis.set(self.keys.snapshot, text, px=max(1, int(ttl * 1000)))
 
     def delete_all(self) -> int:
         """Delete every key under the key prefix (throw-away clusters: tests,
@@ -830,6 +866,7 @@ class TaskStore:
             # A damaged counter is reset, and a stats key of another type skipped, rather than failing
             # the whole write (as tally() in client/lua/common.lua does).
             stats = pipe.type(self.keys.stats)
+            name: str | None = pipe.hget(key, "task")  # type: ignore[assignment]  # counted per task too, as tally() does
             damaged = stats == "hash" and not 0 <= _int(pipe.hget(self.keys.stats, "failed") or "0", -1) < 2 ** 62
             pipe.multi()  # the record's marker 'yadtq' is FORMAT of client/lua/common.lua
             pipe.hset(key, mapping={"yadtq": "1", "status": Status.FAILED.value, "finished_at": repr(at),
@@ -839,6 +876,8 @@ class TaskStore:
                 pipe.hset(self.keys.stats, Status.FAILED.value, 1)
             elif stats in ("hash", "none"):
                 pipe.hincrby(self.keys.stats, Status.FAILED.value, 1)
+            if name and stats in ("hash", "none"):
+                pipe.hincrby(self.keys.stats, f"finished|{Status.FAILED.value}|{name}", 1)
             pipe.hdel(self.keys.assignments, task_id)
             pipe.publish(self.keys.done_channel(task_id), Status.FAILED.value)
             pipe.execute()

@@ -71,6 +71,11 @@ class Liveness:
         s = self._seen.get(name)
         return s is not None and s.last is not None and at - s.last < self.timeout
 
+    def age(self, name: str, at: float) -> float | None:
+        """Seconds since the last heartbeat of ``name`` arrived; None if none did."""
+        s = self._seen.get(name)
+        return None if s is None or s.last is None else max(0.0, at - s.last)
+
     def lapsed(self, name: str, at: float) -> str | None:
         """Why ``name`` counts as dead at ``at`` (silent too long), or None."""
         s = self._seen.get(name)

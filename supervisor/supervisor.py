@@ -27,10 +27,12 @@ from client.errors import ForeignData, InvalidMessage, LeaseLost, ServiceUnavail
 from client.lease import Keeper, Lease, Renewal
 from client.protocol import Heartbeat, WorkerDown, encode_event, now, parse_event
 from client.store import Keys, TaskStore, connect, ping
+from supervisor import http
 from supervisor.liveness import Liveness
 from supervisor.output import Output
 from supervisor.scheduler import run_scheduler
 from supervisor.topics import ensure_topics
+from supervisor.view import Publisher
 from worker_pool import quarantine
 from worker_pool.process import EXIT_FENCED, EXIT_HARD_LIMIT, EXIT_ORPHANED, EXIT_SERVICE_LOST
 from worker_pool.registry import default_registry
@@ -71,6 +73,7 @@ class Child:
     due: float = 0.0            # when it may be started again
     announced: bool = False     # said 'live' since its last start
     careful: bool = False       # the last one died abnormally: start the next in careful mode (quarantine.py)
+    spawned: int = 0            # starts by this supervisor: each after the first is a restart
 
     @property
     def pid(self) -> int | None:
@@ -105,6 +108,8 @@ class Supervisor:
         self._keeper: Keeper | None = None  # renews the lease from its own thread
         self.epoch = 0  # the lease's fencing epoch, given to every child
         self._spawn_after = 0.0  # no child starts before (the previous generation's must have seen our epoch)
+        self.view: Publisher | None = None  # the processes as the operator sees them (supervisor/view.py)
+        self._http: http.HttpServer | None = None
 
     # --- lifecycle ---
     def start(self) -> None:
@@ -117,6 +122,7 @@ class Supervisor:
                               f"writes there: {', '.join(bad)}; another program or a person wrote them. Delete "
                               "them if no YADTQ cluster uses them, or give this cluster its own redis.key_prefix")
         self._take_lease()  # before anything slow, created or started: a second supervisor stops here
+        self.view = Publisher(TaskStore(self.redis, self.keys, cfg.tasks.result_ttl))
         topics = ensure_topics(cfg)
         self._producer = kafka_io.producer(cfg.kafka)
         # Heartbeats need no millisecond latency here (the timeout is seconds),
@@ -128,6 +134,7 @@ class Supervisor:
         self.say(f"kafka {cfg.kafka.describe()} | redis {cfg.redis.describe()}"
                  f"{' prefix ' + repr(cfg.redis.key_prefix) if cfg.redis.key_prefix else ''}")
         self.say(f"topics: {', '.join(topics)}")
+        self._serve_http()
         self._await_fence()
         if self.stopping:  # Ctrl-C meanwhile: start nothing (and never before the fence's end)
             return
@@ -220,6 +227,8 @@ class Supervisor:
         self._send_announcements()
         for c in self.children.values():
             self._check(c, at)
+        if self.view is not None:  # before 'cluster ready': whoever reads that line finds the snapshot up to date
+            self.view.publish(self.children.values(), self.liveness, self.epoch, at, self.up["redis"])
         if not self._ready and all(c.announced for c in self.children.values()):
             self._ready = True
             self.say(f"cluster ready: {len(self.config.worker_ids())} workers live")
@@ -241,6 +250,10 @@ class Supervisor:
             self._close("the Kafka consumer", lambda: self._consumer.close() if self._consumer else None)
             self._close("the Kafka producer", lambda: kafka_io.close_producer(self._producer)
                         if self._producer else None)
+            self._close("the HTTP endpoint", lambda: self._http.stop() if self._http else None)
+            # Gone at once rather than after its TTL (not if another supervisor took the lease: it is theirs).
+            self._close("the snapshot", lambda: self.view.clear()
+                        if self.view is not None and self._keeper is not None else None)
             self._close("the cluster's lease", lambda: self._keeper.release() if self._keeper else None)
             if self.epoch:  # it took the lease: a supervisor refused at the start ran nothing to stop
                 self.say("stopped")
@@ -311,6 +324,9 @@ class Supervisor:
         c.process.start()
         self.liveness.watch(c.name, c.pid, time.monotonic())
         c.announced = False
+        if c.spawned and self.view is not None:
+            self.view.count("restarts", c.name)
+        c.spawned += 1
         self.say(f"started {c.name} (pid {c.pid}){' in careful mode' if c.careful else ''}")
 
     def _check(self, c: Child, at: float) -> None:
@@ -338,6 +354,8 @@ class Supervisor:
         c.process.close()
         c.process = None
         self.say(f"{c.name} is dead ({reason})")
+        if self.view is not None:
+            self.view.count("deaths", c.name)
         if c.name != "scheduler":
             self._announce_down(c.name, reason, dead_pid)
         self._schedule_restart(c, at, lost_service)
@@ -382,6 +400,20 @@ class Supervisor:
                      f"(Kafka: {e}); will retry")
             return
         self._unannounced.clear()
+
+    # --- the operator's view (client/insight.py, supervisor/http.py) ---
+    def _serve_http(self) -> None:
+        """Serve /metrics, /healthz and /api on http.listen; a port that cannot be bound is said, not fatal."""
+        listen = self.config.http.listen
+        if not listen:
+            return
+        try:
+            self._http = http.serve(self.config, lambda: self.view.snapshot if self.view else None, self.say)
+        except OSError as e:
+            self.say(f"http: cannot listen on {listen}: {e.strerror or e}; running without /metrics and /healthz")
+            return
+        host, port = str(self._http.server_address[0]), int(self._http.server_address[1])
+        self.say(f"http: /metrics, /healthz and /api on http://{host}:{port}")
 
     # --- heartbeats and status ---
     def _read_heartbeats(self) -> None:

@@ -8,7 +8,9 @@
 -- retry schedule (KEYS[6], KEYS[7]). A move, whatever its outcome, clears the
 -- task's mark in the orphans hash (KEYS[5]).
 -- KEYS: record, stats, done channel, assignments, orphans, retries,
---       retry payloads, epoch.
+--       retry payloads, epoch, recent.
+-- A task's first placement counts it as submitted ('submitted|name' in stats)
+-- and adds it to the index of recent tasks.
 -- ARGV: id, worker, payload, at, retry limit, ttl, name, mode, dead pid, epoch.
 -- Answers: {'assigned', attempt}; {'placed', attempt, worker, payload} already
 -- placed or running (send nothing); {'ended'}; {'failed_now'}; {'not_now'} a
@@ -59,4 +61,10 @@ redis.call('HSET', KEYS[1], 'yadtq', FORMAT, 'status', 'queued', 'worker', worke
 redis.call('HDEL', KEYS[1], 'retry_at')
 redis.call('HSETNX', KEYS[1], 'submitted_at', at)
 redis.call('HSET', KEYS[4], id, worker .. '|' .. string.format('%d', a) .. '|' .. payload)
+if a == 1 and mode == 'new' then
+  count_for(KEYS[2], 'submitted', name)
+  -- pcall: an index overwritten with another type by hand is not worth a failure.
+  -- The supervisor trims it to the newest RECENT_MAX every second (TaskStore.trim_recent).
+  redis.pcall('ZADD', KEYS[9], at, id)
+end
 return {'assigned', a}

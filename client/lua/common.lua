@@ -47,9 +47,48 @@ local function bump(key, field)
   return n
 end
 
--- Count a task that ended in the stats hash (key), unless that key was
--- replaced by something that is not a hash: a counter is not worth a failure.
-local function tally(key, status)
+-- Add n to the count 'field' of a counter hash (the per-name fields of stats,
+-- the timings) in one command, and totally: a field damaged into anything but
+-- a number starts again from n, and a key replaced by something that is not a
+-- hash is skipped (redis.pcall turns their errors into values): a counter is
+-- not worth a failure. HINCRBYFLOAT when n is a float (a sum of seconds).
+local function add(key, field, n, float)
+  local done = redis.pcall(float and 'HINCRBYFLOAT' or 'HINCRBY', key, field, n)
+  if type(done) == 'table' and done['err'] then redis.pcall('HSET', key, field, n) end
+end
+
+-- Count one event of a task or worker ``name`` in the stats hash, as the
+-- field 'what|name' (client/insight.py reads them); nothing if name is unknown.
+local function count_for(key, what, name)
+  if name then add(key, what .. '|' .. name, 1) end
+end
+
+-- Count a task that ended in the stats hash (key): the total per status (a
+-- stats key of another type is skipped), and per task name as
+-- 'finished|status|name'; ``name`` is read from the record KEYS[1] unless given.
+local function tally(key, status, name)
   local t = redis.call('TYPE', key)['ok']
   if t == 'hash' or t == 'none' then bump(key, status) end
+  count_for(key, 'finished|' .. status, name or redis.call('HGET', KEYS[1], 'task'))
+end
+
+-- Upper bounds (seconds) of the timing histograms' buckets; the last bucket
+-- is everything above. client/insight.py holds the same list (TIMING_BUCKETS).
+local BUCKETS = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600}
+
+-- Observe ``seconds`` for task ``name`` in the timings hash (key): one bucket
+-- count 'what|i|name' (not cumulative) and the sum 'what_sum|name'. A
+-- negative time (clocks of two hosts) counts as 0. Two commands.
+local function observe(key, what, name, seconds)
+  if not name or not seconds or seconds ~= seconds or seconds == math.huge then return end
+  if seconds < 0 then seconds = 0 end
+  local i = #BUCKETS + 1
+  for j, bound in ipairs(BUCKETS) do
+    if seconds <= bound then
+      i = j
+      break
+    end
+  end
+  add(key, what .. '|' .. i .. '|' .. name, 1)
+  add(key, what .. '_sum|' .. name, string.format('%.6f', seconds), true)
 end

@@ -4,6 +4,7 @@
 -- for good (returns true).
 local function died(limit, at, ttl)
   local n = bump(KEYS[1], 'worker_deaths')
+  count_for(KEYS[2], 'lost', redis.call('HGET', KEYS[1], 'task'))
   local raised = count(KEYS[1], 'retries')
   if n + raised <= (tonumber(limit) or 0) then return false end
   local also = ''

@@ -2,7 +2,7 @@
 -- scheduler's table (KEYS[4]) and onto the retry schedule (KEYS[2], KEYS[3]),
 -- due after an exponential backoff: ARGV[4] seconds doubled per earlier retry,
 -- at most ARGV[9].
--- KEYS: record, retries, retry payloads, assignments, epoch.
+-- KEYS: record, retries, retry payloads, assignments, epoch, stats.
 -- ARGV: id, attempt, at, first backoff, retry limit, error, traceback,
 --       payload, longest backoff, epoch.
 -- Answers: {'scheduled', due}; {'exhausted', failures so far} no retry left
@@ -17,6 +17,7 @@ if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[2] then return {'fenced'} end
 local used = count(KEYS[1], 'worker_deaths') + count(KEYS[1], 'retries')
 if used >= tonumber(ARGV[5]) then return {'exhausted', used} end
 local n = bump(KEYS[1], 'retries')
+count_for(KEYS[6], 'retries', redis.call('HGET', KEYS[1], 'task'))
 local due = tostring(tonumber(ARGV[3]) + math.min(tonumber(ARGV[9]), tonumber(ARGV[4]) * 2 ^ (n - 1)))
 redis.call('HSET', KEYS[1], 'status', 'queued', 'retry_at', due, 'failed_at', ARGV[3],
   'error', ARGV[6], 'traceback', ARGV[7])

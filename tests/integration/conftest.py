@@ -163,6 +163,8 @@ def cluster_config(tmp_path: Path, count: int = 4, **sections: dict[str, Any]) -
         "supervisor": {"status_interval": 1.0, "startup_timeout": 60.0},
         # Retries of tasks that raise come quickly here, so tests of them stay short.
         "tasks": {"modules": ["worker_pool.builtin_tasks", "tests.tasks"], "retry_backoff": 0.05},
+        # Any free port: clusters of tests running side by side must not share 9180 (the supervisor says which).
+        "http": {"listen": "127.0.0.1:0"},
     }
     for name, values in sections.items():
         cfg.setdefault(name, {}).update(values)

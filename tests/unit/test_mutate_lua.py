@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from scripts import mutate_lua
 from scripts.mutate_lua import LUA, ROOT, apply, code_of, mutants_of, tokenize
 
 SOURCE = """-- a comment with if x < 1 then return 0 end
@@ -60,3 +61,9 @@ def test_every_script_of_yadtq_is_read_whole() -> None:
         source = path.read_text(encoding="utf-8")
         assert "".join(t.text for t in tokenize(source)).replace(" ", "") == "".join(source.split())
         assert mutants_of(path), path.name
+
+
+def test_a_test_named_by_its_node_id_is_run_when_its_file_exists(tmp_path: Path) -> None:
+    node = "tests/integration/test_insight.py::test_the_scripts_count_per_task_and_a_damaged_counter_starts_again"
+    assert node in mutate_lua.tests_for("finish.lua")  # not imported by name: pytest would take it for a test
+    assert node not in mutate_lua.tests_for("finish.lua", tmp_path)  # a copy without that file
