@@ -41,10 +41,11 @@ class Output:
 
     def emit(self, event: str, message: str, level: str = "info", **fields: Any) -> None:
         """Write one line of kind ``event``; never raises."""
-        if self.log_format == "json":
-            self._write(json_line("supervisor", event, message, level, fields))
-        else:
-            self._write(f"[yadtq] {message}")
+        try:
+            text = json_line("supervisor", event, message, level, fields) if self.log_format == "json" else None
+        except Exception:  # a field that cannot be shown must not cost the line, nor the supervision
+            text = json_line("supervisor", event, message, level)
+        self._write(text or f"[yadtq] {message}")
 
     def _write(self, text: str) -> None:
         while self._streams:
@@ -97,7 +98,9 @@ class StatusGate:
 
 
 def _name(stream: TextIO) -> str:
-    return {id(sys.stdout): "stdout", id(sys.stderr): "stderr"}.get(id(stream), "output")
+    names = {id(sys.stdout): "stdout", id(sys.stderr): "stderr", id(sys.__stdout__): "stdout",
+             id(sys.__stderr__): "stderr"}  # json mode puts wrappers in sys.stdout and sys.stderr
+    return names.get(id(stream), "output")
 
 
 def _silence(stream: TextIO) -> None:

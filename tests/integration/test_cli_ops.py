@@ -110,7 +110,7 @@ def test_wait_on_a_terminal_shows_a_progress_bar(start_cluster: Any) -> None:
     ids = [h.id for h in cluster.client.submit_many([("add", (i, i)) for i in range(10)])]
     out = run_on_terminal([sys.executable, "-m", "client", "--config", str(cluster.config_path), "wait", *ids,
                            "--timeout", "30"])
-    assert "10/10" in out and "━" in out  # rich's bar, at its end
+    assert "10/10" in out  # rich's bar, at its end (M/N)
     assert "10 task(s): 10 success" in out
     assert not any(f"{t} success" in out for t in ids)  # no line per task: the bar says it
 

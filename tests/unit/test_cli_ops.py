@@ -3,14 +3,14 @@ the readable status events, wait's summary, and the ``yadtq`` console script's e
 
 from __future__ import annotations
 
-import configparser
 import importlib
 import io
 from collections import Counter
 
 import pytest
+from setuptools.config.setupcfg import read_configuration  # type: ignore[import-untyped]
 
-from client.cli import _summary, read_task_lines, task_spec_line
+from client.cli import _summary, main, read_task_lines, task_spec_line
 from client.errors import InvalidMessage
 from client.events import describe
 from client.protocol import Heartbeat, TaskLimits, TasksFinished, WorkerDown, encode_event
@@ -83,10 +83,9 @@ def test_the_summary_counts_each_status_and_what_did_not_end() -> None:
 
 
 def test_the_yadtq_console_script_is_the_cli() -> None:
-    cfg = configparser.ConfigParser()
-    cfg.read(ROOT / "setup.cfg")
-    (entry,) = [line for line in cfg["options.entry_points"]["console_scripts"].splitlines() if line.strip()]
-    name, target = (part.strip() for part in entry.split("="))
-    module, func = target.split(":")
-    assert name == "yadtq" and getattr(importlib.import_module(module), func) is importlib.import_module(
-        "client.cli").main
+    """As setuptools reads setup.cfg when it installs the package (``make install``)."""
+    options = read_configuration(ROOT / "setup.cfg")["options"]
+    assert options["entry_points"]["console_scripts"] == ["yadtq = client.cli:main"]
+    module, func = ["client.cli", "main"]
+    assert getattr(importlib.import_module(module), func) is main
+    assert any(r.startswith("rich") for r in options["install_requires"])  # the progress bar of `wait`

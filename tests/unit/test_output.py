@@ -113,3 +113,15 @@ def test_the_status_line_text_is_the_one_of_before() -> None:
     assert down == ClusterStatus(3, 4, False, redis_error="Timeout", redis_up=False)
     assert down != ClusterStatus(3, 4, False)
     assert json.loads(json.dumps(s.fields()))["load"] == {"W1": 0, "W2": 2}
+
+
+class Unshowable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text for this")
+
+
+def test_a_field_that_cannot_be_shown_costs_the_field_not_the_line() -> None:
+    out = io.StringIO()
+    Output([out], log_format="json").emit("dead", "W1 is dead", "warning", what=Unshowable())
+    obj = json.loads(out.getvalue())
+    assert obj["message"] == "W1 is dead" and obj["fields"] == {}
