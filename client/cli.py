@@ -291,6 +291,7 @@ class _BarReport(_Report):
     """A terminal: a progress bar (rich), with a line above it for each task that did not succeed."""
 
     def __init__(self, total: int) -> None:
+        # Imported here: rich takes some 50 ms to import, which no other command needs to pay.
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
         self._progress = Progress(TextColumn("waiting"), BarColumn(), MofNCompleteColumn(),
                                   TextColumn("{task.fields[failed]} not succeeded"), TimeElapsedColumn())

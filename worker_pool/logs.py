@@ -69,6 +69,10 @@ class JsonLines(io.TextIOBase):
     def writable(self) -> bool:
         return True
 
+    @property
+    def encoding(self) -> str:  # type: ignore[override]  # a writer may ask it; the real stream's
+        return self.raw.encoding
+
     def fileno(self) -> int:
         return self.raw.fileno()
 
