@@ -250,7 +250,7 @@ class Supervisor:
             self.shutdown()
 
     def loop(self, at: float) -> None:
-        """One round: read heartbeats, replace dead children, print the status line."""
+        """One round: read heartbeats, replace dead children, print the status line if it is due (StatusGate)."""
         self._lease_news()
         if at - self._last_probe >= PROBE_INTERVAL:
             self._probe(at)

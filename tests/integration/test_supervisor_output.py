@@ -54,6 +54,18 @@ def test_the_status_line_comes_on_change_not_while_idle(start_cluster: Any) -> N
     assert status_lines(cluster.lines[settled:]) == []
 
 
+def test_an_idle_cluster_still_gets_a_line_every_idle_interval(start_cluster: Any) -> None:
+    cluster = start_cluster(count=1, supervisor={"status_interval": 0.2, "status_idle_interval": 2.0})
+    first = cluster.wait_line(r"workers 1/1 live \| scheduler up", timeout=30)
+    mark = cluster.mark()
+    # Unchanged, the same line again each 2 s (sampled every 0.2 s): 3 in 6.5 s after the mark, give or take one.
+    cluster.wait_line(r"workers 1/1 live \| scheduler up", timeout=10, start=mark)
+    time.sleep(6.5 - 0.2)  # a window to count lines in (their number is the point)
+    repeats = status_lines(cluster.lines[mark:])
+    assert 2 <= len(repeats) <= 4, repeats
+    assert {line.removeprefix("[yadtq] ") for line in repeats} == {first.string.removeprefix("[yadtq] ")}
+
+
 def _json_cluster(tmp_path: Path) -> tuple[WatchedProcess, Path]:
     path = cluster_config(tmp_path, 2, supervisor={"status_interval": 0.5, "status_idle_interval": 30.0})
     return WatchedProcess([sys.executable, "-m", "supervisor", str(path), "--log-format", "json"]), path
