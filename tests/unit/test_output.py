@@ -8,6 +8,11 @@ import logging
 import re
 import sys
 
+import pytest
+
+from client.config import Config
+from client.errors import ConfigError
+from supervisor.__main__ import _with_log_format
 from supervisor.output import Output, StatusGate
 from supervisor.supervisor import ClusterStatus
 from worker_pool.logs import JsonFormatter, JsonLines
@@ -125,3 +130,12 @@ def test_a_field_that_cannot_be_shown_costs_the_field_not_the_line() -> None:
     Output([out], log_format="json").emit("dead", "W1 is dead", "warning", what=Unshowable())
     obj = json.loads(out.getvalue())
     assert obj["message"] == "W1 is dead" and obj["fields"] == {}
+
+
+def test_the_log_format_is_text_or_json_and_the_flag_overrides_the_file() -> None:
+    with pytest.raises(ConfigError, match=r"supervisor\.log_format.*one of text, json"):
+        Config.from_dict({"supervisor": {"log_format": "xml"}})
+    from_file = Config.from_dict({"supervisor": {"log_format": "json", "status_idle_interval": 30}})
+    assert from_file.supervisor.status_idle_interval == 30.0
+    assert _with_log_format(from_file, None).supervisor.log_format == "json"
+    assert _with_log_format(from_file, "text").supervisor.log_format == "text"  # what the children are given
