@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,6 +190,12 @@ class Client:
 
     def wait(self, task_ids: Sequence[str], timeout: float | None = None) -> None:
         """Block until every task in ``task_ids`` has ended, or raise ResultTimeout."""
+        for _ in self.as_ended(task_ids, timeout):
+            pass
+
+    def as_ended(self, task_ids: Sequence[str], timeout: float | None = None) -> Iterator[tuple[str, str]]:
+        """Yield ``(task id, final status)`` for each of ``task_ids`` as it ends, those already ended
+        first; raise ResultTimeout once ``timeout`` seconds passed with some not ended (None: no limit)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         pending = set(task_ids)
         # Subscribe confirmations are read and skipped here: with
@@ -201,7 +207,7 @@ class Client:
             for chunk in _chunks(sorted(pending), 1000):
                 pubsub.subscribe(*(self.keys.done_channel(t) for t in chunk))
             # Subscribed first, then read: an end between the two is not missed.
-            pending -= self._ended(sorted(pending))
+            yield from self._take_ended(pending)
             while pending:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
@@ -209,9 +215,12 @@ class Client:
                                         f"e.g. {sorted(pending)[0]}")
                 msg = pubsub.get_message(timeout=min(left, 5.0) if left is not None else 5.0)
                 if msg is None:  # quiet for a while: a cheap guard against a lost message
-                    pending -= self._ended(sorted(pending))
+                    yield from self._take_ended(pending)
                 elif msg["type"] == "message":
-                    pending.discard(str(msg["channel"]).removeprefix(channel_prefix))
+                    task_id = str(msg["channel"]).removeprefix(channel_prefix)
+                    if task_id in pending:
+                        pending.discard(task_id)
+                        yield task_id, str(msg["data"])
         except redis.RedisError as e:
             raise self._redis_down(e) from None
         finally:
@@ -220,13 +229,13 @@ class Client:
     def _redis_down(self, e: Exception) -> ServiceUnavailable:
         return ServiceUnavailable(f"Redis at {safe_url(self.config.redis.url)} failed: {e}")
 
-    def _ended(self, task_ids: list[str]) -> set[str]:
-        ended = set()
-        for chunk in _chunks(task_ids, 1000):
+    def _take_ended(self, pending: set[str]) -> Iterator[tuple[str, str]]:
+        """Take the tasks of ``pending`` that have ended out of it, with their status."""
+        for chunk in _chunks(sorted(pending), 1000):
             for t, s in zip(chunk, self.store.statuses(chunk), strict=True):
                 if s in TERMINAL:
-                    ended.add(t)
-        return ended
+                    pending.discard(t)
+                    yield t, str(s)
 
 
 def _value(task_id: str, rec: dict[str, str]) -> Any:

@@ -1,21 +1,28 @@
-"""The command-line client: submit a task, read its status, wait for its result."""
+"""The command-line client (``yadtq`` or ``python -m client``): submit tasks, read their status, wait
+for their results, and the operator's commands (README, "Operating a cluster")."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Callable
-from typing import Any
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
 
 import redis
 
 from client.api import Client, TaskSpec
 from client.config import load_config, safe_url
-from client.errors import ResultTimeout, ServiceUnavailable, TaskFailed, TaskNotFound, YadtqError
+from client.errors import InvalidMessage, ResultTimeout, ServiceUnavailable, TaskFailed, TaskNotFound, YadtqError
+from client.events import describe, read_status
 from client.insight import Insight
 from client.kafka import quiet_kafka_logs
-from client.protocol import now
+from client.protocol import PROTOCOL_VERSION, TaskLimits, check_task_id, now, parse_task
+from client.store import Status
 
 EPILOG = """\
 examples:
@@ -27,6 +34,9 @@ examples:
   python -m client result ID --timeout 10       waits, prints the result as JSON
   python -m client info                         workers, load, backlog, oldest waiting, done, failed
   python -m client inspect running              also: queued, retries, dead (dead letters)
+  python -m client submit-many tasks.jsonl      one task a line; prints the ids
+  python -m client wait ID... --timeout 60      a progress bar (plain lines when piped)
+  python -m client events --follow              the status topic as readable lines
 
 Arguments are read as JSON where they parse (1 is a number, '"1"' a string);
 anything else is taken as a plain string. Exit status: 0 success, 1 the task
@@ -35,7 +45,7 @@ failed, 2 bad usage or config, 3 timed out, 4 unknown task id, 5 service down.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m client", epilog=EPILOG,
+    p = argparse.ArgumentParser(prog=_prog(), epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description="Submit tasks to a YADTQ cluster and read their results.")
     p.add_argument("--config", "-c", default="yadtq.yaml", help="cluster file (default: yadtq.yaml)")
@@ -56,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("task_id")
     r.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
     _add_insight_commands(sub)
+    _add_submit_many(sub)
+    _add_wait(sub)
+    _add_events(sub)
     return p
 
 
@@ -163,6 +176,11 @@ def format_inspect(what: str, lines: list[dict[str, Any]], at: float) -> str:
     return "\n".join(out)
 
 
+def _prog() -> str:
+    """``yadtq`` when run as the console script, else ``python -m client``."""
+    return "yadtq" if Path(sys.argv[0]).name == "yadtq" else "python -m client"
+
+
 def _kwargs(text: str) -> dict[str, Any]:
     """``--kwargs``: a JSON object, else a usage error (exit 2) that says so."""
     try:
@@ -207,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(client: Client, ns: argparse.Namespace) -> int:
+    command: Callable[[Client, argparse.Namespace], int] | None = getattr(ns, "run", None)
+    if command is not None:  # the commands that set_defaults(run=...) their own function
+        return command(client, ns)
     if ns.command == "submit":
         spec = TaskSpec(ns.task, [_arg(a) for a in ns.args], ns.kwargs, ns.task_id, ns.time_limit, ns.retries)
         handle = client.submit_many([spec])[0]
@@ -223,3 +244,218 @@ def _run(client: Client, ns: argparse.Namespace) -> int:
         return 0
     print(json.dumps(client.result(ns.task_id, timeout=ns.timeout)))
     return 0
+
+
+# --- submit-many FILE.jsonl ---
+
+_SPEC_KEYS = ("task", "args", "kwargs", "options", "id")
+
+
+def _add_submit_many(sub: Any) -> None:
+    s = sub.add_parser("submit-many", help="submit the tasks of a JSON-lines file (one task a line); print their ids",
+                       description='Each line: {"task": "add", "args": [1, 2], "kwargs": {}, "options": '
+                                   '{"timeout": 10, "max_retries": 3}, "id": "optional-task-id"}; only "task" is '
+                                   "required; blank lines are skipped. Every line is checked before anything is "
+                                   "sent: a bad one is named with its line number, and nothing is submitted.")
+    s.add_argument("file", type=argparse.FileType("r", encoding="utf-8"), help="the JSON-lines file, - for stdin")
+    s.set_defaults(run=cmd_submit_many)
+
+
+def cmd_submit_many(client: Client, ns: argparse.Namespace) -> int:
+    """``submit-many FILE``: every line checked, then all submitted at once; one id printed a line."""
+    with ns.file as f:
+        specs, line_of = read_task_lines(f, client.config.tasks.limits())
+    try:
+        handles = client.submit_many(specs)
+    except InvalidMessage as e:  # checked by the cluster's store (an id naming a key YADTQ does not own)
+        where = f"{f.name}:{line_of[e.task_id]}: " if e.task_id in line_of else ""
+        raise InvalidMessage(f"{where}{e.reason}", e.task_id) from None
+    for h in handles:
+        print(h.id)
+    return 0
+
+
+def read_task_lines(f: TextIO, limits: TaskLimits) -> tuple[list[TaskSpec], dict[str, int]]:
+    """The task specs of a JSON-lines file, each checked as the scheduler will check it, and the line
+    number of each task id; InvalidMessage naming the file and line of the first bad one."""
+    specs: list[TaskSpec] = []
+    line_of: dict[str, int] = {}
+    for number, text in enumerate(f, start=1):
+        if not text.strip():
+            continue
+        try:
+            spec = task_spec_line(text, limits)
+            if spec.task_id in line_of:
+                raise InvalidMessage(f"task id {spec.task_id!r} is already on line {line_of[spec.task_id]}")
+        except InvalidMessage as e:
+            raise InvalidMessage(f"{f.name}:{number}: {e.reason}; nothing was submitted", e.task_id) from None
+        assert spec.task_id is not None
+        line_of[spec.task_id] = number
+        specs.append(spec)
+    return specs, line_of
+
+
+def task_spec_line(text: str, limits: TaskLimits) -> TaskSpec:
+    """One line of a submit-many file as a TaskSpec with its id; InvalidMessage saying what is wrong."""
+    try:
+        obj = json.loads(text)
+    except ValueError as e:
+        raise InvalidMessage(f"not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise InvalidMessage('expected a JSON object like {"task": "add", "args": [1, 2]}')
+    if unknown := sorted(set(obj) - set(_SPEC_KEYS)):
+        raise InvalidMessage(f"unknown key(s) {', '.join(map(repr, unknown))}; the keys are {', '.join(_SPEC_KEYS)}")
+    try:
+        task_id = check_task_id(obj.pop("id")) if "id" in obj else str(uuid.uuid4())
+    except InvalidMessage as e:
+        raise InvalidMessage(f"'id' is not a valid task id: {e.reason}") from None
+    try:  # the scheduler's own parser: the same checks, the same messages
+        raw = json.dumps({"v": PROTOCOL_VERSION, "task-id": task_id, **obj}, allow_nan=False).encode()
+    except ValueError as e:
+        raise InvalidMessage(f"cannot be sent as JSON ({e})") from None
+    task = parse_task(raw, limits)
+    return TaskSpec(task.name, task.args, task.kwargs, task.task_id, task.options.timeout, task.options.max_retries)
+
+
+# --- wait ID... ---
+
+def _add_wait(sub: Any) -> None:
+    w = sub.add_parser("wait", help="wait for tasks to end: a progress bar on a terminal, a line per task otherwise",
+                       description="Exit status: 0 all succeeded, 1 some did not (failed, cancelled), 3 timed out, "
+                                   "4 an unknown task id.")
+    w.add_argument("task_ids", nargs="*", metavar="ID", help="task ids (default: read from stdin, e.g. from "
+                                                             "submit-many)")
+    w.add_argument("--timeout", type=float, default=None, help="give up after this many seconds (exit status 3)")
+    w.set_defaults(run=cmd_wait)
+
+
+def cmd_wait(client: Client, ns: argparse.Namespace) -> int:
+    """``wait ID...``: report each task as it ends; the exit status says whether all succeeded."""
+    ids = list(dict.fromkeys(ns.task_ids or _stdin_ids()))  # each once, in the order given
+    if not ids:
+        raise InvalidMessage("no task ids: give them as arguments, or one a line on stdin")
+    try:
+        statuses = client.store.statuses(ids)
+    except redis.RedisError as e:
+        raise ServiceUnavailable(f"Redis at {safe_url(client.config.redis.url)} failed: {e}") from None
+    if unknown := [t for t, s in zip(ids, statuses, strict=True) if s is None]:
+        raise TaskNotFound(f"no record of {len(unknown)} task(s) (never submitted, or expired): "
+                           f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
+    report: _Report = _BarReport(len(ids)) if sys.stdout.isatty() else _PlainReport()
+    ended: Counter[str] = Counter()
+    pending = set(ids)
+    try:
+        with report:
+            for task_id, status in client.as_ended(ids, ns.timeout):
+                pending.discard(task_id)
+                ended[status] += 1
+                error = client.record(task_id).get("error", "") if status == Status.FAILED else ""
+                report.ended(task_id, status, error)
+    except ResultTimeout:
+        report.timed_out(sorted(pending), ns.timeout)
+    print(_summary(len(ids), ended, len(pending), ns.timeout))
+    if pending:
+        return 3
+    return 0 if ended[Status.SUCCESS] == len(ids) else 1
+
+
+def _stdin_ids() -> list[str]:
+    return [] if sys.stdin.isatty() else sys.stdin.read().split()
+
+
+def _summary(total: int, ended: Counter[str], pending: int, timeout: float | None) -> str:
+    parts = [f"{n} {status}" for status, n in sorted(ended.items())]
+    if pending:
+        parts.append(f"{pending} not ended after {timeout:g}s" if timeout is not None else f"{pending} not ended")
+    return f"{total} task(s): {', '.join(parts) or 'none ended'}"
+
+
+class _Report:
+    """How ``wait`` shows progress: a context manager told of each task as it ends."""
+
+    def __enter__(self) -> _Report:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def ended(self, task_id: str, status: str, error: str) -> None:
+        raise NotImplementedError
+
+    def timed_out(self, task_ids: list[str], timeout: float | None) -> None:
+        raise NotImplementedError
+
+
+class _PlainReport(_Report):
+    """Not a terminal: one line per task as it ends (``ID success``, ``ID failed: error``), for scripts."""
+
+    def ended(self, task_id: str, status: str, error: str) -> None:
+        print(f"{task_id} {status}: {error}" if error else f"{task_id} {status}", flush=True)
+
+    def timed_out(self, task_ids: list[str], timeout: float | None) -> None:
+        for t in task_ids:
+            print(f"{t} not ended", flush=True)
+
+
+class _BarReport(_Report):
+    """A terminal: a progress bar (rich), with a line above it for each task that did not succeed."""
+
+    def __init__(self, total: int) -> None:
+        # Imported here: rich takes some 50 ms to import, which no other command needs to pay.
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        self._progress = Progress(TextColumn("waiting"), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("{task.fields[failed]} not succeeded"), TimeElapsedColumn())
+        self._bar = self._progress.add_task("wait", total=total, failed=0)
+        self._failed = 0
+
+    def __enter__(self) -> _Report:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def ended(self, task_id: str, status: str, error: str) -> None:
+        if status != Status.SUCCESS:
+            self._failed += 1
+            self._progress.console.print(f"{task_id} {status}: {error}" if error else f"{task_id} {status}",
+                                         markup=False, highlight=False)
+        self._progress.update(self._bar, advance=1, failed=self._failed)
+
+    def timed_out(self, task_ids: list[str], timeout: float | None) -> None:
+        return None  # the summary line says how many
+
+
+# --- events [--follow] ---
+
+def _add_events(sub: Any) -> None:
+    e = sub.add_parser("events", help="the status topic as readable lines: heartbeats, tasks-finished, worker-down",
+                       description="Prints the last events on the status topic and exits, or with --follow goes "
+                                   "on printing new ones until Ctrl-C. A message that is not a valid event is "
+                                   "shown as 'invalid event at TOPIC:PARTITION@OFFSET: reason'.")
+    e.add_argument("--follow", "-f", action="store_true", help="go on printing new events until Ctrl-C")
+    e.add_argument("--from-beginning", action="store_true", help="start at the oldest event Kafka keeps")
+    e.add_argument("--last", "-n", type=int, default=20, metavar="N",
+                   help="start N events before the end of each partition (default: 20)")
+    e.add_argument("--no-heartbeats", action="store_true", help="leave out heartbeats")
+    e.set_defaults(run=cmd_events)
+
+
+def cmd_events(client: Client, ns: argparse.Namespace) -> int:
+    """``events``: one line per status event; Ctrl-C or a closed pipe ends it quietly."""
+    try:
+        for line in _event_lines(client, ns):
+            print(line, flush=True)
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # `yadtq events --follow | head`: head is done
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+    return 0
+
+
+def _event_lines(client: Client, ns: argparse.Namespace) -> Iterator[str]:
+    for raw, at_ms, where in read_status(client.config, follow=ns.follow, from_beginning=ns.from_beginning,
+                                         last=max(ns.last, 0)):
+        line = describe(raw, at_ms, where)
+        if not (ns.no_heartbeats and line.split(" ", 2)[1] == "heartbeat"):
+            yield line

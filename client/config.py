@@ -354,7 +354,9 @@ class TasksConfig:
 class SupervisorConfig:
     """How the supervisor reports and how it restarts crashed children."""
 
-    status_interval: float = field(default=5.0, metadata=_positive())
+    status_interval: float = field(default=5.0, metadata=_positive())      # status sampled this often
+    status_idle_interval: float = field(default=60.0, metadata=_positive())  # a line this often when nothing changes
+    log_format: str = field(default="text", metadata=_one_of("text", "json"))
     startup_timeout: float = field(default=30.0, metadata=_positive())
     max_restarts: int = field(default=5, metadata=_at_least(1))
     restart_window: float = field(default=60.0, metadata=_positive())

@@ -119,7 +119,8 @@ def chaos_config(base: Config, workers: int, folder: Path) -> Path:
         "workers": {"count": workers, "heartbeat_interval": 0.5, "heartbeat_timeout": 3.0, "max_pending": 8,
                     "shutdown_grace": 5.0},
         "tasks": {"modules": [*base.tasks.modules, "scripts.chaos_tasks"], "max_retries": 10},
-        "supervisor": {"status_interval": 1.0, "max_restarts": 1000, "startup_timeout": 60.0},
+        "supervisor": {"status_interval": 1.0, "status_idle_interval": 10.0, "max_restarts": 1000,
+                       "startup_timeout": 60.0},
     }
     path = folder / f"{tag}.yaml"
     path.write_text(yaml.safe_dump(cfg))

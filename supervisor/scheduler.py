@@ -446,7 +446,7 @@ def _kept_payload(answer: AssignResult, item: _Pending, before: Placement | None
 def run_scheduler(config: Config, epoch: int = 0, careful: bool = False) -> None:
     """Process entry point: run the scheduler (of the cluster's generation ``epoch``) until SIGTERM
     (``careful``: started after a crash, see worker_pool/quarantine.py)."""
-    process_setup("scheduler")
+    process_setup("scheduler", config.supervisor.log_format)
     s = Scheduler(config, epoch=epoch, careful=careful)
     signal.signal(signal.SIGTERM, lambda *_: s.stop())
     with exit_on_service_loss("scheduler"):

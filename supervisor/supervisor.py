@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import Any, Literal
 
 import redis
 from kafka import KafkaConsumer, KafkaProducer
@@ -29,7 +29,7 @@ from client.protocol import Heartbeat, WorkerDown, encode_event, now, parse_even
 from client.store import Keys, TaskStore, connect, ping
 from supervisor import http
 from supervisor.liveness import Liveness
-from supervisor.output import Output
+from supervisor.output import Output, StatusGate
 from supervisor.scheduler import run_scheduler
 from supervisor.topics import ensure_topics
 from supervisor.view import Publisher
@@ -83,12 +83,48 @@ class Child:
         return self.process is not None and self.process.is_alive()
 
 
+@dataclass(frozen=True)
+class ClusterStatus:
+    """What the status line shows. Two compare equal when nothing changed (StatusGate):
+    the text of a Redis error is not compared, only that Redis did not answer."""
+
+    workers_live: int
+    workers_total: int
+    scheduler_up: bool
+    load: tuple[tuple[str, int], ...] = ()
+    done: int = 0
+    failed: int = 0
+    restarts: int = 0
+    redis_error: str | None = field(default=None, compare=False)
+    redis_up: bool = True
+
+    def text(self) -> str:
+        """The status line, e.g. ``workers 4/4 live | scheduler up | load W1=0 W2=1 | done 7 failed 1 | restarts 0``."""
+        if not self.redis_up:
+            return f"workers {self.workers_live}/{self.workers_total} live | redis unavailable: {self.redis_error}"
+        loads = " ".join(f"{w}={n}" for w, n in self.load)
+        return (f"workers {self.workers_live}/{self.workers_total} live | "
+                f"scheduler {'up' if self.scheduler_up else 'down'} | load {loads} | done {self.done} "
+                f"failed {self.failed} | restarts {self.restarts}")
+
+    def fields(self) -> dict[str, Any]:
+        """The same as the fields of a JSON log line."""
+        fields: dict[str, Any] = {"workers_live": self.workers_live, "workers_total": self.workers_total,
+                                  "scheduler_up": self.scheduler_up, "redis_up": self.redis_up}
+        if self.redis_up:
+            fields.update(load=dict(self.load), done=self.done, failed=self.failed, restarts=self.restarts)
+        else:
+            fields["redis_error"] = self.redis_error
+        return fields
+
+
 class Supervisor:
     """``start()``, then ``loop()`` until ``stop()``, then ``shutdown()``."""
 
     def __init__(self, config: Config, say: Callable[[str], None] | None = None) -> None:
         self.config = config
-        self.say = say or Output()  # never raises: a broken stdout must not end the supervision
+        # Never raises: a broken stdout must not end the supervision.
+        self.say = say or Output(log_format=config.supervisor.log_format)
         self.keys = Keys(config.redis.key_prefix)
         self.children: dict[str, Child] = {"scheduler": Child("scheduler", run_scheduler, (config,))}
         for w in config.worker_ids():
@@ -96,7 +132,7 @@ class Supervisor:
         self.stopping = False
         self._hurry = False  # a second Ctrl-C: skip the grace period
         self._unannounced: list[WorkerDown] = []  # worker-down events Kafka has not taken yet
-        self._last_status = 0.0
+        self._status_gate = StatusGate(config.supervisor.status_interval, config.supervisor.status_idle_interval)
         self._ready = False
         self._last_probe = 0.0
         self.up = {"kafka": True, "redis": True}  # did each answer at the last probe?
@@ -131,9 +167,9 @@ class Supervisor:
         self._consumer = kafka_io.consumer(cfg.kafka, None, fetch_max_wait_ms=250, fetch_min_bytes=65536)
         parts = kafka_io.assign_all(self._consumer, [cfg.topics.status])
         self._consumer.seek_to_end(*parts)  # only heartbeats from now on matter
-        self.say(f"kafka {cfg.kafka.describe()} | redis {cfg.redis.describe()}"
-                 f"{' prefix ' + repr(cfg.redis.key_prefix) if cfg.redis.key_prefix else ''}")
-        self.say(f"topics: {', '.join(topics)}")
+        self._emit("services", f"kafka {cfg.kafka.describe()} | redis {cfg.redis.describe()}"
+                   f"{' prefix ' + repr(cfg.redis.key_prefix) if cfg.redis.key_prefix else ''}")
+        self._emit("topics", f"topics: {', '.join(topics)}", topics=topics)
         self._serve_http()
         self._await_fence()
         if self.stopping:  # Ctrl-C meanwhile: start nothing (and never before the fence's end)
@@ -148,7 +184,7 @@ class Supervisor:
         ttl = max(cfg.workers.heartbeat_timeout, LEASE_MIN_TTL)
         client = connect(cfg.redis, timeout=LEASE_TIMEOUT)
         self._lease = Lease(client, self.keys, ttl, [cfg.topics.tasks, cfg.topics.status, *cfg.worker_ids()])
-        self.epoch = self._lease.acquire(wait_for_dead=ttl + 1.0, say=self.say)
+        self.epoch = self._lease.acquire(wait_for_dead=ttl + 1.0, say=lambda line: self._emit("lease", line))
         self._keeper = Keeper(self._lease, LEASE_RENEW_INTERVAL)
         self._keeper.start()
         if not self._lease.released_before:
@@ -157,8 +193,9 @@ class Supervisor:
             # its heartbeat and exits on seeing our epoch: ours start after that.
             fence = 2 * cfg.workers.heartbeat_interval + 0.5
             self._spawn_after = time.monotonic() + fence
-            self.say(f"the previous supervisor did not release the lease: starting processes in {fence:g}s, once "
-                     "any of its processes still running has seen the new epoch and exited")
+            self._emit("lease", f"the previous supervisor did not release the lease: starting processes in "
+                       f"{fence:g}s, once any of its processes still running has seen the new epoch and exited",
+                       "warning")
 
     def _await_fence(self) -> None:
         """Wait until the processes of an unreleased previous generation must have exited (see _take_lease)."""
@@ -183,11 +220,12 @@ class Supervisor:
 
     def _on_renewal(self, found: Renewal) -> None:
         if found is Renewal.RETAKEN:
-            self.say(f"the cluster's lease had lapsed; taken again (epoch {self.epoch})")
+            self._emit("lease", f"the cluster's lease had lapsed; taken again (epoch {self.epoch})", "warning")
         elif found is Renewal.HELD:  # after AWAY
-            self.say("the cluster's lease is renewed again")
+            self._emit("lease", "the cluster's lease is renewed again")
         elif found is Renewal.AWAY:
-            self.say("cannot renew the cluster's lease: Redis does not answer; trying every second")
+            self._emit("lease", "cannot renew the cluster's lease: Redis does not answer; trying every second",
+                       "warning")
         elif found is Renewal.LOST:
             raise LeaseLost("another supervisor took this cluster's lease while this one could not renew it "
                             "(stalled or cut off past workers.heartbeat_timeout): stopping every process at once")
@@ -209,7 +247,7 @@ class Supervisor:
             while not self.stopping:
                 self.loop(time.monotonic())
         except LeaseLost as e:
-            self.say(f"error: {e}")
+            self._emit("error", f"error: {e}", "error")
             self._hurry = True  # the new owner's processes run this cluster now: not one more write from ours
             if self._keeper is not None:
                 self._keeper.stop()
@@ -219,7 +257,7 @@ class Supervisor:
             self.shutdown()
 
     def loop(self, at: float) -> None:
-        """One round: read heartbeats, replace dead children, print the status line."""
+        """One round: read heartbeats, replace dead children, print the status line if it is due (StatusGate)."""
         self._lease_news()
         if at - self._last_probe >= PROBE_INTERVAL:
             self._probe(at)
@@ -231,10 +269,12 @@ class Supervisor:
             self.view.publish(self.children.values(), self.liveness, self.epoch, at, self.up["redis"])
         if not self._ready and all(c.announced for c in self.children.values()):
             self._ready = True
-            self.say(f"cluster ready: {len(self.config.worker_ids())} workers live")
-        if at - self._last_status >= self.config.supervisor.status_interval:
-            self._last_status = at
-            self.say(self.status_line(at))
+            self._emit("ready", f"cluster ready: {len(self.config.worker_ids())} workers live",
+                       workers=len(self.config.worker_ids()))
+        if self._status_gate.sample_due(at):
+            status = self.status(at)
+            if self._status_gate.should_print(status, at):
+                self._emit("status", status.text(), **status.fields())
 
     def shutdown(self) -> None:
         """Stop every child (SIGTERM, the grace period, then SIGKILL), then let go of Kafka and the lease.
@@ -256,13 +296,13 @@ class Supervisor:
                         if self.view is not None and self._keeper is not None else None)
             self._close("the cluster's lease", lambda: self._keeper.release() if self._keeper else None)
             if self.epoch:  # it took the lease: a supervisor refused at the start ran nothing to stop
-                self.say("stopped")
+                self._emit("stopped", "stopped")
 
     def _terminate_children(self) -> None:
         live = [c for c in self.children.values() if c.alive()]
         if not live or self._hurry:
             return
-        self.say(f"stopping {len(live)} process(es); grace {self.config.workers.shutdown_grace:g}s")
+        self._emit("stopping", f"stopping {len(live)} process(es); grace {self.config.workers.shutdown_grace:g}s")
         for c in live:
             c.process.terminate()  # type: ignore[union-attr]
         deadline = time.monotonic() + self.config.workers.shutdown_grace
@@ -273,17 +313,18 @@ class Supervisor:
         for c in self.children.values():
             try:
                 if c.alive():
-                    self.say(f"{c.name} did not stop in time: killing pid {c.pid}")
+                    self._emit("killed", f"{c.name} did not stop in time: killing pid {c.pid}", "warning",
+                               name=c.name, pid=c.pid)
                     c.process.kill()  # type: ignore[union-attr]
                     c.process.join(5)  # type: ignore[union-attr]
             except (OSError, ValueError) as e:  # e.g. already reaped: what matters is that it is gone
-                self.say(f"{c.name}: {e}")
+                self._emit("message", f"{c.name}: {e}", "warning")
 
     def _close(self, what: str, close: Callable[[], object]) -> None:
         try:
             close()
         except Exception as e:  # shutting down: say it and go on with the next step
-            self.say(f"could not close {what}: {e}")
+            self._emit("message", f"could not close {what}: {e}", "warning")
 
     # --- services ---
     def _probe(self, at: float) -> None:
@@ -302,7 +343,7 @@ class Supervisor:
                 continue
             self.up[name] = up
             if up:
-                self.say(f"{name} at {where[name]} answers again: resuming")
+                self._emit("service-up", f"{name} at {where[name]} answers again: resuming", service=name)
                 if name == "kafka":
                     # Judge heartbeats again once they flow (the first one read),
                     # or at the latest after startup_timeout.
@@ -310,8 +351,8 @@ class Supervisor:
             else:
                 if name == "kafka":
                     self.liveness.pause()
-                self.say(f"{name} at {where[name]} does not answer: tasks are kept, and the cluster resumes by "
-                         "itself once it is back")
+                self._emit("service-down", f"{name} at {where[name]} does not answer: tasks are kept, and the "
+                           "cluster resumes by itself once it is back", "error", service=name)
 
     def _services_up(self) -> bool:
         return all(self.up.values())
@@ -327,7 +368,8 @@ class Supervisor:
         if c.spawned and self.view is not None:
             self.view.count("restarts", c.name)
         c.spawned += 1
-        self.say(f"started {c.name} (pid {c.pid}){' in careful mode' if c.careful else ''}")
+        self._emit("started", f"started {c.name} (pid {c.pid}){' in careful mode' if c.careful else ''}",
+                   name=c.name, pid=c.pid, careful=c.careful)
 
     def _check(self, c: Child, at: float) -> None:
         if self.stopping:  # children exiting now are doing what they were told
@@ -345,7 +387,7 @@ class Supervisor:
             c.process.kill()  # heartbeats lapsed: make sure it is dead before moving its work
             c.process.join(5)
             if c.alive():  # in uninterruptible sleep: a second process would share its topic, so wait
-                self.say(f"{c.name} (pid {c.pid}) has not died yet after SIGKILL; waiting")
+                self._emit("message", f"{c.name} (pid {c.pid}) has not died yet after SIGKILL; waiting", "warning")
                 return
         dead_pid = c.pid or 0
         if c.process.exitcode == EXIT_FENCED:
@@ -353,7 +395,7 @@ class Supervisor:
         lost_service = c.process.exitcode == EXIT_SERVICE_LOST
         c.process.close()
         c.process = None
-        self.say(f"{c.name} is dead ({reason})")
+        self._emit("dead", f"{c.name} is dead ({reason})", "warning", name=c.name, pid=dead_pid, reason=reason)
         if self.view is not None:
             self.view.count("deaths", c.name)
         if c.name != "scheduler":
@@ -373,7 +415,8 @@ class Supervisor:
                                                     cfg.max_backoff)
         c.restarts = [t for t in c.restarts if at - t < cfg.restart_window] + [at]
         if c.due > at:
-            self.say(f"{c.name} is crashing repeatedly: next start in {c.due - at:.0f}s")
+            self._emit("backoff", f"{c.name} is crashing repeatedly: next start in {c.due - at:.0f}s", "warning",
+                       name=c.name, delay=round(c.due - at, 3))
 
     def _death(self, c: Child, at: float) -> str | None:
         """Why ``c`` counts as dead now, or None if it is fine."""
@@ -396,8 +439,8 @@ class Supervisor:
             self._producer.flush(timeout=5)
             kafka_io.check_sent(sent, "a worker-down event")
         except (KafkaError, ServiceUnavailable) as e:
-            self.say(f"cannot tell the scheduler that {', '.join(ev.worker for ev in self._unannounced)} died "
-                     f"(Kafka: {e}); will retry")
+            self._emit("announce-failed", f"cannot tell the scheduler that "
+                       f"{', '.join(ev.worker for ev in self._unannounced)} died (Kafka: {e}); will retry", "warning")
             return
         self._unannounced.clear()
 
@@ -410,10 +453,11 @@ class Supervisor:
         try:
             self._http = http.serve(self.config, lambda: self.view.snapshot if self.view else None, self.say)
         except OSError as e:
-            self.say(f"http: cannot listen on {listen}: {e.strerror or e}; running without /metrics and /healthz")
+            self._emit("http", f"http: cannot listen on {listen}: {e.strerror or e}; "
+                       "running without /metrics and /healthz", "warning")
             return
         host, port = str(self._http.server_address[0]), int(self._http.server_address[1])
-        self.say(f"http: /metrics, /healthz and /api on http://{host}:{port}")
+        self._emit("http", f"http: /metrics, /healthz and /api on http://{host}:{port}")
 
     # --- heartbeats and status ---
     def _read_heartbeats(self) -> None:
@@ -437,19 +481,30 @@ class Supervisor:
         if not c.announced:
             c.announced = True
             again = " again" if c.restarts else ""
-            self.say(f"{c.name} live{again} (pid {c.pid})")
+            self._emit("live", f"{c.name} live{again} (pid {c.pid})", name=c.name, pid=c.pid, again=bool(again))
 
-    def status_line(self, at: float) -> str:
+    def _emit(self, event: str, message: str, level: Literal["info", "warning", "error"] = "info",
+              **fields: Any) -> None:
+        """One line for the operator, of kind ``event`` (supervisor/output.py); never raises."""
+        if isinstance(self.say, Output):
+            self.say.emit(event, message, level, **fields)
+        else:
+            self.say(message)
+
+    def status(self, at: float) -> ClusterStatus:
+        """The cluster's status now: one Redis round trip (the counters)."""
         workers = [c for n, c in self.children.items() if n != "scheduler"]
         live = sum(1 for c in workers if c.alive() and c.announced)
-        sched = self.children["scheduler"]
+        sched_up = self.children["scheduler"].alive()
         try:
             load, stats = TaskStore(self.redis, self.keys, 0).counters()
         except redis.RedisError as e:
-            return f"workers {live}/{len(workers)} live | redis unavailable: {e}"
-        loads = " ".join(f"{c.name}={load.get(c.name, 0)}" for c in workers)
-        restarts = sum(len(c.restarts) for c in self.children.values())
-        return (f"workers {live}/{len(workers)} live | scheduler {'up' if sched.alive() else 'down'} | "
-                f"load {loads} | done {stats.get('success', 0)} failed {stats.get('failed', 0)} | "
-                f"restarts {restarts}")
+            return ClusterStatus(live, len(workers), sched_up, redis_error=str(e), redis_up=False)
+        return ClusterStatus(live, len(workers), sched_up, tuple((c.name, load.get(c.name, 0)) for c in workers),
+                             stats.get("success", 0), stats.get("failed", 0),
+                             sum(len(c.restarts) for c in self.children.values()))
+
+    def status_line(self, at: float) -> str:
+        """The status line now (``status(at).text()``)."""
+        return self.status(at).text()
 

@@ -27,6 +27,14 @@ def stubborn(seconds: float) -> str:
     return "finished"
 
 
+@task
+def shout(text: str) -> str:
+    """Print ``text`` on stdout and on stderr (a task's own output, outside the logging)."""
+    print(text)
+    print(text, file=sys.stderr)
+    return text
+
+
 
 
 _redis: dict[str, redis.Redis] = {}

@@ -17,6 +17,7 @@ from kafka.errors import KafkaError
 from client import kafka as kafka_io
 from client.errors import Fenced, ServiceUnavailable
 from client.store import TaskStore
+from worker_pool.logs import setup_logging
 
 log = logging.getLogger("yadtq")
 
@@ -29,12 +30,12 @@ _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _parent_pid = 0  # the supervisor's pid, set by process_setup
 
 
-def process_setup(name: str) -> None:
-    """Logging and signals for a child process of the supervisor."""
+def process_setup(name: str, log_format: str = "text") -> None:
+    """Logging (in the cluster's ``supervisor.log_format``) and signals for a child process of the supervisor."""
     # Ctrl-C reaches the whole process group; the supervisor alone decides
     # how its children stop, so they ignore SIGINT and obey its SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(message)s")
+    setup_logging(name, log_format)
     kafka_io.quiet_kafka_logs()
     _die_with_parent(name)
 

@@ -534,7 +534,7 @@ class _time_limit:
 def run_worker(config: Config, worker_id: str, epoch: int = 0, careful: bool = False) -> None:
     """Process entry point: run worker ``worker_id`` (of the cluster's generation ``epoch``) until SIGTERM
     (``careful``: started after a crash, see worker_pool/quarantine.py)."""
-    process_setup(f"worker {worker_id}")
+    process_setup(f"worker {worker_id}", config.supervisor.log_format)
     w = Worker(config, worker_id, epoch=epoch, careful=careful)
     signal.signal(signal.SIGTERM, lambda *_: w.stop())
     with exit_on_service_loss(f"worker {worker_id}"):

@@ -160,7 +160,9 @@ def cluster_config(tmp_path: Path, count: int = 4, **sections: dict[str, Any]) -
         "topics": {"tasks": f"{tag}.TASKS", "status": f"{tag}.status", "workers": f"{tag}.W",
                    "dead_letter": f"{tag}.dead-letter"},
         "workers": {"count": count, "heartbeat_interval": 0.5, "heartbeat_timeout": 4.0, "shutdown_grace": 5.0},
-        "supervisor": {"status_interval": 1.0, "startup_timeout": 60.0},
+        # A status line when the status changed, sampled each second, and at least every 10 s: a test that
+        # waits for "workers 4/4 live" after a mark sees one within 10 s even when nothing changed since.
+        "supervisor": {"status_interval": 1.0, "status_idle_interval": 10.0, "startup_timeout": 60.0},
         # Retries of tasks that raise come quickly here, so tests of them stay short.
         "tasks": {"modules": ["worker_pool.builtin_tasks", "tests.tasks"], "retry_backoff": 0.05},
         # Any free port: clusters of tests running side by side must not share 9180 (the supervisor says which).
