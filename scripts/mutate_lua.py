@@ -61,6 +61,7 @@ LUA = Path("client") / "lua"
 # server, and what it checks is the store's reload in Python, not a script.
 STORE_TESTS = ["tests/unit/test_store_answers.py", "tests/integration/test_store.py",
                "tests/integration/test_store_lua.py", "tests/integration/test_scheduler_store.py",
+               "tests/integration/test_ops_lua.py",
                "--deselect",
                "tests/integration/test_store.py::test_scripts_are_loaded_again_when_redis_lost_them"]
 # The lease's scripts (client/lease.py) run in test_lease_scripts.py and in test_owner.py's tests on
