@@ -146,10 +146,11 @@ def unstarted_tasks(client: Client) -> list[str]:
     return list(dict.fromkeys(queued + _unread_task_ids(client)))  # each once, in order
 
 
-def purge(client: Client, by: str | None = None) -> list[Outcome]:
-    """Cancel every task not started yet (``unstarted_tasks``); a task that starts meanwhile is
-    left to run (``started``)."""
-    return _cancel(client, unstarted_tasks(client), by or operator_name(), unstarted=True)
+def purge(client: Client, by: str | None = None, task_ids: Sequence[str] | None = None) -> list[Outcome]:
+    """Cancel every task not started yet (``task_ids``, default ``unstarted_tasks(client)``,
+    e.g. the list an operator confirmed); a task that started meanwhile is left to run (``started``)."""
+    ids = unstarted_tasks(client) if task_ids is None else list(task_ids)
+    return _cancel(client, ids, by or operator_name(), unstarted=True)
 
 
 def _unread_task_ids(client: Client) -> list[str]:

@@ -236,3 +236,12 @@ def test_only_a_failed_or_cancelled_task_with_a_payload_is_reopened(store: TaskS
     assert reopen(store, "t2") == ReopenResult(Reopen.NO_PAYLOAD)
     assert store.record("t2")["status"] == "failed"
     assert store.redis.exists(store.keys.retries) == 0
+
+
+def test_only_a_cancelled_record_takes_the_payload_of_a_message_read_after_it_ended(store: TaskStore) -> None:
+    """assign.lua:39 (its condition made true): a task failed as invalid, then a valid message
+    with its id, would become retryable with a payload that never was its own."""
+    assert run(store, "reject", "t1", 3.0, "InvalidMessage: x").value == "failed"
+    assert assign(store).kind is Assign.ENDED
+    assert "payload" not in store.record("t1")
+    assert reopen(store) == ReopenResult(Reopen.NO_PAYLOAD)
