@@ -231,3 +231,30 @@ def test_cli_cancel_of_a_queued_task(start_cluster: Any) -> None:
     assert blocker.result(timeout=30) == 2.0
     assert cluster.client.submit("counted", 0).result(timeout=30) == 0
     assert runs(cluster, victim.id) == 0
+
+
+def test_purge_cancels_a_task_still_unread_in_tasks_that_has_no_record(start_cluster: Any) -> None:
+    """A producer that writes no record (the seed's format), the cluster down: purge finds the
+    task past the scheduler's committed offset in TASKS, and it never runs after the start."""
+    cluster = start_cluster(count=1)
+    assert cluster.client.submit("add", 1, 1).result(timeout=30) == 2  # the scheduler has committed
+    cluster.stop()
+    task_id = f"raw-{os.getpid()}-{time.monotonic_ns()}"
+    producer = KafkaProducer(bootstrap_servers=KAFKA)
+    producer.send(cluster.config.topics.tasks, json.dumps({"task-id": task_id, "task": "counted",
+                                                           "args": [0]}).encode())
+    producer.flush(10)
+    producer.close()
+    client = type(cluster.client)(cluster.config)
+    try:
+        assert client.record(task_id) == {}
+        assert ops.unstarted_tasks(client) == [task_id]
+        assert ops.purge(client, by="ann@ops") == [ops.Outcome(task_id, "cancelled", "was none")]
+    finally:
+        client.close()
+    again = start_cluster(count=1, again=cluster)
+    assert again.client.submit("counted", 0).result(timeout=60) == 0
+    assert runs(again, task_id) == 0
+    rec = again.client.record(task_id)
+    assert (rec["status"], rec["cancelled_by"]) == ("cancelled", "ann@ops")
+    assert json.loads(rec["payload"])["task"] == "counted"  # read from TASKS and kept for a retry
