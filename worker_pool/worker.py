@@ -101,6 +101,7 @@ class Worker:
         # The task in hand whose record says it must stop (cancelled, or moved elsewhere), the status to
         # report for it, and when its process ends if it does not stop (monotonic): the heartbeat thread's.
         self._stopping: tuple[_Running, str, float] | None = None
+        self._watch_failed: _Running | None = None  # the run whose record could not be read (logged once)
         self._held: _Result | None = None  # the last result, until written with the next claim
         self._done: list[list[Any]] = []  # reports not sent yet (see send_reports)
         self._done_since = 0.0
@@ -444,8 +445,10 @@ class Worker:
         a = running.assignment
         try:
             status, attempt = lease.running_state(a.task.task_id)
-        except Exception as e:  # Redis is slow or away: look again next time
-            log.warning("task %s: could not read its record: %s", a.task.task_id, e)
+        except Exception as e:  # Redis is slow or away: look again next time (said once per run, not 4 times a second)
+            if self._watch_failed is not running:
+                self._watch_failed = running
+                log.warning("task %s: could not read its record to see if it was cancelled: %s", a.task.task_id, e)
             return
         if status is None or (status == Status.PROCESSING and attempt == a.attempt):
             return
