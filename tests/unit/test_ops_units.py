@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from client import ops
-from client.errors import TaskStopped, YadtqError
+from client import Client, cli, ops
+from client.errors import InvalidMessage, TaskStopped, YadtqError
+from tests.support.harness import unreachable_services
 from worker_pool.worker import _time_limit
 
 
@@ -56,3 +59,41 @@ def test_an_interrupt_for_another_run_or_after_the_block_does_nothing() -> None:
         pass
     _time_limit.interrupt(mine, "too late")  # the run has left the block
     time.sleep(0.1)  # the signal is handled here, and must not raise
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Iterator[Path]:
+    """A cluster file whose Kafka and Redis are closed ports: what is refused before any call."""
+    with unreachable_services() as text:
+        path = tmp_path / "yadtq.yaml"
+        path.write_text(text)
+        yield path
+
+
+@pytest.mark.parametrize(("argv", "why"), [
+    (["retry"], "retry takes task IDs, or --failed"),
+    (["retry", "t1", "--failed"], "retry takes task IDs, or --failed"),
+    (["retry", "--task", "add"], "retry takes task IDs, or --failed"),
+    (["dead-letters", "replay"], "takes IDs (partition:offset) or --all"),
+    (["dead-letters", "replay", "0:1", "--all"], "takes IDs (partition:offset) or --all"),
+])
+def test_the_cli_refuses_an_action_asked_wrongly(config_file: Path, argv: list[str], why: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["-c", str(config_file), *argv]) == 2
+    assert why in capsys.readouterr().err
+
+
+def test_the_cli_refuses_a_duration_it_cannot_read(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        cli.main(["-c", str(config_file), "retry", "--failed", "--since", "soon"])
+    assert e.value.code == 2 and "not a duration: 'soon'" in capsys.readouterr().err
+
+
+def test_a_cancel_of_an_id_that_cannot_be_a_task_is_refused_before_redis(config_file: Path) -> None:
+    with Client.from_config(config_file) as c:
+        with pytest.raises(InvalidMessage, match="'task-id' must be"):
+            c.cancel("not an id!")
+        # each bad id gets its own outcome, and none valid means no Redis call (the port is closed)
+        assert [(o.id, o.result) for o in ops.cancel(c, ["bad id", ""], by="x")] == [("bad id", "invalid"),
+                                                                                  ("", "invalid")]
+        assert [o.result for o in ops.retry(c, ["yadtq:load"])] == ["invalid"]
