@@ -18,7 +18,7 @@ examples:
   python -m client submit add 1 2 --wait        prints 3
   python -m client submit sleep 5               prints the new task id
   python -m client submit echo '"text"' --kwargs '{"sep": "-"}'
-  python -m client status ID                    queued | processing | success | failed
+  python -m client status ID                    queued | processing | success | failed | cancelled
   python -m client status ID --json             the whole Redis record
   python -m client result ID --timeout 10       waits, prints the result as JSON
   python -m client cancel ID...                 cancel tasks that have not ended
@@ -69,9 +69,9 @@ def _add_ops_commands(sub: Any) -> None:
     r = sub.add_parser("retry", help="run failed (or cancelled) tasks again: IDs, or --failed")
     r.add_argument("task_ids", nargs="*", metavar="ID")
     r.add_argument("--failed", action="store_true", help="every failed task still on record")
-    r.add_argument("--task", help="with --failed: only tasks of this name")
-    r.add_argument("--since", type=_duration, help="with --failed: only those that failed in the last "
-                                                   "DURATION (90s, 10m, 2h, 1d)")
+    r.add_argument("--task", metavar="NAME", help="with --failed: only tasks of this name")
+    r.add_argument("--since", type=_duration, metavar="DURATION",
+                   help="with --failed: only those that failed in the last DURATION (90s, 10m, 2h, 1d)")
     r.add_argument("--by", help="who retries, recorded in the task (default: user@host)")
     d = sub.add_parser("dead-letters", help="list or replay the dead-letter topic")
     dsub = d.add_subparsers(dest="action", required=True, metavar="ACTION")
