@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -40,8 +41,7 @@ def cli(cluster: Any, *args: str, stdin: str | None = None) -> Any:
     argv = [sys.executable, "-m", "client", "-c", str(cluster.config_path), *args]
     if stdin is None:
         return run_own_group(argv, timeout=90)
-    import subprocess  # a confirmation to type: run() with input, in its own group as run_own_group does
-
+    # a confirmation to type: run() with input, in its own session as run_own_group does
     return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=90, start_new_session=True)
 
 
