@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+import socket
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -21,9 +23,16 @@ from kafka.errors import KafkaError
 
 from client import kafka as kafka_io
 from client.config import Config, KafkaConfig, RedisConfig, load_config
-from client.errors import InvalidMessage, ResultTimeout, ServiceUnavailable, TaskFailed, TaskNotFound
+from client.errors import (
+    InvalidMessage,
+    ResultTimeout,
+    ServiceUnavailable,
+    TaskCancelled,
+    TaskFailed,
+    TaskNotFound,
+)
 from client.protocol import Task, TaskLimits, TaskOptions, check_task, check_task_id, now
-from client.store import TERMINAL, Keys, Status, TaskStore, connect, safe_url
+from client.store import TERMINAL, CancelResult, Keys, Status, TaskStore, connect, safe_url
 
 SUBMIT_TIMEOUT = 30.0  # seconds a submit waits for Kafka to take the tasks
 
@@ -51,7 +60,7 @@ class TaskHandle:
         return f"TaskHandle({self.id!r})"
 
     def status(self) -> str | None:
-        """'queued', 'processing', 'success' or 'failed'; None if Redis has no record."""
+        """'queued', 'processing', 'success', 'failed' or 'cancelled'; None if Redis has no record."""
         return self.client.status(self.id)
 
     def record(self) -> dict[str, str]:
@@ -123,7 +132,7 @@ class Client:
         tasks, messages = _checked(list(specs), self.config.tasks.limits())
         self._refuse_foreign_ids([t.task_id for t in tasks])
         at = now()
-        prod = self._kafka()
+        prod = self.producer()
         try:
             futures = [prod.send(self.config.topics.tasks, m) for m in messages]
             prod.flush(timeout=SUBMIT_TIMEOUT)
@@ -151,14 +160,15 @@ class Client:
         try:
             foreign = self.store.foreign_ids(task_ids)
         except redis.RedisError as e:
-            raise self._redis_down(e) from None
+            raise self.redis_down(e) from None
         if foreign:
             task_id, key_type = next(iter(foreign.items()))
             raise InvalidMessage(f"task id {task_id!r} names an existing Redis key that YADTQ does not own "
                                  f"(a {key_type}); nothing was submitted; set redis.key_prefix when sharing "
                                  "a database", task_id)
 
-    def _kafka(self) -> Any:
+    def producer(self) -> Any:
+        """This client's Kafka producer, connected on first use."""
         if self._producer is None:
             self._producer = kafka_io.producer(self.config.kafka)
         return self._producer
@@ -173,14 +183,14 @@ class Client:
         try:
             return self.store.record(task_id)
         except redis.RedisError as e:
-            raise self._redis_down(e) from None
+            raise self.redis_down(e) from None
 
     def status(self, task_id: str) -> str | None:
         """The task's status, or None if Redis has no record of it."""
         return self.record(task_id).get("status")
 
     def result(self, task_id: str, timeout: float | None = None) -> Any:
-        """Block until the task ends; return its value or raise TaskFailed.
+        """Block until the task ends; return its value or raise TaskFailed (TaskCancelled if cancelled).
 
         Waits on a Redis pub/sub channel, so nothing polls in a loop. Raises
         ResultTimeout after ``timeout`` seconds (None waits for ever).
@@ -222,11 +232,31 @@ class Client:
                         pending.discard(task_id)
                         yield task_id, str(msg["data"])
         except redis.RedisError as e:
-            raise self._redis_down(e) from None
+            raise self.redis_down(e) from None
         finally:
             pubsub.close()
 
-    def _redis_down(self, e: Exception) -> ServiceUnavailable:
+    # --- an operator's action (the others are in client/ops.py) ---
+    def cancel(self, task_id: str, by: str | None = None) -> CancelResult:
+        """Cancel a task that has not ended: its record says ``cancelled`` (with ``cancelled_by``,
+        ``cancelled_at``) and it never starts, even after any restart; if it runs, its worker
+        stops it within about a second, as a time limit would. A task that has ended is left
+        unchanged: the answer's ``kind`` is then ``Cancel.ENDED`` and ``status`` says how it ended.
+
+        ``by`` names who cancelled (default: user@host). An id with no record
+        yet (its message may still wait in TASKS) is cancelled all the same.
+        """
+        check_task_id(task_id)
+        try:
+            batch = self.store.pipeline()
+            reply = self.store.cancel(batch, task_id, now(), by or operator_name())
+            self.store.execute(batch)
+        except redis.RedisError as e:
+            raise self.redis_down(e) from None
+        return reply.value
+
+    def redis_down(self, e: Exception) -> ServiceUnavailable:
+        """The error to raise for a failed Redis command ``e``: it names the server, never a password."""
         return ServiceUnavailable(f"Redis at {safe_url(self.config.redis.url)} failed: {e}")
 
     def _take_ended(self, pending: set[str]) -> Iterator[tuple[str, str]]:
@@ -238,11 +268,22 @@ class Client:
                     yield t, str(s)
 
 
+def operator_name() -> str:
+    """Who an operator's action is recorded as by default: user@host."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
 def _value(task_id: str, rec: dict[str, str]) -> Any:
     if not rec:
         raise TaskNotFound(f"no record of task {task_id} (never submitted, or expired)")
     if rec.get("status") == Status.FAILED:
         raise TaskFailed(task_id, rec.get("error", "unknown error"), rec.get("traceback", ""))
+    if rec.get("status") == Status.CANCELLED:
+        raise TaskCancelled(task_id, rec.get("cancelled_by", "?"), rec.get("cancelled_at", ""))
     return json.loads(rec["result"])
 
 

@@ -50,12 +50,28 @@ class TaskNotFound(TaskError):
     """Redis holds no record of this task id (never submitted, or expired)."""
 
 
+class TaskCancelled(TaskError):
+    """The task ended ``cancelled`` by an operator; ``by`` and ``at`` say who and when."""
+
+    def __init__(self, task_id: str, by: str, at: str) -> None:
+        super().__init__(f"task {task_id} was cancelled by {by}")
+        self.task_id = task_id
+        self.by = by
+        self.at = at
+
+
 class ResultTimeout(TaskError):
     """Waiting for a task's result took longer than the caller allowed."""
 
 
 class TaskTimeLimitExceeded(YadtqError):
     """Raised inside a running task when it passes its time limit."""
+
+
+class TaskStopped(YadtqError):
+    """Raised inside a running task that must stop: an operator cancelled it, or it was moved
+    to another worker. Like TaskTimeLimitExceeded, a task should let it pass (clean up in
+    ``finally``); one that swallows it has its worker process ended a few seconds later."""
 
 
 class InvalidResult(YadtqError):

@@ -242,6 +242,12 @@ def consumer(cfg: KafkaConfig, group_id: str | None, **overrides: Any) -> KafkaC
     return c
 
 
+def scheduler_group(tasks_topic: str) -> str:
+    """The consumer group whose committed offsets say how far the scheduler has read ``tasks_topic``
+    (and the status topic); only the scheduler commits them."""
+    return f"yadtq-scheduler.{tasks_topic}"
+
+
 def admin(cfg: KafkaConfig, **overrides: Any) -> KafkaAdminClient:
     """An admin client (topic creation); raise ServiceUnavailable if no broker answers."""
     a: KafkaAdminClient = _build(KafkaAdminClient, cfg, **overrides)

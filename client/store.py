@@ -131,6 +131,37 @@ class Release(StrEnum):
     NOT_OURS = "not_ours"
 
 
+class Cancel(StrEnum):
+    """CANCEL's answer (``TaskStore.cancel``): an operator's cancel."""
+
+    CANCELLED = "cancelled"      # the record now says cancelled (``CancelResult.status``: what it said before)
+    ENDED = "ended"              # it had ended (``status``): left unchanged
+    STARTED = "started"          # (purge) it is not waiting to start any more (``status``): left alone
+    NOT_OURS = "not_ours"        # the id names a Redis key YADTQ does not own (``status``: its type)
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    kind: Cancel
+    status: str = ""  # CANCELLED: the status before ('' no record yet); ENDED, STARTED: the status now
+
+
+class Reopen(StrEnum):
+    """REOPEN's answer (``TaskStore.reopen``): an operator's retry of an ended task."""
+
+    REOPENED = "reopened"        # queued again, due now on the retry schedule
+    REFUSED = "refused"          # not failed or cancelled (``ReopenResult.status``): left alone
+    NO_PAYLOAD = "no_payload"    # it never reached a worker (an invalid message): there is nothing to run
+    UNKNOWN = "unknown"          # no record (never submitted, or expired)
+    NOT_OURS = "not_ours"
+
+
+@dataclass(frozen=True)
+class ReopenResult:
+    kind: Reopen
+    status: str = ""  # REFUSED: its status; NOT_OURS: the key's type
+
+
 class Queued(StrEnum):
     """QUEUED's answer (``TaskStore.mark_queued``)."""
 
@@ -400,7 +431,7 @@ class _Script:
 
 _SCRIPTS = {s.name: s for s in (_Script("assign", ("died",)), _Script("claim", ("died",)), _Script("finish"),
                                  _Script("reject"), _Script("release"), _Script("retry"), _Script("queued"),
-                                 _Script("owners"), _Script("unreadable"))}
+                                 _Script("owners"), _Script("unreadable"), _Script("cancel"), _Script("reopen"))}
 
 
 def _tag(answer: object) -> tuple[str, list[Any]]:
@@ -438,6 +469,16 @@ def decode_unreadable(answer: object) -> UnreadableResult:
     tag, rest = _tag(answer)
     kind = Unreadable(tag)
     return UnreadableResult(kind, _int(rest[0]) if kind is Unreadable.FAILED and rest else 0)
+
+
+def decode_cancel(answer: object) -> CancelResult:
+    tag, rest = _tag(answer)
+    return CancelResult(Cancel(tag), str(rest[0]) if rest else "")
+
+
+def decode_reopen(answer: object) -> ReopenResult:
+    tag, rest = _tag(answer)
+    return ReopenResult(Reopen(tag), str(rest[0]) if rest else "")
 
 
 def decode_claim(answer: object) -> Claim:
@@ -648,6 +689,58 @@ class TaskStore:
                                fields.get("traceback", ""), payload, repr(backoff[1]), self.epoch], batch.pipe)
             return batch.expect(decode_retry)
         return self._now(queue)
+
+    # --- an operator's actions (client/ops.py): no epoch, they belong to no generation ---
+    def cancel(self, batch: Batch, task_id: str, at: float, by: str, unstarted: bool = False) -> Reply[CancelResult]:
+        """Queue CANCEL: make the task ``cancelled`` unless it has ended (``unstarted``: only if it
+        is still waiting to start, for a purge). Its running attempt, if any, is stopped by its worker."""
+        k = self.keys
+        _SCRIPTS["cancel"]([k.task(task_id), k.stats, k.done_channel(task_id), k.retries, k.retry_payloads],
+                           [task_id, repr(at), self.ttl, by, "unstarted" if unstarted else "any"], batch.pipe)
+        return batch.expect(decode_cancel)
+
+    def reopen(self, batch: Batch, task_id: str, at: float, by: str) -> Reply[ReopenResult]:
+        """Queue REOPEN: run a failed or cancelled task again (an operator's explicit retry)."""
+        k = self.keys
+        _SCRIPTS["reopen"]([k.task(task_id), k.stats, k.retries, k.retry_payloads], [task_id, repr(at), by],
+                           batch.pipe)
+        return batch.expect(decode_reopen)
+
+    def running_state(self, task_id: str) -> tuple[str | None, int]:
+        """(status, attempt) of a task's record, for a worker watching the task it runs;
+        (None, 0) if it has no YADTQ record."""
+        status, attempt, marker = self.redis.hmget(self.keys.task(task_id), "status", "attempt", "yadtq")  # type: ignore[misc]
+        return (str(status), _int(attempt)) if marker is not None and status is not None else (None, 0)
+
+    def records_by_status(self, statuses: frozenset[str], count: int = 1000) -> Iterable[tuple[str, dict[str, str]]]:
+        """Every YADTQ record whose status is in ``statuses``, as (task id, record).
+
+        A SCAN of the key prefix: for an operator's rare bulk actions (purge,
+        retry --failed), never for the cluster's own work.
+        """
+        prefix = self.keys.prefix
+        batch: list[str] = []
+        for key in self.redis.scan_iter(match=f"{prefix}*", count=count, _type="hash"):
+            batch.append(key)
+            if len(batch) >= count:
+                yield from self._matching(batch, statuses)
+                batch = []
+        yield from self._matching(batch, statuses)
+
+    def _matching(self, keys: list[str], statuses: frozenset[str]) -> Iterable[tuple[str, dict[str, str]]]:
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.hmget(key, "status", "yadtq")
+        answers = [a if isinstance(a, list) else [None, None] for a in pipe.execute(raise_on_error=False)]
+        picked = [key for key, (st, marker) in zip(keys, answers, strict=True) if marker is not None and st in statuses]
+        if not picked:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for key in picked:
+            pipe.hgetall(key)
+        for key, rec in zip(picked, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(rec, dict) and rec.get("status") in statuses:
+                yield key.removeprefix(self.keys.prefix), rec
 
     # --- the scheduler's tables ---
     def placements(self, limits: TaskLimits | None = None) -> tuple[dict[str, Placement], dict[str, int]]:

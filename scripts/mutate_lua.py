@@ -61,6 +61,7 @@ LUA = Path("client") / "lua"
 # server, and what it checks is the store's reload in Python, not a script.
 STORE_TESTS = ["tests/unit/test_store_answers.py", "tests/integration/test_store.py",
                "tests/integration/test_store_lua.py", "tests/integration/test_scheduler_store.py",
+               "tests/integration/test_ops_lua.py",
                # the counters and timings the scripts keep for /metrics (the rest of that file starts clusters)
                "tests/integration/test_insight.py::test_the_scripts_count_per_task_and_a_damaged_counter_starts_again",
                "--deselect",

@@ -108,7 +108,7 @@ class Scheduler:
         self._producer = kafka_io.producer(self.config.kafka, linger_ms=1)
         # Two consumers, so flow control is simply not polling TASKS while tasks
         # wait for room, and status events (which make room) always flow.
-        group = f"yadtq-scheduler.{self.topics.tasks}"
+        group = kafka_io.scheduler_group(self.topics.tasks)
         self._tasks_in = kafka_io.consumer(self.config.kafka, group, max_poll_records=1000)
         tasks = kafka_io.assign_all(self._tasks_in, [self.topics.tasks])
         self._status_in = kafka_io.consumer(self.config.kafka, group)

@@ -24,7 +24,7 @@ from kafka.structs import OffsetAndMetadata
 
 from client import kafka as kafka_io
 from client.config import Config
-from client.errors import Fenced, InvalidMessage, InvalidResult, TaskTimeLimitExceeded
+from client.errors import Fenced, InvalidMessage, InvalidResult, TaskStopped, TaskTimeLimitExceeded
 from client.protocol import (
     Assignment,
     Heartbeat,
@@ -62,6 +62,9 @@ log = logging.getLogger("yadtq.worker")
 
 HARD_LIMIT_GRACE = 5.0  # seconds past its time limit before a task's process is ended
 REPORT_DELAY = 0.02  # seconds a finished task's report may wait to go out with others
+# Seconds between two looks of the heartbeat thread at the record of the task in hand: an operator's
+# cancel (or a move elsewhere) stops it within this, plus HARD_LIMIT_GRACE if it ignores TaskStopped.
+WATCH_INTERVAL = 0.25
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,10 @@ class Worker:
         self._guard: quarantine.Guard | None = None
         self.registry = registry
         self.running: _Running | None = None  # read by the heartbeat thread
+        # The task in hand whose record says it must stop (cancelled, or moved elsewhere), the status to
+        # report for it, and when its process ends if it does not stop (monotonic): the heartbeat thread's.
+        self._stopping: tuple[_Running, str, float] | None = None
+        self._watch_failed: _Running | None = None  # the run whose record could not be read (logged once)
         self._held: _Result | None = None  # the last result, until written with the next claim
         self._done: list[list[Any]] = []  # reports not sent yet (see send_reports)
         self._done_since = 0.0
@@ -112,6 +119,7 @@ class Worker:
         self._limits = config.tasks.limits()
 
     def initialize(self) -> None:
+        _time_limit.install()  # before any task: the heartbeat thread may signal the main thread from then on
         self.registry.load_modules(self.config.tasks.modules)
         self.redis = connect(self.config.redis)
         self.store = TaskStore(self.redis, Keys(self.config.redis.key_prefix), self.config.tasks.result_ttl,
@@ -235,6 +243,9 @@ class Worker:
             self._report(a, _NOT_RUN[claim][1])
             return
         outcome, fields = self.execute(a)
+        if outcome == "stopped":  # its record was changed by someone else: nothing of this run is written
+            self._report(a, fields["report"])
+            return
         if outcome == "raised":
             outcome, fields = self._retry_or_fail(a, fields)
             if outcome == "retry":
@@ -357,11 +368,17 @@ class Worker:
         """
         t = a.task
         limit = self.config.tasks.time_limit_for(t.options)
-        self.running = _Running(a, limit, time.monotonic() + limit + HARD_LIMIT_GRACE)
+        self.running = token = _Running(a, limit, time.monotonic() + limit + HARD_LIMIT_GRACE)
         try:
             fn = self.registry.check_call(t.name, t.args, t.kwargs).fn
-            with running(TaskContext(t.task_id, t.name, a.attempt, self.id, self.config)), _time_limit(limit):
+            with running(TaskContext(t.task_id, t.name, a.attempt, self.id, self.config)), _time_limit(limit, token):
                 value = fn(*t.args, **t.kwargs)
+        except TaskStopped as e:
+            stopping = self._stopping
+            if stopping is not None and stopping[0] is token:
+                log.warning("task %s attempt %d stopped: %s", t.task_id, a.attempt, e)
+                return "stopped", {"report": stopping[1]}
+            return "raised", {k: safe_text(v) for k, v in failure_fields(e).items()}  # the task's own raise
         except (InvalidMessage, TaskTimeLimitExceeded) as e:  # running it again would end the same way
             return Status.FAILED, {"error": safe_text(f"{type(e).__name__}: {e}")}
         except BaseException as e:  # the task's own error, whatever its kind: recorded, never fatal to the worker
@@ -397,18 +414,51 @@ class Worker:
         """
         interval = self.config.workers.heartbeat_interval
         lease = TaskStore(connect(self.config.redis, timeout=max(0.1, interval / 2)), self.store.keys, 0, self.epoch)
-        next_beat = 0.0
+        next_beat = next_watch = 0.0
         while not self._closed.is_set():
             check_parent(f"worker {self.id}")
             running = self.running
             if running is not None:
                 self._enforce(running)
+                if time.monotonic() >= next_watch:
+                    next_watch = time.monotonic() + WATCH_INTERVAL
+                    self._watch(running, lease)
             if time.monotonic() >= next_beat:
                 next_beat = time.monotonic() + interval
                 self._send_heartbeat(running)
                 check_owner(f"worker {self.id}", lease, self.epoch)
-            self._wake.wait(self._until_next_check(next_beat, running))
+            self._wake.wait(self._until_next_check(min(next_beat, next_watch) if running else next_beat, running))
             self._wake.clear()
+
+    def _watch(self, running: _Running, lease: TaskStore) -> None:
+        """Stop the task in hand if its record no longer says this attempt is processing it.
+
+        An operator cancelled it, or the scheduler moved it elsewhere, or it
+        ended otherwise: whatever this run does next would be refused (FINISH
+        is fenced), so it is interrupted the way the soft time limit does it
+        (TaskStopped raised in the task), and its process ended like the hard
+        limit's if it does not stop within HARD_LIMIT_GRACE. Why here and not
+        a pub/sub message: this thread wakes anyway, one read per
+        WATCH_INTERVAL costs nothing per task on the hot path, and a read,
+        unlike a message, cannot be missed while Redis reconnects.
+        """
+        a = running.assignment
+        try:
+            status, attempt = lease.running_state(a.task.task_id)
+        except Exception as e:  # Redis is slow or away: look again next time (said once per run, not 4 times a second)
+            if self._watch_failed is not running:
+                self._watch_failed = running
+                log.warning("task %s: could not read its record to see if it was cancelled: %s", a.task.task_id, e)
+            return
+        if status is None or (status == Status.PROCESSING and attempt == a.attempt):
+            return
+        if self._stopping is None or self._stopping[0] is not running:
+            report = "ended" if status in TERMINAL else "fenced"
+            log.warning("task %s attempt %d: its record now says %s (attempt %d); stopping it", a.task.task_id,
+                        a.attempt, status, attempt)
+            self._stopping = (running, report, time.monotonic() + HARD_LIMIT_GRACE)
+        _time_limit.interrupt(running, "cancelled by an operator" if status == Status.CANCELLED else
+                              f"its record now says {status} (attempt {attempt})")
 
     def _send_heartbeat(self, running: _Running | None) -> None:
         assert self._producer is not None
@@ -425,12 +475,17 @@ class Worker:
             wake = min(wake, running.hard_deadline)
             if self._stop_deadline is not None:
                 wake = min(wake, self._stop_deadline)
+            stopping = self._stopping
+            if stopping is not None and stopping[0] is running:
+                wake = min(wake, stopping[2])
         return max(0.005, wake - time.monotonic())  # never 0: a deadline is passed strictly after it
 
     def _enforce(self, running: _Running) -> None:
         """End the process if the task in hand is past its hard limit or the stop deadline."""
         at = time.monotonic()
-        hard = at > running.hard_deadline
+        stopping = self._stopping
+        ignored = stopping is not None and stopping[0] is running and at > stopping[2]
+        hard = at > running.hard_deadline or ignored
         if not hard and (self._stop_deadline is None or at < self._stop_deadline):
             return
         self._gate.acquire()  # never released: the process ends below
@@ -438,7 +493,9 @@ class Worker:
             self._gate.release()
             return
         try:
-            if hard:
+            if ignored:
+                self._ignored_stop(running)
+            elif hard:
                 self._hard_limit(running)
             else:
                 self._hand_back(running)
@@ -462,6 +519,20 @@ class Worker:
             self._producer.send(self.config.topics.status,
                                 encode_event(TasksFinished(self.id, [[a.task.task_id, a.attempt, Status.FAILED]])))
             self._producer.flush(timeout=2)
+
+    def _ignored_stop(self, running: _Running) -> None:
+        """The task in hand did not stop within HARD_LIMIT_GRACE of being told (the process ends next).
+
+        Its record is not touched (it was cancelled or moved by someone else);
+        the scheduler is told this assignment is done with, so its slot is freed.
+        """
+        a = running.assignment
+        assert self._stopping is not None and self._producer is not None
+        log.error("task %s attempt %d did not stop within %gs of its cancel; its worker process is ended and "
+                  "replaced", a.task.task_id, a.attempt, HARD_LIMIT_GRACE)
+        self._producer.send(self.config.topics.status,
+                            encode_event(TasksFinished(self.id, [[a.task.task_id, a.attempt, self._stopping[1]]])))
+        self._producer.flush(timeout=2)
 
     def _hand_back(self, running: _Running) -> None:
         """Stopping, and the task would outlive the grace period: give it back.
@@ -506,28 +577,55 @@ def _clock(ts: float) -> str:
 
 
 class _time_limit:
-    """Raise TaskTimeLimitExceeded in the main thread after ``seconds`` (SIGALRM).
+    """Raise TaskTimeLimitExceeded in the main thread after ``seconds`` (SIGALRM),
+    and TaskStopped when another thread asks (``interrupt``, SIGUSR1).
 
-    The handler is installed once per process and only the timer is set per
+    The handlers are installed once per process and only the timer is set per
     task: installing a handler for every task cost a worker 7% of its time.
+    An interrupt names the run it is for (``token``): one that arrives after
+    that run left the block, or before it entered, does nothing.
     """
 
     _seconds = 0.0  # the limit of the task the timer runs for
+    _current: object = None  # the token of the run inside the block now
+    _stop: object = None  # the token of the run to interrupt
+    _why = ""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, token: object = None) -> None:
         self.seconds = seconds
+        self.token = token
+
+    @classmethod
+    def install(cls) -> None:
+        """Install the handlers (main thread only), cheaply if they are there."""
+        if signal.getsignal(signal.SIGALRM) != cls._fire:  # cheap: no system call
+            signal.signal(signal.SIGALRM, cls._fire)
+        if signal.getsignal(signal.SIGUSR1) != cls._interrupted:
+            signal.signal(signal.SIGUSR1, cls._interrupted)
+
+    @classmethod
+    def interrupt(cls, token: object, why: str) -> None:
+        """From another thread: raise TaskStopped in the run of ``token``, if it is still inside the block."""
+        cls._why, cls._stop = why, token
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
 
     @classmethod
     def _fire(cls, signum: int, frame: FrameType | None) -> None:
         raise TaskTimeLimitExceeded(f"task ran past its time limit of {cls._seconds:g}s")
 
+    @classmethod
+    def _interrupted(cls, signum: int, frame: FrameType | None) -> None:
+        if cls._current is not None and cls._current is cls._stop:
+            raise TaskStopped(f"task stopped: {cls._why}")
+
     def __enter__(self) -> None:
-        if signal.getsignal(signal.SIGALRM) != _time_limit._fire:  # cheap: no system call
-            signal.signal(signal.SIGALRM, _time_limit._fire)
+        _time_limit.install()
         _time_limit._seconds = self.seconds
+        _time_limit._current = self.token
         signal.setitimer(signal.ITIMER_REAL, self.seconds)
 
     def __exit__(self, *exc: object) -> None:
+        _time_limit._current = None  # first: an interrupt from now on is for nobody
         signal.setitimer(signal.ITIMER_REAL, 0)
 
 

@@ -37,6 +37,8 @@ end
 local st = redis.call('HGET', KEYS[1], 'status')
 if is_terminal(st) then
   redis.call('HDEL', KEYS[4], id)
+  -- cancelled before it was ever placed: keep what an operator's retry would run (reopen.lua)
+  if st == 'cancelled' then redis.call('HSETNX', KEYS[1], 'payload', payload) end
   return {'ended'}
 end
 -- The stored placement 'worker|attempt|payload', if one is there and readable.
@@ -57,7 +59,8 @@ elseif st == 'processing' then
   end
 end
 local a = bump(KEYS[1], 'attempt')
-redis.call('HSET', KEYS[1], 'yadtq', FORMAT, 'status', 'queued', 'worker', worker, 'task', name)
+-- The payload is kept in the record too: what an operator's retry runs once it has ended (reopen.lua).
+redis.call('HSET', KEYS[1], 'yadtq', FORMAT, 'status', 'queued', 'worker', worker, 'task', name, 'payload', payload)
 redis.call('HDEL', KEYS[1], 'retry_at')
 redis.call('HSETNX', KEYS[1], 'submitted_at', at)
 redis.call('HSET', KEYS[4], id, worker .. '|' .. string.format('%d', a) .. '|' .. payload)

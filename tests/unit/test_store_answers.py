@@ -16,11 +16,15 @@ from client.store import (
     TERMINAL,
     Assign,
     AssignResult,
+    Cancel,
+    CancelResult,
     Claim,
     Finish,
     Queued,
     Reject,
     Release,
+    Reopen,
+    ReopenResult,
     Retry,
     RetryResult,
     Status,
@@ -34,6 +38,7 @@ SCRIPTS: dict[str, tuple[Callable[[Any], Any], type[StrEnum]]] = {
     "finish": (store.decode_finish, Finish), "retry": (store.decode_retry, Retry),
     "reject": (store.decode_reject, Reject), "release": (store.decode_release, Release),
     "queued": (store.decode_queued, Queued), "unreadable": (store.decode_unreadable, Unreadable),
+    "cancel": (store.decode_cancel, Cancel), "reopen": (store.decode_reopen, Reopen),
 }
 # What follows the tag in the answers that carry something (as Redis returns them).
 CARRIED: dict[str, list[object]] = {
@@ -61,7 +66,8 @@ def test_every_answer_of_every_script_decodes_to_a_named_result(name: str) -> No
     assert set(tags) == {r.value for r in results}, "a named result no answer gives, or an answer with no name"
     for tag in tags:
         decoded = decode([tag, *CARRIED.get(tag, [])])
-        kind = decoded.kind if isinstance(decoded, (AssignResult, RetryResult, UnreadableResult)) else decoded
+        kind = decoded.kind if isinstance(decoded, (AssignResult, RetryResult, UnreadableResult, CancelResult,
+                                                    ReopenResult)) else decoded
         assert kind is results(tag)
 
 
@@ -72,6 +78,10 @@ def test_what_the_answers_carry_is_decoded() -> None:
     assert store.decode_retry(["scheduled", "12.5"]) == RetryResult(Retry.SCHEDULED, due=12.5)
     assert store.decode_retry(["exhausted", 2]) == RetryResult(Retry.EXHAUSTED, used=2)
     assert store.decode_unreadable(["failed", "4"]) == UnreadableResult(Unreadable.FAILED, 4)
+    assert store.decode_cancel(["cancelled", "queued"]) == CancelResult(Cancel.CANCELLED, "queued")
+    assert store.decode_cancel(["ended", "success"]) == CancelResult(Cancel.ENDED, "success")
+    assert store.decode_reopen(["refused", "success"]) == ReopenResult(Reopen.REFUSED, "success")
+    assert store.decode_reopen(["reopened"]) == ReopenResult(Reopen.REOPENED)
     with pytest.raises(ValueError):
         store.decode_claim(1)  # the numeric answers of old are no answer at all
 
