@@ -54,7 +54,9 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
+# The dashboard's browser test drives Debian's chromium (installed once, if missing).
 install: $(VENV)/.installed
+	@scripts/browser.sh
 
 $(BENCH_VENV)/.installed: setup.cfg pyproject.toml
 	@test -x $(BENCH_PY) || $(PYTHON) -m venv $(BENCH_VENV)

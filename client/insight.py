@@ -522,7 +522,8 @@ class Insight:
         out = []
         for r in self._peek(self.config.topics.dead_letter, last, limit):
             headers = {k: safe_text(v.decode("utf-8", "replace")) for k, v in (r.headers or [])}
-            out.append({"offset": r.offset, "at": r.timestamp / 1000.0 if r.timestamp else None,
+            out.append({"offset": r.offset, "partition": r.partition, "letter": f"{r.partition}:{r.offset}",
+                        "at": r.timestamp / 1000.0 if r.timestamp else None,
                         "error": headers.get("error", ""), "from": headers.get("from"),
                         "id": sniff_task_id(r.value), "message": safe_text(r.value[:300].decode("utf-8", "replace"))})
         return out

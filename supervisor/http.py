@@ -1,4 +1,4 @@
-"""The supervisor's HTTP endpoint: ``/metrics``, ``/healthz`` and ``/api/...``.
+"""The supervisor's HTTP endpoint: the dashboard at ``/``, ``/metrics``, ``/healthz``, ``/api/...``.
 
 A small threaded server of the standard library, run by the supervisor in
 threads of its own when ``http.listen`` is set. Every answer is read through
@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -24,14 +25,13 @@ import redis
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from client import ops
+from client.api import Client
 from client.config import Config, Secret, split_listen
-from client.errors import ServiceUnavailable
+from client.errors import ServiceUnavailable, YadtqError
 from client.insight import Counters, Histogram, Insight, Snapshot, health
 
 MAX_LIMIT = 1000  # the most lines one /api listing returns
-# An action (POST) by name -> the function of client/ops.py it calls with (insight, body).
-# client/ops.py does not exist yet in this tree: no action is wired (next round).
-ACTIONS: dict[str, Callable[[Insight, dict[str, Any]], Any]] = {}
 
 
 # --- /metrics ---
@@ -190,6 +190,90 @@ def authorize(token: Secret, header: str | None) -> tuple[int, str] | None:
     return None
 
 
+def _ids(body: dict[str, Any], key: str = "ids") -> list[str] | None:
+    """The body's list of ids (None if absent); _BadRequest if it is not a list of strings."""
+    ids = body.get(key)
+    if ids is None:
+        return None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(ids) > MAX_IDS:
+        raise _BadRequest(f"{key}: expected a list of up to {MAX_IDS} strings")
+    return ids
+
+
+def _required_ids(body: dict[str, Any]) -> list[str]:
+    ids = _ids(body)
+    if not ids:
+        raise _BadRequest('ids: expected a non-empty list of task ids, e.g. {"ids": ["ID"]}')
+    return ids
+
+
+def _text_field(body: dict[str, Any], key: str) -> str | None:
+    v = body.get(key)
+    if v is not None and not isinstance(v, str):
+        raise _BadRequest(f"{key}: expected a string")
+    return v
+
+
+def _cancel(client: Client, body: dict[str, Any], by: str) -> list[ops.Outcome]:
+    """``{"ids": [...]}``: cancel each task that has not ended."""
+    return ops.cancel(client, _required_ids(body), by)
+
+
+def _retry(client: Client, body: dict[str, Any], by: str) -> list[ops.Outcome]:
+    """``{"ids": [...]}``, or ``{"failed": true, "task": NAME, "since": "1h"}`` (the last two optional):
+    run failed (or cancelled) tasks again."""
+    if body.get("failed") is True:
+        if "ids" in body:
+            raise _BadRequest("give either ids or failed, not both")
+        since = _text_field(body, "since")
+        seconds = ops.parse_duration(since) if since else None
+        return ops.retry_failed(client, _text_field(body, "task"), seconds, by)
+    return ops.retry(client, _required_ids(body), by)
+
+
+def _replay(client: Client, body: dict[str, Any], by: str) -> list[ops.Outcome]:
+    """``{"ids": ["PARTITION:OFFSET", ...]}`` or ``{"all": true}``: produce dead letters to TASKS again."""
+    if body.get("all") is True:
+        return ops.replay(client, None)
+    return ops.replay(client, _required_ids(body))
+
+
+def _purge(client: Client, body: dict[str, Any], by: str) -> list[ops.Outcome]:
+    """``{"all": true}`` (every task not started yet) or ``{"ids": [...]}`` (those, if still unstarted):
+    cancel tasks that have not started."""
+    if body.get("all") is not True:
+        return ops.purge(client, by, _required_ids(body))
+    return ops.purge(client, by)
+
+
+MAX_IDS = 100_000  # ids one action may name
+# An action (POST /api/NAME) -> the function that calls client/ops.py with (client, body, who).
+ACTIONS: dict[str, Callable[[Client, dict[str, Any], str], list[ops.Outcome]]] = {
+    "cancel": _cancel, "retry": _retry, "dead-letters/replay": _replay, "purge": _purge}
+
+
+def outcomes(found: list[ops.Outcome]) -> dict[str, Any]:
+    """An action's answer: how many were done, and each id's outcome."""
+    return {"done": sum(o.done for o in found), "count": len(found),
+            "outcomes": [{"id": o.id, "result": o.result, "detail": o.detail, "done": o.done} for o in found]}
+
+
+# --- the dashboard (package data: supervisor/dashboard/) ---
+
+STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
+          "/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
+          "/dashboard.css": ("dashboard.css", "text/css; charset=utf-8")}
+# The page runs only its own script and style, talks only to this server, and is never framed.
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+                                           "connect-src 'self'; img-src 'self' data:; base-uri 'none'; "
+                                           "form-action 'none'; frame-ancestors 'none'",
+                "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+
+
+def static_file(name: str) -> bytes:
+    return resources.files("supervisor").joinpath("dashboard", name).read_bytes()
+
+
 # --- the server ---
 
 class _Errors:
@@ -238,6 +322,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
+            for k, v in PAGE_HEADERS.items():
+                self.send_header(k, v)
             if self.close_connection:
                 self.send_header("Connection", "close")
             self.end_headers()
@@ -274,8 +360,16 @@ class Endpoint:
         self.errors = _Errors(say)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(lambda: read_metrics(insight, self.errors)))  # type: ignore[arg-type]
+        self.client = Client(config)  # the actions' (client/ops.py); its Kafka producer is made on first use
+
+    def close(self) -> None:
+        self.client.close()
+        self.insight.close()
 
     def get(self, h: Handler, path: str, query: dict[str, list[str]]) -> tuple[int, str, bytes]:
+        if path in STATIC:
+            name, ctype = STATIC[path]
+            return 200, ctype, static_file(name)
         if path == "/metrics":
             return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
         if path == "/healthz":
@@ -283,7 +377,7 @@ class Endpoint:
             return _text(503, "; ".join(reasons)) if reasons else _text(200, "ok")
         if path.startswith("/api/"):
             return self._api(path.removeprefix("/api/").rstrip("/"), query)
-        return _text(404, f"not found: {path} (try /metrics, /healthz, /api/overview)")
+        return _text(404, f"not found: {path} (try /, /metrics, /healthz, /api/overview)")
 
     def _api(self, what: str, query: dict[str, list[str]]) -> tuple[int, str, bytes]:
         i = self.insight
@@ -318,7 +412,13 @@ class Endpoint:
             raise _BadRequest(f"the body is not JSON: {e}") from None
         if not isinstance(body, dict):
             raise _BadRequest("the body must be a JSON object")
-        return _json(200, action(self.insight, body))
+        by = f"http from {h.client_address[0]}"
+        try:
+            return _json(200, outcomes(action(self.client, body, by)))
+        except (redis.RedisError, ServiceUnavailable) as e:
+            return _text(503, str(e))
+        except YadtqError as e:  # bad input the ops functions found (a duration that is not one)
+            raise _BadRequest(str(e)) from None
 
 
 MAX_BODY = 1_000_000  # bytes an action's body may have
@@ -355,7 +455,7 @@ class HttpServer(ThreadingHTTPServer):
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
-        self.endpoint.insight.close()
+        self.endpoint.close()
 
 
 def serve(config: Config, snapshot: Callable[[], Snapshot | None], say: Callable[[str], None]) -> HttpServer:

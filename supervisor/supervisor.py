@@ -457,7 +457,7 @@ class Supervisor:
                        "running without /metrics and /healthz", "warning")
             return
         host, port = str(self._http.server_address[0]), int(self._http.server_address[1])
-        self._emit("http", f"http: /metrics, /healthz and /api on http://{host}:{port}")
+        self._emit("http", f"http: the dashboard, /metrics, /healthz and /api on http://{host}:{port}")
 
     # --- heartbeats and status ---
     def _read_heartbeats(self) -> None:

@@ -192,10 +192,10 @@ def test_healthz_and_the_api(start_cluster: Any) -> None:
     assert [d["message"] for d in dead] == ["not json"] and "not valid JSON" in dead[0]["error"]
     assert get(port, "/api/tasks?limit=x")[0] == 400
     assert get(port, "/api/nothing")[0] == 404
-    # Actions: the token is needed; no action is wired in this release (client/ops.py comes next).
+    # Actions: the token is needed (they are tested in test_http_actions.py).
     assert get(port, "/api/retry", "POST")[0] == 401
     assert get(port, "/api/retry", "POST", {"Authorization": "Bearer wrong"})[0] == 401
-    assert get(port, "/api/retry", "POST", {"Authorization": "Bearer s3cret"})[0] == 404
+    assert get(port, "/api/retry", "POST", {"Authorization": "Bearer s3cret"})[0] == 400  # no ids
 
 
 def cli(config: Any, *args: str) -> str:
