@@ -22,7 +22,7 @@ function el(tag, attrs, ...children) {
     else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
     else e.setAttribute(k, String(v));
   }
-  for (const c of children.flat()) e.append(c instanceof Node ? c : String(c ?? ""));
+  for (const c of children.flat(Infinity)) e.append(c instanceof Node ? c : String(c ?? ""));
   return e;
 }
 const $ = (id) => document.getElementById(id);
@@ -113,6 +113,12 @@ function rates() {
   return out;
 }
 
+// The smallest of 1, 2, 2.5, 5 (times a power of ten) at or above x: the chart's grid step.
+function niceStep(x) {
+  const p = Math.pow(10, Math.floor(Math.log10(x)));
+  return p * ([1, 2, 2.5, 5, 10].find((m) => m * p >= x) || 10);
+}
+
 function drawChart(canvas) {
   const ratio = window.devicePixelRatio || 1;
   const w = canvas.clientWidth || 600, h = canvas.clientHeight || 180;
@@ -122,7 +128,7 @@ function drawChart(canvas) {
   g.scale(ratio, ratio);
   const pad = { l: 40, r: 10, t: 10, b: 20 };
   const pts = rates();
-  const top = Math.max(1, ...pts.map((p) => p.rate)) * 1.15;
+  const top = 4 * niceStep(Math.max(1, ...pts.map((p) => p.rate)) * 1.1 / 4);
   const end = last ? last.at : serverNow(), start = end - CHART_SECONDS;
   const x = (at) => pad.l + ((at - start) / CHART_SECONDS) * (w - pad.l - pad.r);
   const y = (r) => h - pad.b - (r / top) * (h - pad.t - pad.b);
@@ -132,9 +138,9 @@ function drawChart(canvas) {
   for (let i = 0; i <= 4; i++) {
     const v = (top / 4) * i;
     g.beginPath(); g.moveTo(pad.l, y(v)); g.lineTo(w - pad.r, y(v)); g.stroke();
-    g.fillText(v < 10 ? v.toFixed(1) : Math.round(v).toString(), 4, y(v) + 4);
+    g.fillText(Number.isInteger(v) ? v.toString() : v.toFixed(1), 4, y(v) + 4);
   }
-  for (let m = 0; m <= CHART_SECONDS / 60; m++) g.fillText("-" + m + "m", x(end - m * 60) - 10, h - 5);
+  for (let m = 0; m <= CHART_SECONDS / 60; m++) g.fillText(m ? "-" + m + "m" : "now", x(end - m * 60) - (m ? 10 : 22), h - 5);
   if (pts.length < 1) { g.fillText("collecting…", pad.l + 10, pad.t + 14); return; }
   g.strokeStyle = "#2f6fde";
   g.fillStyle = "rgba(47,111,222,.12)";
@@ -174,20 +180,20 @@ const overview = {
     $("cards").replaceChildren(
       card("workers-live", "Workers live", ws.filter((w) => w.up).length + " / " + ws.length,
            "scheduler " + (sched && sched.up ? "up" : "down")),
-      card("backlog-total", "Backlog", backlog === null ? "–" : backlog, "messages not yet read"),
+      card("backlog-total", "Backlog", backlog === null ? "–" : backlog, "unread messages"),
       card("oldest", "Oldest waiting", o.oldest_unstarted_age ? age(o.oldest_unstarted_age) : "none", "since submitted"),
       card("done", "Done", t.success || 0, "succeeded"),
       card("failed", "Failed", t.failed || 0, "cancelled " + (t.cancelled || 0)),
       card("retries", "Retries waiting", o.retries_waiting ?? "–", ""),
       card("dead", "Dead letters", o.dead_letters ? o.dead_letters.kept : "–",
            o.dead_letters ? o.dead_letters.total + " ever" : ""),
-      card("restarts", "Restarts", restarts, "workers and scheduler"));
+      card("restarts", "Restarts", restarts, "processes restarted"));
     const maxLoad = Math.max(1, ...ws.map((w) => w.load || 0));
     $("loads").replaceChildren(...ws.map((w) => {
       const fill = el("div", {});
       fill.style.width = ((100 * (w.load || 0)) / maxLoad).toFixed(0) + "%";
       return el("div", { class: "loadrow", "data-worker": w.id },
-        el("span", { class: w.up ? "up" : "down" }, w.id), el("div", { class: "bar" }, fill), el("span", {}, w.load || 0));
+        el("span", { class: w.up ? "up" : "down" }, w.id), el("div", { class: "bar" }, fill), el("span", { class: "n" }, w.load || 0));
     }));
     $("backlog").replaceChildren(o.backlog ? table(["topic", "messages"],
       Object.entries(o.backlog).map(([k, v]) => el("tr", {}, el("td", { class: "mono" }, k), el("td", {}, v))))
