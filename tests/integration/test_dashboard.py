@@ -117,6 +117,18 @@ def test_the_dashboard_shows_the_cluster_and_retries_only_with_the_token(start_c
     assert record["reopened_by"].startswith("http from 127.0.0.1")
     assert failed.result(timeout=5) == 2
 
+    # What a task carries is shown as text, never taken as markup.
+    hostile = c.submit_many([TaskSpec("fail", ('<img id="injected" src="x">',), max_retries=0)])[0]
+    with pytest.raises(TaskFailed):
+        hostile.result(timeout=30)
+    browser.get(base + f"#/task/{hostile.id}")
+    wait_for(browser, lambda d: '<img id="injected" src="x">' in text_of('#record dd[data-field="error"]')(d),
+             "the error is shown as it is")
+    browser.get(base + "#/failed")
+    wait_for(browser, lambda d: hostile.id in text_of('tr[data-error-type="RuntimeError"]')(d),
+             "the failed task is listed under its error type")
+    assert browser.find_elements(By.ID, "injected") == []
+
     # The overview of the cluster that ran them; a screenshot when asked for one.
     screenshot = os.environ.get("YADTQ_DASHBOARD_SCREENSHOT")
     browser.get(base)
