@@ -23,7 +23,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
             return [ops.Outcome("x", "reopened")]
         return call
     for name in ("cancel", "retry", "retry_failed", "replay", "purge"):
-        monkeypatch.setattr(http.ops, name, recorder(name))
+        monkeypatch.setattr(ops, name, recorder(name))  # supervisor.http calls them as ops.NAME
     return seen
 
 
