@@ -361,6 +361,7 @@ class Endpoint:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(lambda: read_metrics(insight, self.errors)))  # type: ignore[arg-type]
         self.client = Client(config)  # the actions' (client/ops.py); its Kafka producer is made on first use
+        self._acting = threading.Lock()  # one action at a time: they are rare, and Client makes its producer lazily
 
     def close(self) -> None:
         self.client.close()
@@ -414,7 +415,8 @@ class Endpoint:
             raise _BadRequest("the body must be a JSON object")
         by = f"http from {h.client_address[0]}"
         try:
-            return _json(200, outcomes(action(self.client, body, by)))
+            with self._acting:
+                return _json(200, outcomes(action(self.client, body, by)))
         except (redis.RedisError, ServiceUnavailable) as e:
             return _text(503, str(e))
         except YadtqError as e:  # bad input the ops functions found (a duration that is not one)
