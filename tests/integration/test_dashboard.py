@@ -71,6 +71,11 @@ def text_of(css: str) -> Callable[[Any], str]:
     return read
 
 
+def listed(d: Any) -> list[str]:
+    """The task ids of the task list, in its order."""
+    return [str(e.get_attribute("data-id")) for e in d.find_elements(By.CSS_SELECTOR, "#tasks tr[data-id]")]
+
+
 def shows(css: str, want: str) -> Callable[[Any], bool]:
     return lambda d: text_of(css)(d) == want
 
@@ -118,9 +123,11 @@ def test_the_dashboard_shows_the_cluster_and_retries_only_with_the_token(start_c
     assert failed.result(timeout=5) == 2
 
     # What a task carries is shown as text, never taken as markup.
-    hostile = c.submit_many([TaskSpec("fail", ('<img id="injected" src="x">',), max_retries=0)])[0]
-    with pytest.raises(TaskFailed):
-        hostile.result(timeout=30)
+    hostile, other = c.submit_many([TaskSpec("fail", ('<img id="injected" src="x">',), max_retries=0),
+                                    TaskSpec("div", (1, 0), max_retries=0)])  # another name, failed too
+    for h in (hostile, other):
+        with pytest.raises(TaskFailed):
+            h.result(timeout=30)
     browser.get(base + f"#/task/{hostile.id}")
     wait_for(browser, lambda d: '<img id="injected" src="x">' in text_of('#record dd[data-field="error"]')(d),
              "the error is shown as it is")
@@ -128,6 +135,14 @@ def test_the_dashboard_shows_the_cluster_and_retries_only_with_the_token(start_c
     wait_for(browser, lambda d: hostile.id in text_of('tr[data-error-type="RuntimeError"]')(d),
              "the failed task is listed under its error type")
     assert browser.find_elements(By.ID, "injected") == []
+
+    # The task list filtered by status and name, and a task found by its id.
+    browser.get(base + "#/tasks?status=failed&name=fail")
+    wait_for(browser, lambda d: listed(d) == [hostile.id], "only the failed task named fail is listed")
+    browser.find_element(By.ID, "find-id").send_keys(running.id)
+    browser.find_element(By.CSS_SELECTOR, "#find-form button").click()
+    wait_for(browser, shows(status, "success"), "the task found by its id is shown")
+    assert text_of('#record dd[data-field="task"]')(browser) == "sleep"
 
     # The overview of the cluster that ran them; a screenshot when asked for one.
     screenshot = os.environ.get("YADTQ_DASHBOARD_SCREENSHOT")
