@@ -36,6 +36,7 @@ from client.protocol import (
 from client.store import Claim, Keys, Status, TaskStore, connect
 from tests.integration.conftest import REDIS
 from tests.integration.test_scheduler_store import FakeProducer
+from worker_pool import quarantine
 from worker_pool import worker as worker_module
 from worker_pool.registry import Registry
 from worker_pool.worker import HARD_LIMIT_GRACE, Worker, _Running
@@ -161,9 +162,9 @@ def reports(w: Worker) -> list[list[Any]]:
     producer: FakeProducer = w._producer  # type: ignore[assignment]
     out = []
     for topic, value, _ in producer.sent:
-        event = parse_event(value)
+        event = parse_event(value) if topic == w.config.topics.status else None
         if isinstance(event, TasksFinished):
-            assert topic == w.config.topics.status and event.worker == "W1"
+            assert event.worker == "W1"
             out.extend([list(x) for x in event.tasks])
     return out
 
@@ -552,3 +553,93 @@ def test_report_delay_sends_a_slow_batchs_reports_mid_batch(worker: Worker, monk
     monkeypatch.setattr(worker_module, "REPORT_DELAY", 0.0)
     w.send_reports()
     assert reports(w) == [["t1", 1, "ended"]]
+
+
+class _Exit(Exception):
+    """Stands for the process's end (os._exit) in the watchdog's tests."""
+
+
+@pytest.mark.parametrize("why", ["hard", "stop", "store fails"])
+def test_the_watchdog_ends_the_process_past_a_deadline_with_the_right_code(
+        worker: Worker, monkeypatch: pytest.MonkeyPatch, why: str) -> None:
+    w = worker
+
+    def exit_(code: int) -> None:
+        raise _Exit(code)
+    monkeypatch.setattr(worker_module.os, "_exit", exit_)
+    running = _claimed(w, Task("t1", "slow", [100]))
+    if why == "stop":  # within its hard limit, but the stop deadline passed: handed back, exit 0
+        running = _Running(running.assignment, 0.5, time.monotonic() + 60)
+        w._stop_deadline = time.monotonic() - 0.01
+    if why == "store fails":  # Redis fails while recording why: the process still ends
+        monkeypatch.setattr(w, "_finish", lambda *a: (_ for _ in ()).throw(ConnectionError("Redis away")))
+    w.running = running
+    with pytest.raises(_Exit) as ended:
+        w._enforce(running)
+    assert ended.value.args == (worker_module.EXIT_HARD_LIMIT if why != "stop" else 0,)
+    assert not w._gate.acquire(blocking=False)  # held for good: no other task starts before the end
+    assert w.store.record("t1")["status"] == {"hard": "failed", "stop": "queued", "store fails": "processing"}[why]
+    w.running = None
+
+
+# --- careful mode, after a crash: one by one, and a message that killed too often is dead-lettered ---
+
+class CarefulConsumer(FakeConsumer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.max_records: list[int | None] = []
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Rec]]:
+        self.max_records.append(max_records)
+        return super().poll(timeout_ms, max_records)
+
+    def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: 12 for tp in tps}
+
+
+def careful(w: Worker, tries: int | None) -> CarefulConsumer:
+    """Careful over offsets [7, 9) of TP; the mark says offset 7 was tried ``tries`` times."""
+    consumer = CarefulConsumer()
+    w._consumer = consumer  # type: ignore[assignment]
+    w._guard = quarantine.Guard(w.store, "yadtq-worker.W1", {TP: (7, 9)})
+    if tries is not None:
+        w.store.set_quarantine_mark(quarantine.field("yadtq-worker.W1", TP), f"7:{tries}")
+    return consumer
+
+
+def test_careful_mode_dead_letters_an_assignment_that_killed_too_often(worker: Worker) -> None:
+    w = worker
+    t = Task("t1", "add", [1, 2])
+    place(w, t)
+    consumer = careful(w, quarantine.TRIES)
+    assert deliver(w, rec(t, offset=7)) == []  # not run, nothing reported: the record's end frees its slot
+    assert consumer.max_records == [1]
+    r = w.store.record("t1")
+    assert r["status"] == "failed" and r["error"] == quarantine.reason(quarantine.TRIES, "worker W1")
+    producer: FakeProducer = w._producer  # type: ignore[assignment]
+    [(topic, body, headers)] = producer.sent
+    assert (topic, body) == (w.config.topics.dead_letter, rec(t, offset=7).value)
+    assert dict(headers) == {"error": r["error"].encode(), "from": f"{TOPIC}:0@7".encode()}
+    assert commits(w) == [{TP: OffsetAndMetadata(8, "", -1)}]
+    assert w._guard is not None and w._guard.ranges == {TP: (7, 12)}  # copies of it may follow
+
+
+def test_careful_mode_runs_a_live_task_and_skips_one_that_ended(worker: Worker) -> None:
+    w = worker
+    t1, t2 = Task("t1", "add", [1, 2]), Task("t2", "add", [3, 4])
+    place(w, t1)
+    place(w, t2)
+    pipe = w.store.pipeline()  # t2 ended meanwhile (e.g. quarantined from another copy)
+    w.store.finish(pipe, "t2", 1, Status.FAILED, 2.0, {"error": "quarantined"})
+    w.store.execute(pipe)
+    consumer = careful(w, None)
+    assert deliver(w, rec(t1, offset=7)) == [["t1", 1, "success"]]  # its first try here
+    assert deliver(w, rec(t2, offset=8)) == [["t1", 1, "success"]]  # second try of nothing: skipped unread
+    assert w.store.record("t2")["status"] == "failed"
+    assert commits(w) == [{TP: OffsetAndMetadata(8, "", -1)}, {TP: OffsetAndMetadata(9, "", -1)}]
+    assert w._guard is not None and not w._guard.careful()  # past the range: careful mode left
+    assert consumer.max_records == [1, 1]
+    t3 = Task("t3", "add", [5, 6])
+    place(w, t3)
+    assert deliver(w, rec(t3, offset=9))[-1] == ["t3", 1, "success"]
+    assert consumer.max_records == [1, 1, None]  # read in batches again
