@@ -38,6 +38,7 @@ from tests.integration.conftest import REDIS
 from tests.integration.test_scheduler_store import FakeProducer
 from worker_pool import quarantine
 from worker_pool import worker as worker_module
+from worker_pool.process import EXIT_HARD_LIMIT
 from worker_pool.registry import Registry
 from worker_pool.worker import HARD_LIMIT_GRACE, Worker, _Running
 
@@ -566,7 +567,7 @@ def test_the_watchdog_ends_the_process_past_a_deadline_with_the_right_code(
 
     def exit_(code: int) -> None:
         raise _Exit(code)
-    monkeypatch.setattr(worker_module.os, "_exit", exit_)
+    monkeypatch.setattr(os, "_exit", exit_)
     running = _claimed(w, Task("t1", "slow", [100]))
     if why == "stop":  # within its hard limit, but the stop deadline passed: handed back, exit 0
         running = _Running(running.assignment, 0.5, time.monotonic() + 60)
@@ -576,7 +577,7 @@ def test_the_watchdog_ends_the_process_past_a_deadline_with_the_right_code(
     w.running = running
     with pytest.raises(_Exit) as ended:
         w._enforce(running)
-    assert ended.value.args == (worker_module.EXIT_HARD_LIMIT if why != "stop" else 0,)
+    assert ended.value.args == (EXIT_HARD_LIMIT if why != "stop" else 0,)
     assert not w._gate.acquire(blocking=False)  # held for good: no other task starts before the end
     assert w.store.record("t1")["status"] == {"hard": "failed", "stop": "queued", "store fails": "processing"}[why]
     w.running = None

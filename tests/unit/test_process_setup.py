@@ -7,6 +7,7 @@ parent-death signal is set on the test process itself).
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -49,7 +50,7 @@ def _libc(monkeypatch: pytest.MonkeyPatch, calls: dict[str, list[Any]], result: 
     def cdll(name: Any, use_errno: bool = False) -> _Libc:
         calls["cdll"].append((name, use_errno))
         return libc
-    monkeypatch.setattr(process.ctypes, "CDLL", cdll)
+    monkeypatch.setattr(ctypes, "CDLL", cdll)
     return libc
 
 
@@ -92,7 +93,7 @@ def test_without_a_parent_death_signal_the_child_still_starts(
     else:
         def no_libc(name: Any, use_errno: bool = False) -> Any:
             raise OSError("no libc here")
-        monkeypatch.setattr(process.ctypes, "CDLL", no_libc)
+        monkeypatch.setattr(ctypes, "CDLL", no_libc)
     with caplog.at_level(logging.WARNING, logger="yadtq"):
         process._die_with_parent("worker W1")
     assert process._parent_pid == os.getppid() and recorded["exit"] == []
