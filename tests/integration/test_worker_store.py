@@ -11,6 +11,7 @@ offset commits it makes are read back from the stand-ins.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -644,3 +645,45 @@ def test_careful_mode_runs_a_live_task_and_skips_one_that_ended(worker: Worker) 
     place(w, t3)
     assert deliver(w, rec(t3, offset=9))[-1] == ["t3", 1, "success"]
     assert consumer.max_records == [1, 1, None]  # read in batches again
+
+
+# --- the loops: run until stopped, and the heartbeat thread ---
+
+def test_run_handles_batches_until_stopped_then_leaves_the_rest(worker: Worker) -> None:
+    w = worker
+    t1, t2, t3 = Task("t1", "add", [1, 2]), Task("t2", "add", [3, 4]), Task("t3", "add", [5, 6])
+    for t in (t1, t2, t3):
+        place(w, t)
+    consumer: FakeConsumer = w._consumer  # type: ignore[assignment]
+    consumer.batches = [{TP: [rec(t1, offset=1)]}, {TP: [rec(t2, offset=2), rec(t3, offset=3)]}]
+    polls = consumer.poll
+
+    def poll(timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Rec]]:
+        batch = polls(timeout_ms, max_records)
+        if not consumer.batches:
+            w._stop.set()  # stopped during the last batch: its first record is handled, not the rest
+        return batch
+    consumer.poll = poll  # type: ignore[method-assign]
+    w.run()
+    assert reports(w) == [["t1", 1, "success"]]
+    assert w.store.record("t2")["status"] == "queued" and w.store.record("t3")["status"] == "queued"
+    assert commits(w) == [{TP: OffsetAndMetadata(2, "", -1)}]  # nothing of the batch it left
+
+
+def test_the_heartbeat_thread_beats_with_the_task_in_hand_until_closed(worker: Worker) -> None:
+    w = worker
+    w.config = replace(w.config, workers=replace(w.config.workers, heartbeat_interval=0.05))
+    w.running = _Running(Assignment(Task("t1", "slow", [1]), 1, "W1"), 60.0, time.monotonic() + 60)
+    producer: FakeProducer = w._producer  # type: ignore[assignment]
+    beat = threading.Thread(target=w._heartbeats, daemon=True)
+    beat.start()
+    deadline = time.monotonic() + 10
+    while len(producer.sent) < 3 and time.monotonic() < deadline:  # a few intervals
+        time.sleep(0.01)
+    w._closed.set()
+    w._wake.set()
+    beat.join(timeout=10)
+    assert not beat.is_alive()
+    beats = [parse_event(v) for _, v, _ in producer.sent]
+    assert len(beats) >= 3 and all(isinstance(b, Heartbeat) and b.running == "t1" for b in beats)
+    w.running = None
