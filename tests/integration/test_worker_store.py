@@ -22,6 +22,7 @@ import pytest
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from client import kafka as kafka_io
 from client.config import Config
 from client.errors import Fenced
 from client.protocol import (
@@ -687,3 +688,41 @@ def test_the_heartbeat_thread_beats_with_the_task_in_hand_until_closed(worker: W
     beats = [parse_event(v) for _, v, _ in producer.sent]
     assert len(beats) >= 3 and all(isinstance(b, Heartbeat) and b.running == "t1" for b in beats)
     w.running = None
+
+
+def test_initialize_reads_its_own_topic_in_its_own_group_and_starts_careful_after_a_crash(
+        services: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    prefix = f"t{uuid.uuid4().hex[:10]}:"
+    config = Config.from_dict({"redis": {"url": REDIS, "key_prefix": prefix}, "workers": {"max_pending": 5}})
+    made: dict[str, Any] = {}
+
+    class Positioned(CarefulConsumer):
+        def position(self, tp: TopicPartition) -> int:
+            return 7
+
+    def consumer(cfg: Any, group: str, **overrides: Any) -> Positioned:
+        made["consumer"] = (cfg, group, overrides)
+        return Positioned()
+
+    def assign_all(c: Any, topics: list[str]) -> list[TopicPartition]:
+        made["topics"] = topics
+        return [TP]
+    monkeypatch.setattr(kafka_io, "producer", lambda cfg: FakeProducer())
+    monkeypatch.setattr(kafka_io, "consumer", consumer)
+    monkeypatch.setattr(kafka_io, "assign_all", assign_all)
+    w = Worker(config, "W1", _registry(), epoch=3, careful=True)
+    w.initialize()
+    try:
+        assert made["consumer"] == (config.kafka, "yadtq-worker.W1", {"max_poll_records": 5})
+        assert made["topics"] == ["W1"]
+        assert w._guard is not None and w._guard.ranges == {TP: (7, 12)}
+        assert w._guard.group == "yadtq-worker.W1"
+        assert (w.store.keys.prefix, w.store.ttl, w.store.epoch) == (prefix, config.tasks.result_ttl, 3)
+        assert w._beat is not None and w._beat.is_alive() and w._beat.daemon and w._beat.name == "heartbeat"
+    finally:
+        w._closed.set()
+        w._wake.set()
+        if w._beat is not None:
+            w._beat.join(timeout=10)
+        w.redis.close()
+    assert Worker(config, "W2", _registry())._guard is None  # not careful: no guard
