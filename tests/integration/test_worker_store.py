@@ -11,6 +11,7 @@ offset commits it makes are read back from the stand-ins.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 import uuid
@@ -40,7 +41,7 @@ from tests.integration.conftest import REDIS
 from tests.integration.test_scheduler_store import FakeProducer
 from worker_pool import quarantine
 from worker_pool import worker as worker_module
-from worker_pool.process import EXIT_HARD_LIMIT
+from worker_pool.process import EXIT_FENCED, EXIT_HARD_LIMIT
 from worker_pool.registry import Registry
 from worker_pool.worker import HARD_LIMIT_GRACE, Worker, _Running
 
@@ -189,6 +190,7 @@ def test_a_claimed_task_runs_its_result_is_stored_reported_then_committed(worker
     assert w.redis.ttl(w.store.keys.task("t1")) > 0
     assert commits(w) == [{TP: OffsetAndMetadata(8, "", -1)}]
     assert w._held is None and w.running is None
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # its time limit's timer is off again
 
 
 def test_a_result_is_written_with_the_next_claim_and_all_before_the_commit(worker: Worker) -> None:
@@ -726,3 +728,26 @@ def test_initialize_reads_its_own_topic_in_its_own_group_and_starts_careful_afte
             w._beat.join(timeout=10)
         w.redis.close()
     assert Worker(config, "W2", _registry())._guard is None  # not careful: no guard
+
+
+def test_run_worker_sets_up_the_process_and_stops_on_sigterm_or_a_newer_generation(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Any] = []
+    handlers: dict[int, Any] = {}
+    monkeypatch.setattr(worker_module, "process_setup", lambda name: calls.append(("setup", name)))
+    monkeypatch.setattr(signal, "signal", lambda sig, handler: handlers.__setitem__(sig, handler))
+
+    def initialize(self: Worker) -> None:
+        calls.append(("initialize", self.id, self.epoch, self.careful))
+
+    def run(self: Worker) -> None:
+        handlers[signal.SIGTERM](signal.SIGTERM, None)  # SIGTERM arrives: the worker stops
+        calls.append(("stopped", self._stop.is_set()))
+        raise Fenced("a newer generation owns the cluster")
+    monkeypatch.setattr(Worker, "initialize", initialize)
+    monkeypatch.setattr(Worker, "run", run)
+    monkeypatch.setattr(Worker, "shutdown", lambda self: calls.append(("shutdown",)))
+    with pytest.raises(SystemExit) as ended:
+        worker_module.run_worker(Config(), "W3", epoch=7, careful=True)
+    assert ended.value.code == EXIT_FENCED
+    assert calls == [("setup", "worker W3"), ("initialize", "W3", 7, True), ("stopped", True), ("shutdown",)]
