@@ -10,6 +10,7 @@ offset commits it makes are read back from the stand-ins.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -41,6 +42,7 @@ from tests.integration.conftest import REDIS
 from tests.integration.test_scheduler_store import FakeProducer
 from worker_pool import quarantine
 from worker_pool import worker as worker_module
+from worker_pool.context import current_task
 from worker_pool.process import EXIT_FENCED, EXIT_HARD_LIMIT
 from worker_pool.registry import Registry
 from worker_pool.worker import HARD_LIMIT_GRACE, Worker, _Running
@@ -76,7 +78,7 @@ class FakeConsumer:
         self.commits.append(offsets)
 
     def close(self, autocommit: bool = True) -> None:
-        self.closed = True
+        self.closed = autocommit is False  # a close that commits would commit past unrecorded work
 
 
 class Hooks:
@@ -117,10 +119,21 @@ def _newer_epoch_then_raises() -> None:
     raise ValueError("fenced")
 
 
+def _context(n: int, *, m: int = 0) -> list[Any]:
+    ctx = current_task()
+    return [ctx.task_id, ctx.name, ctx.attempt, ctx.worker, ctx.config.redis.key_prefix, n, m]
+
+
+def _stops(n: int) -> int:
+    Hooks.worker._stop.set()  # SIGTERM while this task runs
+    return n
+
+
 def _registry() -> Registry:
     r = Registry()
     for fn, name in ((_add, "add"), (_boom, "boom"), (_unstorable, "unstorable"), (_slow, "slow"),
-                     (_ends_elsewhere_then_raises, "ends_elsewhere"), (_newer_epoch_then_raises, "new_epoch")):
+                     (_ends_elsewhere_then_raises, "ends_elsewhere"), (_newer_epoch_then_raises, "new_epoch"),
+                     (_context, "context"), (_stops, "stops")):
         r.register(fn, name)
     return r
 
@@ -184,8 +197,10 @@ def test_a_claimed_task_runs_its_result_is_stored_reported_then_committed(worker
     w = worker
     t = Task("t1", "add", [1, 2])
     place(w, t)
+    t0 = time.time()
     assert deliver(w, rec(t, offset=7)) == [["t1", 1, "success"]]
     r = w.store.record("t1")
+    assert t0 <= float(r["started_at"]) <= float(r["finished_at"]) <= time.time()  # now, not a default
     assert (r["status"], r["result"], r["attempt"], r["worker"]) == ("success", "3", "1", "W1")
     assert w.redis.ttl(w.store.keys.task("t1")) > 0
     assert commits(w) == [{TP: OffsetAndMetadata(8, "", -1)}]
@@ -198,10 +213,14 @@ def test_a_result_is_written_with_the_next_claim_and_all_before_the_commit(worke
     t1, t2 = Task("t1", "add", [1, 2]), Task("t2", "add", [3, 4])
     place(w, t1)
     place(w, t2)
+    t0 = time.time()
     w.handle(rec(t1, offset=3))
+    ended = time.time()
     assert w.store.record("t1")["status"] == "processing"  # held: written with the next claim
+    time.sleep(0.01)
     w.handle(rec(t2, offset=4))
     assert w.store.record("t1")["status"] == "success"
+    assert t0 <= float(w.store.record("t1")["finished_at"]) <= ended < float(w.store.record("t2")["started_at"])
     assert w.store.record("t2")["status"] == "processing"
     w.write_held_result()
     w.send_reports(force=True)
@@ -215,6 +234,8 @@ def test_a_batch_commits_past_its_last_record_once(worker: Worker) -> None:
     place(w, t1)
     place(w, t2)
     assert deliver(w, rec(t1, offset=3), rec(t2, offset=4)) == [["t1", 1, "success"], ["t2", 1, "success"]]
+    assert commits(w) == [{TP: OffsetAndMetadata(5, "", -1)}]
+    w.loop()  # idle just after a commit: nothing to refresh
     assert commits(w) == [{TP: OffsetAndMetadata(5, "", -1)}]
 
 
@@ -410,8 +431,10 @@ def test_an_unreadable_assignment_placed_here_fails_its_task(worker: Worker) -> 
     w = worker
     place(w, Task("t1", "add", [1, 2]))
     bad = b'{"v":1,"task":{"task-id":"t1","task":"add","args":"x"},"attempt":1,"worker":"W1"}'
+    t0 = time.time()
     assert deliver(w, Rec(TOPIC, 0, 4, bad)) == [["t1", 1, "failed"]]
     r = w.store.record("t1")
+    assert t0 <= float(r["finished_at"]) <= time.time()
     assert r["status"] == "failed" and r["error"].startswith(f"InvalidMessage: its assignment on {TOPIC} cannot"), r
     assert commits(w) == [{TP: OffsetAndMetadata(5, "", -1)}]
 
@@ -448,8 +471,10 @@ def _claimed(w: Worker, t: Task) -> _Running:
 
 def test_the_hard_limit_fails_the_task_and_reports_it_alone(worker: Worker) -> None:
     w = worker
+    t0 = time.time()
     w._hard_limit(_claimed(w, Task("t1", "slow", [100])))
     r = w.store.record("t1")
+    assert t0 <= float(r["finished_at"]) <= time.time()
     assert r["status"] == "failed" and r["error"] == (
         f"TaskTimeLimitExceeded: task ran past its time limit of 0.5s and did not stop within "
         f"{HARD_LIMIT_GRACE:g}s more; its worker process was ended and replaced")
@@ -542,8 +567,10 @@ def test_shutdown_writes_the_held_result_and_closes_without_committing(worker: W
     place(w, t)
     w.handle(rec(t))
     producer: FakeProducer = w._producer  # type: ignore[assignment]
-    producer.close = lambda timeout=None: None  # type: ignore[attr-defined]
+    closed: list[Any] = []
+    producer.close = lambda timeout=None: closed.append(timeout)  # type: ignore[attr-defined]
     w.shutdown()
+    assert closed == [5.0]
     assert w.store.record("t1")["status"] == "success" and reports(w) == [["t1", 1, "success"]]
     assert w._closed.is_set() and w._stop.is_set()
     consumer: FakeConsumer = w._consumer  # type: ignore[assignment]
@@ -617,10 +644,12 @@ def test_careful_mode_dead_letters_an_assignment_that_killed_too_often(worker: W
     t = Task("t1", "add", [1, 2])
     place(w, t)
     consumer = careful(w, quarantine.TRIES)
+    t0 = time.time()
     assert deliver(w, rec(t, offset=7)) == []  # not run, nothing reported: the record's end frees its slot
     assert consumer.max_records == [1]
     r = w.store.record("t1")
     assert r["status"] == "failed" and r["error"] == quarantine.reason(quarantine.TRIES, "worker W1")
+    assert t0 <= float(r["finished_at"]) <= time.time()
     producer: FakeProducer = w._producer  # type: ignore[assignment]
     [(topic, body, headers)] = producer.sent
     assert (topic, body) == (w.config.topics.dead_letter, rec(t, offset=7).value)
@@ -727,7 +756,9 @@ def test_initialize_reads_its_own_topic_in_its_own_group_and_starts_careful_afte
         if w._beat is not None:
             w._beat.join(timeout=10)
         w.redis.close()
-    assert Worker(config, "W2", _registry())._guard is None  # not careful: no guard
+    fresh = Worker(config, "W2", _registry())  # not careful, nothing running, nothing connected yet
+    assert (fresh.careful, fresh.running, fresh._consumer, fresh._producer, fresh._beat) == (False, None, None, None,
+                                                                                              None)
 
 
 def test_run_worker_sets_up_the_process_and_stops_on_sigterm_or_a_newer_generation(
@@ -751,3 +782,70 @@ def test_run_worker_sets_up_the_process_and_stops_on_sigterm_or_a_newer_generati
         worker_module.run_worker(Config(), "W3", epoch=7, careful=True)
     assert ended.value.code == EXIT_FENCED
     assert calls == [("setup", "worker W3"), ("initialize", "W3", 7, True), ("stopped", True), ("shutdown",)]
+
+
+def test_a_task_runs_with_its_kwargs_and_its_context(worker: Worker) -> None:
+    w = worker
+    t = Task("t1", "context", [1], {"m": 2})
+    place(w, t)
+    assert deliver(w, rec(t)) == [["t1", 1, "success"]]
+    assert json.loads(w.store.record("t1")["result"]) == ["t1", "context", 1, "W1", w.store.keys.prefix, 1, 2]
+
+
+def test_an_assignment_is_read_with_the_clusters_limits(worker: Worker) -> None:
+    w = worker
+    w._limits = replace(w._limits, max_timeout=10.0)  # tasks.max_timeout 10 s
+    t = Task("t1", "add", [1, 2], options=TaskOptions(timeout=20.0))
+    place(w, t)
+    assert deliver(w, rec(t)) == [["t1", 1, "failed"]]
+    assert "InvalidMessage" in w.store.record("t1")["error"]
+
+
+def test_the_report_of_an_unreadable_assignment_waits_for_others_like_any(worker: Worker) -> None:
+    w = worker
+    place(w, Task("t1", "add", [1, 2]))
+    bad = b'{"v":1,"task":{"task-id":"t1","task":"add","args":"x"},"attempt":1,"worker":"W1"}'
+    w.handle(Rec(TOPIC, 0, 4, bad))
+    w.send_reports()
+    assert reports(w) == []  # younger than REPORT_DELAY
+    w.send_reports(force=True)
+    assert reports(w) == [["t1", 1, "failed"]]
+
+
+def test_a_stop_mid_batch_writes_what_ran_and_commits_past_it_only(worker: Worker) -> None:
+    w = worker
+    t1, t2 = Task("t1", "stops", [1]), Task("t2", "add", [3, 4])
+    place(w, t1)
+    place(w, t2)
+    assert deliver(w, rec(t1, offset=3), rec(t2, offset=4)) == [["t1", 1, "success"]]
+    assert w.store.record("t1")["status"] == "success" and w.store.record("t2")["status"] == "queued"
+    assert commits(w) == [{TP: OffsetAndMetadata(4, "", -1)}]
+
+
+def test_careful_mode_handles_a_record_past_its_range_as_usual(worker: Worker) -> None:
+    w = worker
+    t = Task("t1", "add", [1, 2])
+    place(w, t)
+    pipe = w.store.pipeline()
+    w.store.finish(pipe, "t1", 1, Status.SUCCESS, 2.0, {"result": "3"})
+    w.store.execute(pipe)
+    careful(w, None)
+    # Offset 10 is past the range [7, 9): not a careful read, so it is claimed (and found ended).
+    assert deliver(w, rec(t, offset=10)) == [["t1", 1, "ended"]]
+    producer: FakeProducer = w._producer  # type: ignore[assignment]
+    assert all(topic == w.config.topics.status for topic, _, _ in producer.sent)  # nothing dead-lettered
+
+
+def test_an_idle_worker_refreshes_its_offsets_with_no_metadata(worker: Worker) -> None:
+    w = worker
+
+    class Positions(FakeConsumer):
+        def assignment(self) -> set[TopicPartition]:
+            return {TP}
+
+        def position(self, tp: TopicPartition) -> int:
+            return 7
+    w._consumer = Positions()  # type: ignore[assignment]
+    w._last_commit -= kafka_io.OFFSET_REFRESH
+    w.loop()
+    assert commits(w) == [{TP: OffsetAndMetadata(7, "", -1)}]

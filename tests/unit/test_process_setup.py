@@ -55,9 +55,11 @@ def _libc(monkeypatch: pytest.MonkeyPatch, calls: dict[str, list[Any]], result: 
 
 
 def test_a_child_ignores_ctrl_c_logs_under_its_name_and_dies_with_its_parent(
-        recorded: dict[str, list[Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+        recorded: dict[str, list[Any]], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     libc = _libc(monkeypatch, recorded, 0)
-    process.process_setup("worker W1")
+    with caplog.at_level(logging.WARNING, logger="yadtq"):
+        process.process_setup("worker W1")
+    assert caplog.records == []  # prctl answered 0: set, nothing to warn about
     assert recorded["signal"] == [(signal.SIGINT, signal.SIG_IGN)]
     assert recorded["basicConfig"] == [{"level": logging.INFO,
                                         "format": "%(asctime)s worker W1 %(levelname)s %(message)s"}]
