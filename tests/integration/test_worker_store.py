@@ -708,6 +708,7 @@ def test_the_heartbeat_thread_beats_with_the_task_in_hand_until_closed(worker: W
     w.running = _Running(Assignment(Task("t1", "slow", [1]), 1, "W1"), 60.0, time.monotonic() + 60)
     producer: FakeProducer = w._producer  # type: ignore[assignment]
     beat = threading.Thread(target=w._heartbeats, daemon=True)
+    started = time.monotonic()
     beat.start()
     deadline = time.monotonic() + 10
     while len(producer.sent) < 3 and time.monotonic() < deadline:  # a few intervals
@@ -715,9 +716,53 @@ def test_the_heartbeat_thread_beats_with_the_task_in_hand_until_closed(worker: W
     w._closed.set()
     w._wake.set()
     beat.join(timeout=10)
+    elapsed = time.monotonic() - started
     assert not beat.is_alive()
     beats = [parse_event(v) for _, v, _ in producer.sent]
     assert len(beats) >= 3 and all(isinstance(b, Heartbeat) and b.running == "t1" for b in beats)
+    assert len(beats) <= elapsed / 0.05 + 2, (len(beats), elapsed)  # one per interval, not one per wake-up
+    w.running = None
+
+
+def _watch(w: Worker, monkeypatch: pytest.MonkeyPatch, interval: float) -> tuple[list[int], float]:
+    """Run the heartbeat thread until it ends the process (os._exit recorded); its exit codes, the time taken."""
+    codes: list[int] = []
+
+    def exit_(code: int) -> None:
+        codes.append(code)
+        w._closed.set()  # the thread's loop ends, as the process would
+    monkeypatch.setattr(os, "_exit", exit_)
+    w.config = replace(w.config, workers=replace(w.config.workers, heartbeat_interval=interval))
+    beat = threading.Thread(target=w._heartbeats, daemon=True)
+    started = time.monotonic()
+    beat.start()
+    w._closed.wait(timeout=20)
+    took = time.monotonic() - started
+    w._closed.set()
+    w._wake.set()
+    beat.join(timeout=10)
+    return codes, took
+
+
+def test_the_heartbeat_thread_ends_a_process_of_an_older_generation(
+        worker: Worker, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = worker
+    w.epoch = 3
+    w.store = TaskStore(w.redis, w.store.keys, 60, 3)
+    w.redis.set(w.store.keys.owner, json.dumps({"host": "h", "pid": 1, "since": 1.0, "epoch": 5}), px=60000)
+    codes, _ = _watch(w, monkeypatch, 0.05)
+    assert codes[:1] == [EXIT_FENCED]
+
+
+def test_the_heartbeat_thread_wakes_at_the_hard_deadline_not_the_next_beat(
+        worker: Worker, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = worker
+    running = _claimed(w, Task("t1", "slow", [100]))
+    w.running = running = _Running(running.assignment, 0.1, time.monotonic() + 0.3)
+    codes, took = _watch(w, monkeypatch, 30.0)  # the next beat is 30 s away
+    print(f"ended {took:.2f} s after the start (its hard deadline: 0.3 s after the start)")
+    assert codes[:1] == [EXIT_HARD_LIMIT] and took < 15.0
+    assert w.store.record("t1")["status"] == "failed"
     w.running = None
 
 
@@ -736,16 +781,18 @@ def test_initialize_reads_its_own_topic_in_its_own_group_and_starts_careful_afte
         return Positioned()
 
     def assign_all(c: Any, topics: list[str]) -> list[TopicPartition]:
-        made["topics"] = topics
+        made["topics"] = (c, topics)
         return [TP]
-    monkeypatch.setattr(kafka_io, "producer", lambda cfg: FakeProducer())
+    monkeypatch.setattr(kafka_io, "producer", lambda cfg: made.setdefault("producer", (cfg, FakeProducer()))[1])
     monkeypatch.setattr(kafka_io, "consumer", consumer)
     monkeypatch.setattr(kafka_io, "assign_all", assign_all)
     w = Worker(config, "W1", _registry(), epoch=3, careful=True)
     w.initialize()
     try:
         assert made["consumer"] == (config.kafka, "yadtq-worker.W1", {"max_poll_records": 5})
-        assert made["topics"] == ["W1"]
+        assert made["topics"] == (w._consumer, ["W1"]) and isinstance(w._consumer, Positioned)
+        assert made["producer"] == (config.kafka, w._producer)
+        assert w.store.redis is w.redis and w._guard is not None and w._guard.store is w.store
         assert w._guard is not None and w._guard.ranges == {TP: (7, 12)}
         assert w._guard.group == "yadtq-worker.W1"
         assert (w.store.keys.prefix, w.store.ttl, w.store.epoch) == (prefix, config.tasks.result_ttl, 3)
