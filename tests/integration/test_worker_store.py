@@ -81,6 +81,10 @@ class FakeConsumer:
         self.closed = autocommit is False  # a close that commits would commit past unrecorded work
 
 
+class _Exit(Exception):
+    """Stands for the process's end (os._exit): a real one would end the test run with code 0."""
+
+
 class Hooks:
     """What the test tasks do to the world while they run (set by each test)."""
 
@@ -139,7 +143,7 @@ def _registry() -> Registry:
 
 
 @pytest.fixture
-def worker(services: None) -> Iterator[Worker]:
+def worker(services: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Worker]:
     prefix = f"t{uuid.uuid4().hex[:10]}:"
     config = Config.from_dict({"redis": {"url": REDIS, "key_prefix": prefix},
                                "tasks": {"max_retries": 2, "retry_backoff": 30.0, "retry_backoff_max": 300.0}})
@@ -149,7 +153,15 @@ def worker(services: None) -> Iterator[Worker]:
     w._producer = FakeProducer()  # type: ignore[assignment]
     w._consumer = FakeConsumer()  # type: ignore[assignment]
     Hooks.worker, Hooks.seen = w, []
+    exits: list[int] = []
+
+    def no_exit(code: int) -> None:  # a test that expects the process's end patches os._exit itself
+        exits.append(code)
+        w._closed.set()  # a heartbeat thread then stops
+        raise _Exit(code)
+    monkeypatch.setattr(os, "_exit", no_exit)
     yield w
+    assert exits == [], f"the worker process would have ended with {exits}"
     keys = list(w.redis.scan_iter(match=f"{prefix}*"))
     if keys:
         w.redis.delete(*keys)
@@ -585,10 +597,6 @@ def test_report_delay_sends_a_slow_batchs_reports_mid_batch(worker: Worker, monk
     monkeypatch.setattr(worker_module, "REPORT_DELAY", 0.0)
     w.send_reports()
     assert reports(w) == [["t1", 1, "ended"]]
-
-
-class _Exit(Exception):
-    """Stands for the process's end (os._exit) in the watchdog's tests."""
 
 
 @pytest.mark.parametrize("why", ["hard", "stop", "store fails"])
