@@ -11,14 +11,22 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from kafka import TopicPartition
 
 from client.config import Config
-from client.protocol import TasksFinished, WorkerDown, assignment_bytes, encode_event, parse_assignment, parse_event
+from client.protocol import (
+    Heartbeat,
+    TasksFinished,
+    WorkerDown,
+    assignment_bytes,
+    encode_event,
+    parse_assignment,
+    parse_event,
+)
 from client.store import Claim, Finish, Keys, Retry, Status, TaskStore, connect
 from supervisor.scheduler import Scheduler, _Pending
 from tests.integration.conftest import REDIS
@@ -267,7 +275,8 @@ def consumers(s: Scheduler) -> tuple[FakeConsumer, FakeConsumer]:
 
 
 def sent_to(s: Scheduler, mark: int = 0) -> list[tuple[str, bytes, Any]]:
-    return s._producer.sent[mark:]  # type: ignore[union-attr]
+    producer: FakeProducer = s._producer  # type: ignore[assignment]
+    return producer.sent[mark:]
 
 
 def place(s: Scheduler, task_id: str, worker: str, payload: str) -> None:
@@ -411,7 +420,7 @@ def test_the_loop_reads_tasks_only_while_none_wait_and_commits_only_what_is_plac
 
 def test_a_worker_down_event_is_committed_in_its_round(scheduler: Scheduler) -> None:
     s = scheduler
-    tasks, status = consumers(s)
+    _, status = consumers(s)
     s._next_offset[status.tp] = 0
     tick = time.monotonic()
     s.loop(AT, tick)
@@ -421,6 +430,14 @@ def test_a_worker_down_event_is_committed_in_its_round(scheduler: Scheduler) -> 
     assert status.commits == [{status.tp: 0}, {status.tp: 1}] and not s._commit_status_now  # not a second later
     s.loop(AT, tick + 0.02)
     assert len(status.commits) == 2
+
+
+def counting(calls: list[str], name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+    """``real``, noting each call in ``calls``."""
+    def counted(*a: Any) -> Any:
+        calls.append(name)
+        return real(*a)
+    return counted
 
 
 def test_the_loop_beats_checks_retries_and_reconciles_at_its_intervals(
@@ -435,7 +452,7 @@ def test_the_loop_beats_checks_retries_and_reconciles_at_its_intervals(
     consumers(s)
     calls: list[str] = []
     for name in ("_take_due_retries", "_reconcile"):
-        monkeypatch.setattr(s, name, lambda *a, name=name, real=getattr(s, name): (calls.append(name), real(*a)))
+        monkeypatch.setattr(s, name, counting(calls, name, getattr(s, name)))
     [(worker, _, _)] = take(s, task("t1", "add", 1, 2))  # placed in Redis too: the reconcile keeps it
     tick = 1000.0
     for dt in (0.0, 0.05, 0.1, 0.99, 1.0, 4.99, 5.0):
@@ -443,7 +460,6 @@ def test_the_loop_beats_checks_retries_and_reconciles_at_its_intervals(
     assert calls.count("_take_due_retries") == 4  # at 0, 0.1, 0.99, 4.99: 0.1 s or more after the last
     assert calls.count("_reconcile") == 2  # at 0 and 5
     beats = [parse_event(v) for t, v, _ in sent_to(s, 1) if t == s.topics.status]
-    assert [(b.sender, b.role, b.pid, b.ts) for b in beats] == \
-        [("scheduler", "scheduler", os.getpid(), AT + dt) for dt in (0.0, 1.0, 4.99)]  # type: ignore[union-attr]
+    assert beats == [Heartbeat("scheduler", "scheduler", os.getpid(), AT + dt) for dt in (0.0, 1.0, 4.99)]
     assert checks == [("parent", "scheduler"), ("owner", "scheduler", s.store, 3)] * 3
     assert s.redis.hgetall(s.keys.load) == {w: str(int(w == worker)) for w in ("W1", "W2")}
