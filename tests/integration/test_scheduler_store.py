@@ -30,6 +30,7 @@ from client.protocol import (
 from client.store import Claim, Finish, Keys, Retry, Status, TaskStore, connect
 from supervisor.scheduler import Scheduler, _Pending
 from tests.integration.conftest import REDIS
+from worker_pool import quarantine
 
 pytestmark = pytest.mark.integration
 
@@ -463,3 +464,37 @@ def test_the_loop_beats_checks_retries_and_reconciles_at_its_intervals(
     assert beats == [Heartbeat("scheduler", "scheduler", os.getpid(), AT + dt) for dt in (0.0, 1.0, 4.99)]
     assert checks == [("parent", "scheduler"), ("owner", "scheduler", s.store, 3)] * 3
     assert s.redis.hgetall(s.keys.load) == {w: str(int(w == worker)) for w in ("W1", "W2")}
+
+
+def test_careful_mode_reads_one_message_a_round_and_dead_letters_the_one_that_killed_too_often(
+        scheduler: Scheduler) -> None:
+    """After a crash: each uncommitted message is read alone and committed before the next; the one
+    on which the scheduler died TRIES times goes to the dead-letter topic (its record failed) and
+    the next is placed; past the uncommitted range, messages are read in batches again."""
+    s = scheduler
+    tasks, status = consumers(s)
+    group = "yadtq-scheduler.test"
+    s._guard = quarantine.Guard(s.store, group, {tasks.tp: (0, 2), status.tp: (0, 1)})
+    s.store.set_quarantine_mark(quarantine.field(group, tasks.tp), quarantine.Mark(0, quarantine.TRIES).encode())
+    killer = task("k1", "add", 1, 2)
+    tasks.queue += [[Rec(0, killer)], [Rec(1, task("t2", "add", 3, 4))]]
+    status.queue.append([Rec(0, encode_event(TasksFinished("W1", [])))])
+    tick = time.monotonic()
+    s._last_beat = tick  # no heartbeat in these rounds
+
+    s.loop(AT, tick)
+    assert tasks.polls == [(50, 1)] and status.polls == [(0, 1)]  # one message at a time
+    assert sent_to(s) == [(s.topics.dead_letter, killer, [
+        ("error", quarantine.reason(quarantine.TRIES, "the scheduler").encode()),
+        ("from", f"{s.topics.tasks}:0@0".encode())])]
+    assert s.store.record("k1")["status"] == "failed"
+    assert tasks.commits == [{tasks.tp: 1}] and status.commits == [{status.tp: 1}]
+    assert s._guard.careful(tasks.tp) and not s._guard.careful(status.tp)  # status: its range is passed
+
+    s.loop(AT, tick + 0.01)
+    assert tasks.polls[1] == (50, 1) and status.polls[1] == (0, None)
+    assert [parse_assignment(m).task.task_id for t, m, _ in sent_to(s, 1)] == ["t2"]
+    assert tasks.commits[-1] == {tasks.tp: 2} and not s._guard.careful()  # past the range: careful no more
+    assert s.store.quarantine_mark(quarantine.field(group, tasks.tp)) is None  # and its marks are gone
+    s.loop(AT, tick + 0.02)
+    assert tasks.polls[2] == (50, None)
