@@ -454,3 +454,68 @@ def test_a_started_child_is_watched_from_its_start(monkeypatch: pytest.MonkeyPat
     w1.careful = False
     sup._spawn(w1)
     assert made[1]["kwargs"] == {} and lines[-1] == "started W1 (pid 77)"
+
+
+class Counters:
+    """Stands in for the TaskStore the status line reads; ``error`` set: Redis is away."""
+
+    error: Exception | None = None
+
+    def __init__(self, redis: Any, keys: Any, ttl: int) -> None:
+        pass
+
+    def counters(self) -> tuple[dict[str, int], dict[str, int]]:
+        if Counters.error is not None:
+            raise Counters.error
+        return {"W1": 3}, {"success": 10, "failed": 2}
+
+
+def test_the_status_line_counts_live_announced_workers_and_every_restart(monkeypatch: pytest.MonkeyPatch) -> None:
+    import redis
+
+    sup, _, _ = supervisor(monkeypatch)
+    monkeypatch.setattr(supervisor_module, "TaskStore", Counters)
+    w1, w2, sched = sup.children["W1"], sup.children["W2"], sup.children["scheduler"]
+    w1.process, w2.process = Proc(pid=1), Proc(pid=2)  # type: ignore[assignment]
+    w1.announced = True  # W2 runs, but has not said it is live yet
+    w1.restarts, sched.restarts = [1.0, 2.0], [3.0]
+    assert sup.status_line(100.0) == \
+        "workers 1/2 live | scheduler down | load W1=3 W2=0 | done 10 failed 2 | restarts 3"
+    sched.process = Proc(pid=3)  # type: ignore[assignment]
+    w2.announced = True
+    assert sup.status_line(100.0).startswith("workers 2/2 live | scheduler up |")
+    monkeypatch.setattr(Counters, "error", redis.ConnectionError("refused"))
+    assert sup.status_line(100.0) == "workers 2/2 live | redis unavailable: refused"
+
+
+class Keeper:
+    def __init__(self, *news: Renewal) -> None:
+        import queue
+
+        self.news: queue.SimpleQueue[Renewal] = queue.SimpleQueue()
+        for found in news:
+            self.news.put(found)
+
+
+def test_every_news_of_the_lease_thread_is_acted_on_in_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    sup, lines, _ = supervisor(monkeypatch)
+    sup._lease_news()  # no keeper (no lease taken): nothing to do
+    sup._keeper = Keeper(Renewal.AWAY, Renewal.HELD, Renewal.LOST)  # type: ignore[assignment]
+    with pytest.raises(LeaseLost):
+        sup._lease_news()
+    assert len(lines) == 2
+
+
+def test_no_child_starts_before_the_fence_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After an unreleased lease the previous generation's children get until ``_spawn_after`` to
+    see the new epoch and exit: the wait must last until then (a lower bound, no upper one)."""
+    sup, _, _ = supervisor(monkeypatch)
+    sup._keeper = Keeper(Renewal.RETAKEN)  # type: ignore[assignment]
+    start = time.monotonic()
+    sup._spawn_after = start + 0.3
+    sup._await_fence()
+    assert time.monotonic() >= start + 0.3
+    assert sup._keeper.news.empty()  # type: ignore[union-attr]
+    sup._spawn_after = time.monotonic() + 60
+    sup.stop()  # Ctrl-C meanwhile: no need to wait
+    sup._await_fence()
