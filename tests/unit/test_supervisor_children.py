@@ -139,16 +139,17 @@ def test_a_crashed_worker_is_announced_down_with_its_pid_and_restarted_careful_a
     assert spawned == [("W1", True)]
 
 
-@pytest.mark.parametrize("exitcode", [0, EXIT_HARD_LIMIT])
-def test_an_expected_exit_restarts_without_careful_mode(monkeypatch: pytest.MonkeyPatch, exitcode: int) -> None:
+@pytest.mark.parametrize(("exitcode", "reason"),
+                         [(0, "exit code 0"), (EXIT_HARD_LIMIT, "exit code 70: hard time limit")])
+def test_an_expected_exit_restarts_without_careful_mode(monkeypatch: pytest.MonkeyPatch, exitcode: int,
+                                                        reason: str) -> None:
     sup, _, producer = supervisor(monkeypatch)
     w1 = sup.children["W1"]
     w1.careful = True  # an earlier crash's: this exit resets it
     w1.process = Proc(exitcode=exitcode)  # type: ignore[assignment]
     sup._check(w1, 100.0)
     assert not w1.careful and w1.process is None
-    [(worker, reason, pid)] = downs(producer)
-    assert (worker, pid) == ("W1", 42) and reason.startswith(f"exit code {exitcode}")
+    assert downs(producer) == [("W1", reason, 42)]
 
 
 def test_a_silent_worker_is_killed_before_its_tasks_move(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -519,3 +520,35 @@ def test_no_child_starts_before_the_fence_ends(monkeypatch: pytest.MonkeyPatch) 
     sup._spawn_after = time.monotonic() + 60
     sup.stop()  # Ctrl-C meanwhile: no need to wait
     sup._await_fence()
+
+
+def test_a_lost_lease_stops_at_once_and_leaves_the_lease_to_its_new_owner(monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    handlers: dict[int, Any] = {}
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: handlers.__setitem__(signum, handler))
+    sup, lines, _ = supervisor(monkeypatch)
+    stopped: list[str] = []
+
+    class Keeper:
+        def stop(self) -> None:
+            stopped.append("keeper")
+
+    sup._keeper = Keeper()  # type: ignore[assignment]
+    monkeypatch.setattr(sup, "start", lambda: None)
+    monkeypatch.setattr(sup, "shutdown", lambda: stopped.append("shutdown"))
+    rounds: list[float] = []
+
+    def loop(at: float) -> None:
+        rounds.append(at)
+        raise LeaseLost("taken")
+
+    monkeypatch.setattr(sup, "loop", loop)
+    with pytest.raises(LeaseLost):
+        sup.run()
+    assert sorted(handlers) == [signal.SIGINT, signal.SIGTERM] and len(set(handlers.values())) == 1
+    assert rounds[0] > 0  # the monotonic clock
+    assert lines == ["error: taken"] and sup._hurry and sup._keeper is None
+    assert stopped == ["keeper", "shutdown"]
+    handlers[signal.SIGTERM](signal.SIGTERM, None)
+    assert sup.stopping
