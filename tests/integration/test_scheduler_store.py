@@ -97,6 +97,8 @@ def test_a_duplicate_never_replaces_the_payload_of_a_placed_task(scheduler: Sche
     [(worker, _, _)] = take(s, task("t1", "add", 1, 2))
     assert take(s, task("t1", "mul", 6, 7)) == []  # placed already: nothing sent
     assert json.loads(s.state.tasks["t1"].payload)["task"] == "add"
+    assert (s.state.tasks["t1"].worker, s.state.tasks["t1"].attempt) == (worker, 1)
+    assert s.state.load[worker] == 1  # its room is held once
     # Its worker dies: the move runs the first message's task, not the duplicate's.
     s._on_event(encode_event(WorkerDown(worker, "test", AT, 0)), AT, time.monotonic())
     producer: FakeProducer = s._producer  # type: ignore[assignment]
@@ -347,6 +349,7 @@ def test_a_refused_task_with_an_id_fails_its_record_and_the_rest_are_placed(sche
                      ("bad3", "InvalidMessage: ")):
         rec = s.store.record(t)
         assert rec["status"] == "failed" and rec["error"].startswith(error), (t, rec)
+        assert rec["finished_at"] == repr(AT)  # the round's time
     assert sorted(s.state.tasks) == ["ok"] and not s.waiting
 
 
@@ -366,16 +369,20 @@ def test_a_message_without_an_id_is_dead_lettered_whole_or_cut_to_the_limit(sche
 
 def test_a_due_retry_of_a_task_no_longer_registered_fails_and_leaves_the_schedule(scheduler: Scheduler) -> None:
     s = scheduler
-    for t, name in (("r1", "no_such_task"), ("r2", "add")):
-        s.redis.zadd(s.keys.retries, {t: AT - 1})
-        s.redis.hset(s.keys.retry_payloads, t, task(t, name, 1, 2).decode())
-    s._take_due_retries(AT)
+    for t, name in (("r1", "no_such_task"), ("r2", "add")):  # each ran once, raised, and waits for its retry
+        place(s, t, "W1", task(t, "add", 1, 2).decode())
+        pipe = s.store.pipeline()
+        s.store.claim(pipe, t, 1, "W1", AT, 111, 3)
+        s.store.execute(pipe)
+        assert s.store.retry(t, 1, AT, (1.0, 3.0), 3, {"error": "E"}, task(t, name, 1, 2).decode()).kind \
+            is Retry.SCHEDULED
+    s._take_due_retries(AT + 1)
     assert s._retrying == {"r1", "r2"}
     sent = take(s)
     assert [parse_assignment(m).task.task_id for _, m, _ in sent] == ["r2"]
     assert s._retrying == set() and not s.waiting
     assert s.redis.zcard(s.keys.retries) == 0 and s.redis.hlen(s.keys.retry_payloads) == 0
-    assert s.store.record("r1")["status"] == "failed"
+    assert s.store.record("r1")["status"] == "failed"  # as a refused retry (a new message would leave it)
 
 
 def test_tasks_wait_in_order_while_no_live_worker_has_room(scheduler: Scheduler) -> None:
@@ -406,6 +413,7 @@ def test_the_loop_reads_tasks_only_while_none_wait_and_commits_only_what_is_plac
     assert tasks.polls == [(50, None)] and status.polls == [(0, None)]
     assert len([t for t, _, _ in sent_to(s) if t in ("W1", "W2")]) == 2 and [w.offset for w in s.waiting] == [12]
     assert tasks.commits == [{tp: 12}]  # not past the waiting one
+    assert s.redis.hget(s.keys.task("t0"), "submitted_at") == repr(AT)  # the round's wall clock
     assert status.commits == [{status.tp: 0}]  # the first round commits status too
 
     finished = TasksFinished("W1", [[t, 1, "success"] for t, p in s.state.tasks.items() if p.worker == "W1"])
@@ -487,7 +495,7 @@ def test_careful_mode_reads_one_message_a_round_and_dead_letters_the_one_that_ki
     assert sent_to(s) == [(s.topics.dead_letter, killer, [
         ("error", quarantine.reason(quarantine.TRIES, "the scheduler").encode()),
         ("from", f"{s.topics.tasks}:0@0".encode())])]
-    assert s.store.record("k1")["status"] == "failed"
+    assert (s.store.record("k1")["status"], s.store.record("k1")["finished_at"]) == ("failed", repr(AT))
     assert tasks.commits == [{tasks.tp: 1}] and status.commits == [{status.tp: 1}]
     assert s._guard.careful(tasks.tp) and not s._guard.careful(status.tp)  # status: its range is passed
 
@@ -498,3 +506,48 @@ def test_careful_mode_reads_one_message_a_round_and_dead_letters_the_one_that_ki
     assert s.store.quarantine_mark(quarantine.field(group, tasks.tp)) is None  # and its marks are gone
     s.loop(AT, tick + 0.02)
     assert tasks.polls[2] == (50, None)
+
+
+def test_a_task_that_ended_already_is_dropped_and_the_rest_of_the_batch_placed(scheduler: Scheduler) -> None:
+    s = scheduler
+    [(worker, _, _)] = take(s, task("t1", "add", 1, 2))
+    pipe = s.store.pipeline()
+    s.store.claim(pipe, "t1", 1, worker, AT, 111, 3)
+    s.store.finish(pipe, "t1", 1, Status.SUCCESS, AT, {"result": "3"})
+    s.store.execute(pipe)
+    s._on_event(encode_event(TasksFinished(worker, [["t1", 1, "success"]])), AT, time.monotonic())
+    sent = take(s, task("t1", "add", 1, 2), task("t2", "add", 3, 4))  # t1 again: a redelivery
+    assert [parse_assignment(m).task.task_id for _, m, _ in sent] == ["t2"]
+    assert sorted(s.state.tasks) == ["t2"] and sum(s.state.load.values()) == 1
+
+
+def test_an_invalid_message_whose_id_names_a_foreign_key_is_dead_lettered(scheduler: Scheduler) -> None:
+    """REJECT refuses to fail a record it does not own: the message goes to the dead-letter topic."""
+    s = scheduler
+    s.redis.set(s.keys.task("cache:2"), "another app's value")
+    bad = b'{"task-id": "cache:2", "task": "add", "args": 5}'
+    sent = take(s, bad, task("t2", "add", 3, 4))
+    [(_, body, headers)] = [m for m in sent if m[0] == s.topics.dead_letter]
+    assert body == bad
+    assert headers == [("error", b"task id 'cache:2' names an existing Redis key that YADTQ does not own; refused, "
+                                 b"the key is left as it was; set redis.key_prefix when sharing a database")]
+    assert [parse_assignment(m).task.task_id for t, m, _ in sent if t != s.topics.dead_letter] == ["t2"]
+    assert s.redis.get(s.keys.task("cache:2")) == "another app's value"
+
+
+def test_a_dead_letter_of_exactly_the_size_limit_is_sent_whole(scheduler: Scheduler) -> None:
+    s = scheduler
+    limit = s.config.tasks.max_message_bytes
+    [(_, body, headers)] = take(s, b"x" * limit)
+    assert len(body) == limit and [k for k, _ in headers] == ["error"]
+
+
+def test_the_clusters_task_limits_are_applied_to_new_tasks(scheduler: Scheduler) -> None:
+    s = Scheduler(Config.from_dict({"redis": {"url": REDIS, "key_prefix": scheduler.keys.prefix},
+                                    "workers": {"count": 2}, "tasks": {"max_timeout": 10, "time_limit": 5}}))
+    s.redis, s.keys, s.store, s._producer = scheduler.redis, scheduler.keys, scheduler.store, scheduler._producer
+    s.state.heartbeat("W1", time.monotonic())
+    sent = take(s, json.dumps({"task-id": "t1", "task": "add", "args": [1, 2], "options": {"timeout": 20}}).encode())
+    assert sent == []
+    assert s.store.record("t1")["error"] == \
+        "InvalidMessage: options.timeout 20 is over this cluster's limit (tasks.max_timeout = 10)"
