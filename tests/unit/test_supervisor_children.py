@@ -20,8 +20,10 @@ from client.errors import LeaseLost, ServiceUnavailable
 from client.lease import Renewal
 from client.protocol import Heartbeat, TasksFinished, WorkerDown, encode_event, parse_event
 from supervisor import supervisor as supervisor_module
+from supervisor.scheduler import run_scheduler
 from supervisor.supervisor import Child, Supervisor
 from worker_pool.process import EXIT_FENCED, EXIT_HARD_LIMIT, EXIT_SERVICE_LOST
+from worker_pool.worker import run_worker
 
 
 class Proc:
@@ -134,7 +136,7 @@ def test_a_crashed_worker_is_announced_down_with_its_pid_and_restarted_careful_a
     assert [t for t, _ in producer.sent] == [sup.config.topics.status]
     assert proc.calls == ["close"] and w1.process is None
     assert (w1.careful, w1.due, w1.restarts) == (True, 100.0, [100.0])
-    assert "W1 is dead (exit code 1)" in lines
+    assert lines == ["W1 is dead (exit code 1)"]  # the first restart is at once: no backoff said
     sup._check(w1, 100.0)  # due now: started again, careful
     assert spawned == [("W1", True)]
 
@@ -216,7 +218,7 @@ def test_a_child_that_lost_a_service_waits_for_it_without_backoff(monkeypatch: p
     w1.restarts = [99.0, 99.5]  # its restart budget is spent: a crash would back off
     w1.process = Proc(exitcode=EXIT_SERVICE_LOST)  # type: ignore[assignment]
     sup._check(w1, 100.0)
-    assert sup.up["kafka"] is False  # probed at once, not at the next interval
+    assert sup.up["kafka"] is False and sup._last_probe == 100.0  # probed at once, not at the next interval
     assert w1.due == 100.0 and not w1.careful
     sup._check(w1, 101.0)
     assert spawned == []  # not while Kafka is away
@@ -447,11 +449,12 @@ def test_a_started_child_is_watched_from_its_start(monkeypatch: pytest.MonkeyPat
     w1.announced = w1.careful = True
     sup._spawn(w1)
     [kwargs] = made
-    assert kwargs == {"target": w1.target, "args": (sup.config, "W1", 9), "kwargs": {"careful": True},
+    assert kwargs == {"target": run_worker, "args": (sup.config, "W1", 9), "kwargs": {"careful": True},
                       "name": "yadtq-W1", "daemon": False}
     assert w1.process.calls == ["start"] and not w1.announced  # type: ignore[union-attr]
     assert lines == ["started W1 (pid 77) in careful mode"]
     assert sup.liveness.lapsed("W1", 529.9) is None and sup.liveness.lapsed("W1", 530.5) is not None
+    assert not sup.liveness.beat("W1", 76, 501.0)  # only the new process's heartbeats count
     w1.careful = False
     sup._spawn(w1)
     assert made[1]["kwargs"] == {} and lines[-1] == "started W1 (pid 77)"
@@ -552,3 +555,100 @@ def test_a_lost_lease_stops_at_once_and_leaves_the_lease_to_its_new_owner(monkey
     assert stopped == ["keeper", "shutdown"]
     handlers[signal.SIGTERM](signal.SIGTERM, None)
     assert sup.stopping
+
+
+def test_each_child_runs_its_role_with_the_config_and_no_fence_is_waited_for_at_first() -> None:
+    sup = Supervisor(Config.from_dict({"workers": {"count": 2}}), say=lambda line: None)
+    assert [(n, c.target, c.args) for n, c in sup.children.items()] == [
+        ("scheduler", run_scheduler, (sup.config,)), ("W1", run_worker, (sup.config, "W1")),
+        ("W2", run_worker, (sup.config, "W2"))]
+    sup._await_fence()  # a lease released before (or never held): no wait
+
+
+class FailingRedis:
+    def ping(self) -> bool:
+        import redis
+
+        raise redis.ConnectionError("refused")
+
+
+def test_the_probe_says_when_redis_goes_and_comes_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    sup, lines, _ = supervisor(monkeypatch)
+    asked: list[list[str]] = []
+
+    def reachable(servers: list[str], timeout: float = 1.0) -> bool:
+        asked.append(servers)
+        return True
+
+    monkeypatch.setattr(kafka_io, "reachable", reachable)
+    sup.redis = FailingRedis()  # type: ignore[assignment]
+    sup._probe(100.0)
+    assert asked == [sup.config.kafka.bootstrap_servers]
+    assert sup.up == {"kafka": True, "redis": False} and sup._last_probe == 100.0
+    assert lines == ["redis at redis://localhost:6379/0 does not answer: tasks are kept, and the cluster resumes "
+                     "by itself once it is back"]
+    sup.redis = Redis()  # type: ignore[assignment]
+    sup._probe(101.0)
+    assert sup.up["redis"] and lines[1:] == ["redis at redis://localhost:6379/0 answers again: resuming"]
+    monkeypatch.setattr(kafka_io, "reachable", lambda servers, timeout=1.0: False)
+    sup._probe(102.0)
+    assert lines[2:] == ["kafka at localhost:9092 does not answer: tasks are kept, and the cluster resumes by "
+                         "itself once it is back"]
+
+
+def test_the_loop_probes_once_per_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    sup, _, _ = supervisor(monkeypatch)
+    sup._consumer = Consumer()  # type: ignore[assignment]
+    probes: list[float] = []
+
+    def probe(at: float) -> None:
+        probes.append(at)
+        sup._last_probe = at  # as the probe does
+
+    monkeypatch.setattr(sup, "_probe", probe)
+    monkeypatch.setattr(sup, "_check", lambda c, at: None)
+    monkeypatch.setattr(sup, "status_line", lambda at: "")
+    for at in (100.0, 100.5, 101.0, 101.9, 102.0):
+        sup.loop(at)
+    assert probes == [100.0, 101.0, 102.0]  # PROBE_INTERVAL 1 s
+
+
+def test_shutdown_waits_the_grace_for_children_that_stop_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child that takes a moment to stop after SIGTERM is not killed while the grace period runs."""
+    sup, lines, _ = stoppable(monkeypatch, grace=30)
+
+    class Slow(Proc):
+        def terminate(self) -> None:
+            self.calls.append("terminate")
+            self.stops_at = time.monotonic() + 0.2
+
+        def is_alive(self) -> bool:
+            return not hasattr(self, "stops_at") or time.monotonic() < self.stops_at
+
+    slow = Slow(pid=99)
+    sup.children["W1"].process = slow  # type: ignore[assignment]
+    sup.shutdown()
+    assert slow.calls == ["terminate"]  # stopped within the grace: never killed
+    assert not any("killing" in line for line in lines)
+
+
+def test_shutdown_closes_the_producer_and_releases_the_lease_whatever_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    sup, lines, producer = supervisor(monkeypatch)
+    closed: list[str] = []
+
+    class Keeper:
+        def release(self) -> None:
+            closed.append("lease")
+
+    monkeypatch.setattr(producer, "close", lambda timeout=None: closed.append("producer"))
+    sup._keeper = Keeper()  # type: ignore[assignment]
+    sup.shutdown()
+    assert closed == ["producer", "lease"]
+
+    def fail(timeout: float | None = None) -> None:
+        raise OSError("gone")
+
+    monkeypatch.setattr(producer, "close", fail)
+    monkeypatch.setattr(Keeper, "release", fail)
+    sup.shutdown()
+    assert lines == ["could not close the Kafka producer: gone", "could not close the cluster's lease: gone"]
