@@ -508,17 +508,19 @@ def test_careful_mode_reads_one_message_a_round_and_dead_letters_the_one_that_ki
     assert tasks.polls[2] == (50, None)
 
 
-def test_a_task_that_ended_already_is_dropped_and_the_rest_of_the_batch_placed(scheduler: Scheduler) -> None:
+def test_tasks_placed_or_ended_already_do_not_stop_the_rest_of_the_batch(scheduler: Scheduler) -> None:
     s = scheduler
-    [(worker, _, _)] = take(s, task("t1", "add", 1, 2))
+    sent = take(s, task("t1", "add", 1, 2), task("t3", "add", 5, 6))
+    worker = {parse_assignment(m).task.task_id: w for w, m, _ in sent}["t1"]
     pipe = s.store.pipeline()
     s.store.claim(pipe, "t1", 1, worker, AT, 111, 3)
     s.store.finish(pipe, "t1", 1, Status.SUCCESS, AT, {"result": "3"})
     s.store.execute(pipe)
     s._on_event(encode_event(TasksFinished(worker, [["t1", 1, "success"]])), AT, time.monotonic())
-    sent = take(s, task("t1", "add", 1, 2), task("t2", "add", 3, 4))  # t1 again: a redelivery
+    # Redelivered: t3 (placed: kept), t1 (ended: dropped); then a new task.
+    sent = take(s, task("t3", "add", 5, 6), task("t1", "add", 1, 2), task("t2", "add", 3, 4))
     assert [parse_assignment(m).task.task_id for _, m, _ in sent] == ["t2"]
-    assert sorted(s.state.tasks) == ["t2"] and sum(s.state.load.values()) == 1
+    assert sorted(s.state.tasks) == ["t2", "t3"] and sum(s.state.load.values()) == 2
 
 
 def test_an_invalid_message_whose_id_names_a_foreign_key_is_dead_lettered(scheduler: Scheduler) -> None:
