@@ -19,6 +19,7 @@ from client.config import Config
 from client.errors import LeaseLost, ServiceUnavailable
 from client.lease import Renewal
 from client.protocol import Heartbeat, TasksFinished, WorkerDown, encode_event, parse_event
+from client.store import Keys
 from supervisor import supervisor as supervisor_module
 from supervisor.scheduler import run_scheduler
 from supervisor.supervisor import Child, Supervisor
@@ -558,7 +559,8 @@ def test_a_lost_lease_stops_at_once_and_leaves_the_lease_to_its_new_owner(monkey
 
 
 def test_each_child_runs_its_role_with_the_config_and_no_fence_is_waited_for_at_first() -> None:
-    sup = Supervisor(Config.from_dict({"workers": {"count": 2}}), say=lambda line: None)
+    sup = Supervisor(Config.from_dict({"workers": {"count": 2}, "redis": {"key_prefix": "p1:"}}), say=lambda line: None)
+    assert sup.keys == Keys("p1:")  # the cluster's own keys: its lease, its misplaced-key check, its counters
     assert [(n, c.target, c.args) for n, c in sup.children.items()] == [
         ("scheduler", run_scheduler, (sup.config,)), ("W1", run_worker, (sup.config, "W1")),
         ("W2", run_worker, (sup.config, "W2"))]
