@@ -553,3 +553,23 @@ def test_the_clusters_task_limits_are_applied_to_new_tasks(scheduler: Scheduler)
     assert sent == []
     assert s.store.record("t1")["error"] == \
         "InvalidMessage: options.timeout 20 is over this cluster's limit (tasks.max_timeout = 10)"
+
+
+def test_a_quarantined_message_without_a_task_is_dead_lettered_once_and_fails_no_record(scheduler: Scheduler) -> None:
+    """A status message is never a task's, even if it holds a task id; a message past the
+    uncommitted range is handled, never quarantined."""
+    s = scheduler
+    group = "yadtq-scheduler.test"
+    status_tp, tasks_tp = TopicPartition(s.topics.status, 0), TopicPartition(s.topics.tasks, 0)
+    s._guard = quarantine.Guard(s.store, group, {status_tp: (0, 1), tasks_tp: (0, 1)})
+    for tp in (status_tp, tasks_tp):
+        s.store.set_quarantine_mark(quarantine.field(group, tp), quarantine.Mark(0, quarantine.TRIES).encode())
+    event = b'{"type": "heartbeat", "task-id": "t9"}'
+    assert s._screen(status_tp, [Rec(0, event)], AT) == []
+    assert s.store.record("t9") == {}
+    assert s._screen(tasks_tp, [Rec(0, b"not json")], AT) == []
+    s._dispatch(AT, time.monotonic())
+    assert [(t, body) for t, body, _ in sent_to(s)] == [(s.topics.dead_letter, event),
+                                                          (s.topics.dead_letter, b"not json")]
+    late = Rec(1, task("t1", "add", 1, 2))
+    assert s._quarantined(tasks_tp, late, AT) is False  # offset 1: past the range

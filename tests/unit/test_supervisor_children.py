@@ -465,14 +465,16 @@ class Counters:
     """Stands in for the TaskStore the status line reads; ``error`` set: Redis is away."""
 
     error: Exception | None = None
+    stats = {"success": 10, "failed": 2}
+    made: list[tuple[Any, Any]] = []
 
     def __init__(self, redis: Any, keys: Any, ttl: int) -> None:
-        pass
+        Counters.made.append((redis, keys))
 
     def counters(self) -> tuple[dict[str, int], dict[str, int]]:
         if Counters.error is not None:
             raise Counters.error
-        return {"W1": 3}, {"success": 10, "failed": 2}
+        return {"W1": 3}, dict(Counters.stats)
 
 
 def test_the_status_line_counts_live_announced_workers_and_every_restart(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -486,6 +488,9 @@ def test_the_status_line_counts_live_announced_workers_and_every_restart(monkeyp
     w1.restarts, sched.restarts = [1.0, 2.0], [3.0]
     assert sup.status_line(100.0) == \
         "workers 1/2 live | scheduler down | load W1=3 W2=0 | done 10 failed 2 | restarts 3"
+    assert Counters.made[-1] == (sup.redis, sup.keys)
+    monkeypatch.setattr(Counters, "stats", {})  # nothing ended yet
+    assert "| done 0 failed 0 |" in sup.status_line(100.0)
     sched.process = Proc(pid=3)  # type: ignore[assignment]
     w2.announced = True
     assert sup.status_line(100.0).startswith("workers 2/2 live | scheduler up |")
@@ -565,6 +570,10 @@ def test_each_child_runs_its_role_with_the_config_and_no_fence_is_waited_for_at_
         ("scheduler", run_scheduler, (sup.config,)), ("W1", run_worker, (sup.config, "W1")),
         ("W2", run_worker, (sup.config, "W2"))]
     sup._await_fence()  # a lease released before (or never held): no wait
+    lines: list[str] = []
+    sup.say = lines.append
+    sup.shutdown()  # refused at the start (nothing made): nothing to stop, close or say
+    assert lines == []
 
 
 class FailingRedis:
