@@ -483,25 +483,27 @@ def test_careful_mode_reads_one_message_a_round_and_dead_letters_the_one_that_ki
     tasks, status = consumers(s)
     group = "yadtq-scheduler.test"
     s._guard = quarantine.Guard(s.store, group, {tasks.tp: (0, 2), status.tp: (0, 1)})
-    s.store.set_quarantine_mark(quarantine.field(group, tasks.tp), quarantine.Mark(0, quarantine.TRIES).encode())
-    killer = task("k1", "add", 1, 2)
+    for tp in (tasks.tp, status.tp):  # the scheduler died TRIES times on each
+        s.store.set_quarantine_mark(quarantine.field(group, tp), quarantine.Mark(0, quarantine.TRIES).encode())
+    killer, event = task("k1", "add", 1, 2), encode_event(TasksFinished("W1", []))
     tasks.queue += [[Rec(0, killer)], [Rec(1, task("t2", "add", 3, 4))]]
-    status.queue.append([Rec(0, encode_event(TasksFinished("W1", [])))])
+    status.queue.append([Rec(0, event)])
     tick = time.monotonic()
     s._last_beat = tick  # no heartbeat in these rounds
 
     s.loop(AT, tick)
     assert tasks.polls == [(50, 1)] and status.polls == [(0, 1)]  # one message at a time
-    assert sent_to(s) == [(s.topics.dead_letter, killer, [
-        ("error", quarantine.reason(quarantine.TRIES, "the scheduler").encode()),
-        ("from", f"{s.topics.tasks}:0@0".encode())])]
+    error = quarantine.reason(quarantine.TRIES, "the scheduler").encode()
+    dead = s.topics.dead_letter
+    assert sent_to(s) == [(dead, killer, [("error", error), ("from", f"{s.topics.tasks}:0@0".encode())]),
+                          (dead, event, [("error", error), ("from", f"{s.topics.status}:0@0".encode())])]
     assert (s.store.record("k1")["status"], s.store.record("k1")["finished_at"]) == ("failed", repr(AT))
     assert tasks.commits == [{tasks.tp: 1}] and status.commits == [{status.tp: 1}]
     assert s._guard.careful(tasks.tp) and not s._guard.careful(status.tp)  # status: its range is passed
 
     s.loop(AT, tick + 0.01)
     assert tasks.polls[1] == (50, 1) and status.polls[1] == (0, None)
-    assert [parse_assignment(m).task.task_id for t, m, _ in sent_to(s, 1)] == ["t2"]
+    assert [parse_assignment(m).task.task_id for t, m, _ in sent_to(s, 2)] == ["t2"]
     assert tasks.commits[-1] == {tasks.tp: 2} and not s._guard.careful()  # past the range: careful no more
     assert s.store.quarantine_mark(quarantine.field(group, tasks.tp)) is None  # and its marks are gone
     s.loop(AT, tick + 0.02)
