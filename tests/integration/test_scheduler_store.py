@@ -8,19 +8,29 @@ read back from the stand-in.
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from kafka import TopicPartition
 
 from client.config import Config
-from client.protocol import TasksFinished, WorkerDown, encode_event, parse_assignment
+from client.protocol import (
+    Heartbeat,
+    TasksFinished,
+    WorkerDown,
+    assignment_bytes,
+    encode_event,
+    parse_assignment,
+    parse_event,
+)
 from client.store import Claim, Finish, Keys, Retry, Status, TaskStore, connect
 from supervisor.scheduler import Scheduler, _Pending
 from tests.integration.conftest import REDIS
+from worker_pool import quarantine
 
 pytestmark = pytest.mark.integration
 
@@ -87,6 +97,8 @@ def test_a_duplicate_never_replaces_the_payload_of_a_placed_task(scheduler: Sche
     [(worker, _, _)] = take(s, task("t1", "add", 1, 2))
     assert take(s, task("t1", "mul", 6, 7)) == []  # placed already: nothing sent
     assert json.loads(s.state.tasks["t1"].payload)["task"] == "add"
+    assert (s.state.tasks["t1"].worker, s.state.tasks["t1"].attempt) == (worker, 1)
+    assert s.state.load[worker] == 1  # its room is held once
     # Its worker dies: the move runs the first message's task, not the duplicate's.
     s._on_event(encode_event(WorkerDown(worker, "test", AT, 0)), AT, time.monotonic())
     producer: FakeProducer = s._producer  # type: ignore[assignment]
@@ -230,3 +242,336 @@ def test_a_due_retry_waits_once_however_often_the_schedule_is_read(scheduler: Sc
     s._take_due_retries(AT)
     s._take_due_retries(AT + 1)
     assert [w.retry_id for w in s.waiting] == ["r1"] and s._retrying == {"r1"}
+
+
+# --- the loop, its reload, admission, dead letters and commits (issue 12, the scheduler's mutants) ---
+
+class Rec:
+    """A record as a consumer hands it over: what the scheduler reads of it."""
+
+    def __init__(self, offset: int, value: bytes) -> None:
+        self.offset, self.value = offset, value
+
+
+class FakeConsumer:
+    """Hands out the batches queued on it, one per poll; keeps each poll's arguments and each commit."""
+
+    def __init__(self, tp: TopicPartition) -> None:
+        self.tp = tp
+        self.queue: list[list[Rec]] = []
+        self.polls: list[tuple[int, int | None]] = []
+        self.commits: list[dict[TopicPartition, int]] = []
+
+    def poll(self, timeout_ms: int, max_records: int | None = None) -> dict[TopicPartition, list[Rec]]:
+        self.polls.append((timeout_ms, max_records))
+        return {self.tp: self.queue.pop(0)} if self.queue else {}
+
+    def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        self.commits.append({tp: m.offset for tp, m in offsets.items()})
+
+
+def consumers(s: Scheduler) -> tuple[FakeConsumer, FakeConsumer]:
+    """Give ``s`` a TASKS and a status consumer (one partition each)."""
+    tasks, status = FakeConsumer(TopicPartition(s.topics.tasks, 0)), FakeConsumer(TopicPartition(s.topics.status, 0))
+    s._tasks_in, s._status_in = tasks, status  # type: ignore[assignment]
+    return tasks, status
+
+
+def sent_to(s: Scheduler, mark: int = 0) -> list[tuple[str, bytes, Any]]:
+    producer: FakeProducer = s._producer  # type: ignore[assignment]
+    return producer.sent[mark:]
+
+
+def place(s: Scheduler, task_id: str, worker: str, payload: str) -> None:
+    pipe = s.store.pipeline()
+    s.store.assign(pipe, task_id, "add", worker, payload, AT, 1)
+    s.store.execute(pipe)
+
+
+def test_reload_resends_each_live_placement_as_it_was_and_moves_the_others(scheduler: Scheduler) -> None:
+    """A restarted scheduler re-sends every placement of a known worker, same attempt, same worker;
+    an orphan-marked task (with its dead pid) and a task of an unknown worker wait to be moved."""
+    s = scheduler
+    payloads = {t: task(t, "add", i, i) for i, t in enumerate(("t1", "t2", "t3", "t4"))}
+    for t, worker in (("t1", "W1"), ("t2", "W2"), ("t3", "W1"), ("t4", "W9")):
+        place(s, t, worker, payloads[t].decode())
+    pipe = s.store.pipeline()
+    s.store.claim(pipe, "t3", 1, "W1", AT + 1, 77, 2)  # pid 77 runs it, then dies
+    s.store.mark_orphans(pipe, [("t3", 77)])
+    s.store.execute(pipe)
+    stored = {t: p.payload for t, p in s.store.placements()[0].items()}
+
+    s._reload()
+    assert sorted(sent_to(s)) == sorted([("W1", assignment_bytes(stored["t1"], 1, "W1"), None),
+                                          ("W2", assignment_bytes(stored["t2"], 1, "W2"), None)])
+    assert {t: (p.worker, p.attempt) for t, p in s.state.tasks.items()} == {"t1": ("W1", 1), "t2": ("W2", 1)}
+    assert s.state.load == {"W1": 1, "W2": 1}
+    assert sorted((json.loads(w.raw)["task-id"], w.mode, w.dead_pid, w.tp) for w in s.waiting) == \
+        [("t3", "move", 77, None), ("t4", "move", 0, None)]
+    s._dispatch(AT, time.monotonic())
+    moved = {parse_assignment(m).task.task_id: parse_assignment(m).attempt for _, m, _ in sent_to(s, 2)}
+    assert moved == {"t3": 2, "t4": 2}
+    assert s.store.record("t3")["worker_deaths"] == "1"  # the dead pid went with the move: its death counted
+
+
+def test_an_accepted_task_is_sent_in_its_canonical_form_and_moved_with_its_own_retry_limit(
+        scheduler: Scheduler) -> None:
+    """The payload stored and sent is the task re-encoded (``v`` added, compact); the retry limit
+    a move applies is the task's ``options.max_retries``, else the cluster's default."""
+    s = scheduler
+    s.state.liveness.forget("W2")  # both go to W1
+    raw = b'{"task": "add", "task-id": "t1", "args": [1, 2], "options": {"max_retries": 0}}'
+    sent = take(s, raw, task("t2", "add", 3, 4))
+    assert [(w, m) for w, m, _ in sent] == [
+        ("W1", b'{"v":1,"task-id":"t1","task":"add","args":[1,2],"options":{"max_retries":0},'
+               b'"attempt":1,"worker":"W1"}'),
+        ("W1", b'{"v":1,"task-id":"t2","task":"add","args":[3,4],"attempt":1,"worker":"W1"}')]
+    for t in ("t1", "t2"):
+        pipe = s.store.pipeline()
+        s.store.claim(pipe, t, 1, "W1", AT + 1, 111, 2)
+        s.store.execute(pipe)
+    s.state.heartbeat("W2", time.monotonic())
+    s._on_event(encode_event(WorkerDown("W1", "test", AT + 2, 111)), AT + 2, time.monotonic())
+    s._dispatch(AT + 2, time.monotonic())
+    assert s.store.record("t1")["status"] == "failed"  # 1 death > its limit of 0
+    assert [(w, parse_assignment(m).task.task_id) for w, m, _ in sent_to(s, 2)] == [("W2", "t2")]  # 1 <= 3
+
+
+def test_a_refused_task_with_an_id_fails_its_record_and_the_rest_are_placed(scheduler: Scheduler) -> None:
+    """An invalid message with a readable id, or an unknown task, fails that id's record (no dead
+    letter); the next messages of the same batch are placed."""
+    s = scheduler
+    sent = take(s, b'{"task-id": "bad1", "task": "add", "args": 5}', task("bad2", "no_such_task"),
+                task("bad3", "add", 1, 2, 3), task("ok", "add", 1, 2))
+    assert [(w in ("W1", "W2"), parse_assignment(m).task.task_id) for w, m, _ in sent] == [(True, "ok")]
+    for t, error in (("bad1", "InvalidMessage: 'args' must be a list, got 5"),
+                     ("bad2", "InvalidMessage: unknown task 'no_such_task'"),
+                     ("bad3", "InvalidMessage: ")):
+        rec = s.store.record(t)
+        assert rec["status"] == "failed" and rec["error"].startswith(error), (t, rec)
+        assert rec["finished_at"] == repr(AT)  # the round's time
+    assert sorted(s.state.tasks) == ["ok"] and not s.waiting
+
+
+def test_a_message_without_an_id_is_dead_lettered_whole_or_cut_to_the_limit(scheduler: Scheduler) -> None:
+    s = scheduler
+    limit = s.config.tasks.max_message_bytes
+    big = b'{"no-id": "' + b"x" * limit + b'"}'
+    sent = take(s, b"not json", big)
+    assert [t for t, _, _ in sent] == [s.topics.dead_letter] * 2
+    (_, body1, headers1), (_, body2, headers2) = sent
+    assert body1 == b"not json"
+    assert [k for k, _ in headers1] == ["error"] and dict(headers1)["error"].startswith(b"message is not valid JSON")
+    assert body2 == big[:limit]
+    assert dict(headers2) == {"error": f"message is {len(big)} bytes, over the limit of {limit}".encode(),
+                              "truncated-from": str(len(big)).encode()}
+
+
+def test_a_due_retry_of_a_task_no_longer_registered_fails_and_leaves_the_schedule(scheduler: Scheduler) -> None:
+    s = scheduler
+    for t, name in (("r1", "no_such_task"), ("r2", "add")):  # each ran once, raised, and waits for its retry
+        place(s, t, "W1", task(t, "add", 1, 2).decode())
+        pipe = s.store.pipeline()
+        s.store.claim(pipe, t, 1, "W1", AT, 111, 3)
+        s.store.execute(pipe)
+        assert s.store.retry(t, 1, AT, (1.0, 3.0), 3, {"error": "E"}, task(t, name, 1, 2).decode()).kind \
+            is Retry.SCHEDULED
+    s._take_due_retries(AT + 1)
+    assert s._retrying == {"r1", "r2"}
+    sent = take(s)
+    assert [parse_assignment(m).task.task_id for _, m, _ in sent] == ["r2"]
+    assert s._retrying == set() and not s.waiting
+    assert s.redis.zcard(s.keys.retries) == 0 and s.redis.hlen(s.keys.retry_payloads) == 0
+    assert s.store.record("r1")["status"] == "failed"  # as a refused retry (a new message would leave it)
+
+
+def test_tasks_wait_in_order_while_no_live_worker_has_room(scheduler: Scheduler) -> None:
+    s = scheduler
+    s.state.max_pending = 1
+    sent = take(s, *(task(f"t{i}", "add", i, i) for i in range(4)))
+    assert sorted(w for w, _, _ in sent) == ["W1", "W2"]
+    assert [(w.offset, w.task_id) for w in s.waiting] == [(2, "t2"), (3, "")]  # t2 admitted, holding its place
+    assert s.redis.hget(s.keys.task("t3"), "status") is None  # nothing written for what waits
+    s._on_event(encode_event(TasksFinished(sent[0][0], [[parse_assignment(sent[0][1]).task.task_id, 1, "success"]])),
+                AT, time.monotonic())
+    s._dispatch(AT, time.monotonic())
+    assert [parse_assignment(m).task.task_id for _, m, _ in sent_to(s, 2)] == ["t2"]
+    assert [w.offset for w in s.waiting] == [3]
+
+
+def test_the_loop_reads_tasks_only_while_none_wait_and_commits_only_what_is_placed(scheduler: Scheduler) -> None:
+    """TASKS is read (without blocking on status) only while no task waits; its offset is committed
+    up to the first task still waiting, and past a batch once all of it is placed."""
+    s = scheduler
+    s.state.max_pending = 1
+    tasks, status = consumers(s)
+    tp = tasks.tp
+    s._next_offset.update({tp: 0, status.tp: 0})
+    tasks.queue.append([Rec(10 + i, task(f"t{i}", "add", i, i)) for i in range(3)])
+    tick = time.monotonic()
+    s.loop(AT, tick)
+    assert tasks.polls == [(50, None)] and status.polls == [(0, None)]
+    assert len([t for t, _, _ in sent_to(s) if t in ("W1", "W2")]) == 2 and [w.offset for w in s.waiting] == [12]
+    assert tasks.commits == [{tp: 12}]  # not past the waiting one
+    assert s.redis.hget(s.keys.task("t0"), "submitted_at") == repr(AT)  # the round's wall clock
+    assert status.commits == [{status.tp: 0}]  # the first round commits status too
+
+    finished = TasksFinished("W1", [[t, 1, "success"] for t, p in s.state.tasks.items() if p.worker == "W1"])
+    status.queue.append([Rec(5, encode_event(finished))])
+    s.loop(AT, tick + 0.01)
+    assert tasks.polls == [(50, None)]  # a task waited: TASKS left unread, the wait is on status
+    assert status.polls[1] == (50, None)
+    assert not s.waiting and tasks.commits[-1] == {tp: 13}
+    assert len(status.commits) == 1  # status: about once a second, not every round
+    s.loop(AT, tick + 1.1)
+    assert status.commits[-1] == {status.tp: 6} and len(tasks.commits) == 2  # tasks: unchanged, not again
+
+
+def test_a_worker_down_event_is_committed_in_its_round(scheduler: Scheduler) -> None:
+    s = scheduler
+    _, status = consumers(s)
+    s._next_offset[status.tp] = 0
+    tick = time.monotonic()
+    s.loop(AT, tick)
+    assert status.commits == [{status.tp: 0}]
+    status.queue.append([Rec(0, encode_event(WorkerDown("W2", "test", AT, 5)))])
+    s.loop(AT, tick + 0.01)
+    assert status.commits == [{status.tp: 0}, {status.tp: 1}] and not s._commit_status_now  # not a second later
+    s.loop(AT, tick + 0.02)
+    assert len(status.commits) == 2
+
+
+def counting(calls: list[str], name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+    """``real``, noting each call in ``calls``."""
+    def counted(*a: Any) -> Any:
+        calls.append(name)
+        return real(*a)
+    return counted
+
+
+def test_the_loop_beats_checks_retries_and_reconciles_at_its_intervals(
+        scheduler: Scheduler, monkeypatch: pytest.MonkeyPatch) -> None:
+    import supervisor.scheduler as scheduler_module
+
+    s = scheduler
+    checks: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(scheduler_module, "check_parent", lambda name: checks.append(("parent", name)))
+    monkeypatch.setattr(scheduler_module, "check_owner", lambda *a: checks.append(("owner", *a)))
+    s.epoch = 3
+    consumers(s)
+    calls: list[str] = []
+    for name in ("_take_due_retries", "_reconcile"):
+        monkeypatch.setattr(s, name, counting(calls, name, getattr(s, name)))
+    [(worker, _, _)] = take(s, task("t1", "add", 1, 2))  # placed in Redis too: the reconcile keeps it
+    tick = 1000.0
+    for dt in (0.0, 0.05, 0.1, 0.99, 1.0, 4.99, 5.0):
+        s.loop(AT + dt, tick + dt)
+    assert calls.count("_take_due_retries") == 4  # at 0, 0.1, 0.99, 4.99: 0.1 s or more after the last
+    assert calls.count("_reconcile") == 2  # at 0 and 5
+    beats = [parse_event(v) for t, v, _ in sent_to(s, 1) if t == s.topics.status]
+    assert beats == [Heartbeat("scheduler", "scheduler", os.getpid(), AT + dt) for dt in (0.0, 1.0, 4.99)]
+    assert checks == [("parent", "scheduler"), ("owner", "scheduler", s.store, 3)] * 3
+    assert s.redis.hgetall(s.keys.load) == {w: str(int(w == worker)) for w in ("W1", "W2")}
+
+
+def test_careful_mode_reads_one_message_a_round_and_dead_letters_the_one_that_killed_too_often(
+        scheduler: Scheduler) -> None:
+    """After a crash: each uncommitted message is read alone and committed before the next; the one
+    on which the scheduler died TRIES times goes to the dead-letter topic (its record failed) and
+    the next is placed; past the uncommitted range, messages are read in batches again."""
+    s = scheduler
+    tasks, status = consumers(s)
+    group = "yadtq-scheduler.test"
+    s._guard = quarantine.Guard(s.store, group, {tasks.tp: (0, 2), status.tp: (0, 1)})
+    for tp in (tasks.tp, status.tp):  # the scheduler died TRIES times on each
+        s.store.set_quarantine_mark(quarantine.field(group, tp), quarantine.Mark(0, quarantine.TRIES).encode())
+    killer, event = task("k1", "add", 1, 2), encode_event(TasksFinished("W1", []))
+    tasks.queue += [[Rec(0, killer)], [Rec(1, task("t2", "add", 3, 4))]]
+    status.queue.append([Rec(0, event)])
+    tick = time.monotonic()
+    s._last_beat = tick  # no heartbeat in these rounds
+
+    s.loop(AT, tick)
+    assert tasks.polls == [(50, 1)] and status.polls == [(0, 1)]  # one message at a time
+    error = quarantine.reason(quarantine.TRIES, "the scheduler").encode()
+    dead = s.topics.dead_letter
+    assert sent_to(s) == [(dead, killer, [("error", error), ("from", f"{s.topics.tasks}:0@0".encode())]),
+                          (dead, event, [("error", error), ("from", f"{s.topics.status}:0@0".encode())])]
+    assert (s.store.record("k1")["status"], s.store.record("k1")["finished_at"]) == ("failed", repr(AT))
+    assert tasks.commits == [{tasks.tp: 1}] and status.commits == [{status.tp: 1}]
+    assert s._guard.careful(tasks.tp) and not s._guard.careful(status.tp)  # status: its range is passed
+
+    s.loop(AT, tick + 0.01)
+    assert tasks.polls[1] == (50, 1) and status.polls[1] == (0, None)
+    assert [parse_assignment(m).task.task_id for t, m, _ in sent_to(s, 2)] == ["t2"]
+    assert tasks.commits[-1] == {tasks.tp: 2} and not s._guard.careful()  # past the range: careful no more
+    assert s.store.quarantine_mark(quarantine.field(group, tasks.tp)) is None  # and its marks are gone
+    s.loop(AT, tick + 0.02)
+    assert tasks.polls[2] == (50, None)
+
+
+def test_tasks_placed_or_ended_already_do_not_stop_the_rest_of_the_batch(scheduler: Scheduler) -> None:
+    s = scheduler
+    sent = take(s, task("t1", "add", 1, 2), task("t3", "add", 5, 6))
+    worker = {parse_assignment(m).task.task_id: w for w, m, _ in sent}["t1"]
+    pipe = s.store.pipeline()
+    s.store.claim(pipe, "t1", 1, worker, AT, 111, 3)
+    s.store.finish(pipe, "t1", 1, Status.SUCCESS, AT, {"result": "3"})
+    s.store.execute(pipe)
+    s._on_event(encode_event(TasksFinished(worker, [["t1", 1, "success"]])), AT, time.monotonic())
+    # Redelivered: t3 (placed: kept), t1 (ended: dropped); then a new task.
+    sent = take(s, task("t3", "add", 5, 6), task("t1", "add", 1, 2), task("t2", "add", 3, 4))
+    assert [parse_assignment(m).task.task_id for _, m, _ in sent] == ["t2"]
+    assert sorted(s.state.tasks) == ["t2", "t3"] and sum(s.state.load.values()) == 2
+
+
+def test_an_invalid_message_whose_id_names_a_foreign_key_is_dead_lettered(scheduler: Scheduler) -> None:
+    """REJECT refuses to fail a record it does not own: the message goes to the dead-letter topic."""
+    s = scheduler
+    s.redis.set(s.keys.task("cache:2"), "another app's value")
+    bad = b'{"task-id": "cache:2", "task": "add", "args": 5}'
+    sent = take(s, bad, task("t2", "add", 3, 4))
+    [(_, body, headers)] = [m for m in sent if m[0] == s.topics.dead_letter]
+    assert body == bad
+    assert headers == [("error", b"task id 'cache:2' names an existing Redis key that YADTQ does not own; refused, "
+                                 b"the key is left as it was; set redis.key_prefix when sharing a database")]
+    assert [parse_assignment(m).task.task_id for t, m, _ in sent if t != s.topics.dead_letter] == ["t2"]
+    assert s.redis.get(s.keys.task("cache:2")) == "another app's value"
+
+
+def test_a_dead_letter_of_exactly_the_size_limit_is_sent_whole(scheduler: Scheduler) -> None:
+    s = scheduler
+    limit = s.config.tasks.max_message_bytes
+    [(_, body, headers)] = take(s, b"x" * limit)
+    assert len(body) == limit and [k for k, _ in headers] == ["error"]
+
+
+def test_the_clusters_task_limits_are_applied_to_new_tasks(scheduler: Scheduler) -> None:
+    s = Scheduler(Config.from_dict({"redis": {"url": REDIS, "key_prefix": scheduler.keys.prefix},
+                                    "workers": {"count": 2}, "tasks": {"max_timeout": 10, "time_limit": 5}}))
+    s.redis, s.keys, s.store, s._producer = scheduler.redis, scheduler.keys, scheduler.store, scheduler._producer
+    s.state.heartbeat("W1", time.monotonic())
+    sent = take(s, json.dumps({"task-id": "t1", "task": "add", "args": [1, 2], "options": {"timeout": 20}}).encode())
+    assert sent == []
+    assert s.store.record("t1")["error"] == \
+        "InvalidMessage: options.timeout 20 is over this cluster's limit (tasks.max_timeout = 10)"
+
+
+def test_a_quarantined_message_without_a_task_is_dead_lettered_once_and_fails_no_record(scheduler: Scheduler) -> None:
+    """A status message is never a task's, even if it holds a task id; a message past the
+    uncommitted range is handled, never quarantined."""
+    s = scheduler
+    group = "yadtq-scheduler.test"
+    status_tp, tasks_tp = TopicPartition(s.topics.status, 0), TopicPartition(s.topics.tasks, 0)
+    s._guard = quarantine.Guard(s.store, group, {status_tp: (0, 1), tasks_tp: (0, 1)})
+    for tp in (status_tp, tasks_tp):
+        s.store.set_quarantine_mark(quarantine.field(group, tp), quarantine.Mark(0, quarantine.TRIES).encode())
+    event = b'{"type": "heartbeat", "task-id": "t9"}'
+    assert s._screen(status_tp, [Rec(0, event)], AT) == []
+    assert s.store.record("t9") == {}
+    assert s._screen(tasks_tp, [Rec(0, b"not json")], AT) == []
+    s._dispatch(AT, time.monotonic())
+    assert [(t, body) for t, body, _ in sent_to(s)] == [(s.topics.dead_letter, event),
+                                                          (s.topics.dead_letter, b"not json")]
+    late = Rec(1, task("t1", "add", 1, 2))
+    assert s._quarantined(tasks_tp, late, AT) is False  # offset 1: past the range
