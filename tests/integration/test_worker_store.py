@@ -820,7 +820,7 @@ def test_run_worker_sets_up_the_process_and_stops_on_sigterm_or_a_newer_generati
         monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Any] = []
     handlers: dict[int, Any] = {}
-    monkeypatch.setattr(worker_module, "process_setup", lambda name: calls.append(("setup", name)))
+    monkeypatch.setattr(worker_module, "process_setup", lambda name, log_format: calls.append(("setup", name, log_format)))
     monkeypatch.setattr(signal, "signal", lambda sig, handler: handlers.__setitem__(sig, handler))
 
     def initialize(self: Worker) -> None:
@@ -836,7 +836,7 @@ def test_run_worker_sets_up_the_process_and_stops_on_sigterm_or_a_newer_generati
     with pytest.raises(SystemExit) as ended:
         worker_module.run_worker(Config(), "W3", epoch=7, careful=True)
     assert ended.value.code == EXIT_FENCED
-    assert calls == [("setup", "worker W3"), ("initialize", "W3", 7, True), ("stopped", True), ("shutdown",)]
+    assert calls == [("setup", "worker W3", "text"), ("initialize", "W3", 7, True), ("stopped", True), ("shutdown",)]
 
 
 def test_a_task_runs_with_its_kwargs_and_its_context(worker: Worker) -> None:

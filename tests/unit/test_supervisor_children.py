@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -344,10 +345,23 @@ def test_only_valid_heartbeats_of_the_current_process_count(monkeypatch: pytest.
     assert sup.liveness.lapsed("W1", 605.9) is None  # judged from the arrival, not the sender's ts
 
 
+@dataclass(frozen=True)
+class Sample:
+    """A status that differs at every instant, so the StatusGate prints every sample."""
+
+    at: float
+
+    def text(self) -> str:
+        return f"status {self.at:g}"
+
+    def fields(self) -> dict[str, Any]:
+        return {}
+
+
 def test_the_cluster_is_ready_once_every_child_said_live(monkeypatch: pytest.MonkeyPatch) -> None:
     sup, lines, _ = supervisor(monkeypatch, status_interval=20)
     sup._consumer = Consumer()  # type: ignore[assignment]
-    monkeypatch.setattr(sup, "status_line", lambda at: f"status {at:g}")
+    monkeypatch.setattr(sup, "status", lambda at: Sample(at))
     for name, c in sup.children.items():
         c.process = Proc(pid=len(name))  # type: ignore[assignment]
         sup.liveness.watch(name, len(name), 99.0)
@@ -618,7 +632,7 @@ def test_the_loop_probes_once_per_interval(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setattr(sup, "_probe", probe)
     monkeypatch.setattr(sup, "_check", lambda c, at: None)
-    monkeypatch.setattr(sup, "status_line", lambda at: "")
+    monkeypatch.setattr(sup, "status", lambda at: Sample(at))
     for at in (100.0, 100.5, 101.0, 101.9, 102.0):
         sup.loop(at)
     assert probes == [100.0, 101.0, 102.0]  # PROBE_INTERVAL 1 s
