@@ -820,7 +820,8 @@ def test_run_worker_sets_up_the_process_and_stops_on_sigterm_or_a_newer_generati
         monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Any] = []
     handlers: dict[int, Any] = {}
-    monkeypatch.setattr(worker_module, "process_setup", lambda name, log_format: calls.append(("setup", name, log_format)))
+    monkeypatch.setattr(worker_module, "process_setup",
+                        lambda name, log_format: calls.append(("setup", name, log_format)))
     monkeypatch.setattr(signal, "signal", lambda sig, handler: handlers.__setitem__(sig, handler))
 
     def initialize(self: Worker) -> None:
