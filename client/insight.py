@@ -251,6 +251,30 @@ def _number(text: str) -> float | int | str:
     return text
 
 
+def parse_history(lines: object) -> list[dict[str, Any]]:
+    """A task's history as read (``Keys.history``: one JSON object a line, oldest first), each
+    entry a dict with at least a number 'at' and a string 'event'. A damaged line (not JSON, not
+    such an object: someone wrote the key by hand) is skipped; a key of another type reads as
+    no history (the pipeline's error, or anything but a list of lines, is that)."""
+    if not isinstance(lines, list):
+        return []
+    out: list[dict[str, Any]] = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except (TypeError, ValueError, RecursionError):
+            continue
+        if _entry_ok(entry):
+            out.append(entry)
+    return out
+
+
+def _entry_ok(entry: object) -> bool:
+    """Is it a history entry: an object with a string 'event' and a number 'at' (not a bool)?"""
+    return (isinstance(entry, dict) and isinstance(entry.get("event"), str)
+            and type(entry.get("at")) in (int, float) and math.isfinite(entry["at"]))
+
+
 def attempts(record: dict[str, str]) -> dict[str, Any]:
     """What the record says of its runs: attempts made, raises retried, deaths of its
     workers, the first and the last start, the last failure and when it runs again."""
@@ -572,9 +596,10 @@ class Insight:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hget(self.keys.assignments, task_id)
         pipe.zscore(self.keys.retries, task_id)
-        entry, due = pipe.execute(raise_on_error=False)
+        pipe.lrange(self.keys.history(task_id), 0, -1)
+        entry, due, lines = pipe.execute(raise_on_error=False)
         p = parse_placement(entry)
-        return {"id": task_id, "record": record, "attempts": attempts(record),
+        return {"id": task_id, "record": record, "attempts": attempts(record), "history": parse_history(lines),
                 "placement": {"worker": p.worker, "attempt": p.attempt} if p else None,
                 "retry_due": due if isinstance(due, float) else None}
 

@@ -34,6 +34,9 @@ log = logging.getLogger("yadtq.store")
 
 T = TypeVar("T")
 
+# How many entries a task's history keeps, the newest (HISTORY_MAX in client/lua/common.lua).
+HISTORY_MAX = 50
+
 
 class Status(StrEnum):
     """A task record's ``status`` field (DESIGN §3)."""
@@ -250,6 +253,11 @@ class Keys:
 
     def task(self, task_id: str) -> str:
         return f"{self.prefix}{task_id}"
+
+    def history(self, task_id: str) -> str:
+        """List of the task's events, one JSON object each ('at', 'event', 'attempt', details),
+        the newest HISTORY_MAX: written by the lifecycle scripts, expiring with the record."""
+        return f"{self.prefix}yadtq:history:{task_id}"
 
     def done_channel(self, task_id: str) -> str:
         """Pub/sub channel told when the task reaches a terminal status."""
@@ -635,7 +643,7 @@ class TaskStore:
         process ``dead_pid``; 0 unknown) or 'retry' (from the retry schedule)."""
         k = self.keys
         _SCRIPTS["assign"]([k.task(task_id), k.stats, k.done_channel(task_id), k.assignments, k.orphans,
-                            k.retries, k.retry_payloads, k.epoch, k.recent],
+                            k.retries, k.retry_payloads, k.epoch, k.recent, k.history(task_id)],
                            [task_id, worker, payload, repr(at), max_retries, self.ttl, name, mode, dead_pid,
                             self.epoch], batch.pipe)
         return batch.expect(decode_assign)
@@ -644,7 +652,8 @@ class TaskStore:
               max_retries: int) -> Reply[Claim]:
         """Queue CLAIM: may this worker process run (task, attempt) now?"""
         k = self.keys
-        _SCRIPTS["claim"]([k.task(task_id), k.stats, k.done_channel(task_id), k.epoch, k.timings],
+        _SCRIPTS["claim"]([k.task(task_id), k.stats, k.done_channel(task_id), k.epoch, k.timings,
+                           k.history(task_id)],
                           [attempt, worker, repr(at), pid, max_retries, self.ttl, self.epoch], batch.pipe)
         return batch.expect(decode_claim)
 
@@ -653,7 +662,8 @@ class TaskStore:
         """Write a terminal record unless it is already terminal or the attempt is fenced."""
         k = self.keys
         flat = [x for kv in fields.items() for x in kv]
-        _SCRIPTS["finish"]([k.task(task_id), k.stats, k.done_channel(task_id), k.epoch, k.timings],
+        _SCRIPTS["finish"]([k.task(task_id), k.stats, k.done_channel(task_id), k.epoch, k.timings,
+                            k.history(task_id)],
                            [attempt, str(status), repr(at), self.ttl, self.epoch, *flat], batch.pipe)
         return batch.expect(decode_finish)
 
@@ -665,14 +675,16 @@ class TaskStore:
         placement and orphan mark go."""
         k = self.keys
         _SCRIPTS["reject"]([k.task(task_id), k.stats, k.done_channel(task_id), k.assignments, k.retries, k.epoch,
-                            k.orphans], [task_id, repr(at), self.ttl, error, self.epoch, mode], batch.pipe)
+                            k.orphans, k.history(task_id)], [task_id, repr(at), self.ttl, error, self.epoch, mode],
+                           batch.pipe)
         return batch.expect(decode_reject)
 
     def release(self, task_id: str, attempt: int, pid: int) -> Release:
         """Hand back a task this process claimed but will not finish (graceful stop)."""
         def queue(batch: Batch) -> Reply[Release]:
             k = self.keys
-            _SCRIPTS["release"]([k.task(task_id), k.epoch], [attempt, pid, self.epoch], batch.pipe)
+            _SCRIPTS["release"]([k.task(task_id), k.epoch, k.history(task_id)], [attempt, pid, self.epoch, repr(now())],
+                                batch.pipe)
             return batch.expect(decode_release)
         return self._now(queue)
 
@@ -684,7 +696,8 @@ class TaskStore:
         """
         def queue(batch: Batch) -> Reply[RetryResult]:
             k = self.keys
-            _SCRIPTS["retry"]([k.task(task_id), k.retries, k.retry_payloads, k.assignments, k.epoch, k.stats],
+            _SCRIPTS["retry"]([k.task(task_id), k.retries, k.retry_payloads, k.assignments, k.epoch, k.stats,
+                               k.history(task_id)],
                               [task_id, attempt, repr(at), repr(backoff[0]), max_retries, fields.get("error", ""),
                                fields.get("traceback", ""), payload, repr(backoff[1]), self.epoch], batch.pipe)
             return batch.expect(decode_retry)
@@ -695,15 +708,16 @@ class TaskStore:
         """Queue CANCEL: make the task ``cancelled`` unless it has ended (``unstarted``: only if it
         is still waiting to start, for a purge). Its running attempt, if any, is stopped by its worker."""
         k = self.keys
-        _SCRIPTS["cancel"]([k.task(task_id), k.stats, k.done_channel(task_id), k.retries, k.retry_payloads],
+        _SCRIPTS["cancel"]([k.task(task_id), k.stats, k.done_channel(task_id), k.retries, k.retry_payloads,
+                            k.history(task_id)],
                            [task_id, repr(at), self.ttl, by, "unstarted" if unstarted else "any"], batch.pipe)
         return batch.expect(decode_cancel)
 
     def reopen(self, batch: Batch, task_id: str, at: float, by: str) -> Reply[ReopenResult]:
         """Queue REOPEN: run a failed or cancelled task again (an operator's explicit retry)."""
         k = self.keys
-        _SCRIPTS["reopen"]([k.task(task_id), k.stats, k.retries, k.retry_payloads], [task_id, repr(at), by],
-                           batch.pipe)
+        _SCRIPTS["reopen"]([k.task(task_id), k.stats, k.retries, k.retry_payloads, k.history(task_id)],
+                           [task_id, repr(at), by], batch.pipe)
         return batch.expect(decode_reopen)
 
     def running_state(self, task_id: str) -> tuple[str | None, int]:
@@ -851,7 +865,7 @@ class TaskStore:
         k = self.keys
         args = [worker, str(attempt)] if where == "worker" else [text or "", "1" if text is not None else "0"]
         _SCRIPTS["unreadable"]([k.task(task_id), k.stats, k.done_channel(task_id), k.assignments, k.orphans,
-                                k.retries, k.retry_payloads, k.epoch],
+                                k.retries, k.retry_payloads, k.epoch, k.history(task_id)],
                                [task_id, repr(at), self.ttl, error, self.epoch, where, *args], batch.pipe)
         return batch.expect(decode_unreadable)
 
@@ -960,6 +974,9 @@ class TaskStore:
             # the whole write (as tally() in client/lua/common.lua does).
             stats = pipe.type(self.keys.stats)
             name: str | None = pipe.hget(key, "task")  # type: ignore[assignment]  # counted per task too, as tally() does
+            history = self.keys.history(task_id)
+            noted = pipe.type(history) in ("list", "none")  # one written by hand as another type is skipped, as note() does
+            attempt = _int(pipe.hget(key, "attempt"))
             damaged = stats == "hash" and not 0 <= _int(pipe.hget(self.keys.stats, "failed") or "0", -1) < 2 ** 62
             pipe.multi()  # the record's marker 'yadtq' is FORMAT of client/lua/common.lua
             pipe.hset(key, mapping={"yadtq": "1", "status": Status.FAILED.value, "finished_at": repr(at),
@@ -972,6 +989,11 @@ class TaskStore:
             if name and stats in ("hash", "none"):
                 pipe.hincrby(self.keys.stats, f"finished|{Status.FAILED.value}|{name}", 1)
             pipe.hdel(self.keys.assignments, task_id)
+            if noted:  # the entry note() in client/lua/common.lua would write, expiring with the record
+                pipe.rpush(history, json.dumps({"at": at, "event": "quarantined", "attempt": attempt,
+                                                "error": error.split("\n", 1)[0][:200]}))
+                pipe.ltrim(history, -HISTORY_MAX, -1)
+                pipe.expire(history, self.ttl)
             pipe.publish(self.keys.done_channel(task_id), Status.FAILED.value)
             pipe.execute()
         return True

@@ -8,7 +8,9 @@
 -- retry schedule (KEYS[6], KEYS[7]). A move, whatever its outcome, clears the
 -- task's mark in the orphans hash (KEYS[5]).
 -- KEYS: record, stats, done channel, assignments, orphans, retries,
---       retry payloads, epoch, recent.
+--       retry payloads, epoch, recent, history.
+-- A placement is noted in the task's history: 'assigned' (new, retry) or
+-- 'moved' (from the dead worker to the new one); a death it counts, 'died'.
 -- A task's first placement counts it as submitted ('submitted|name' in stats)
 -- and adds it to the index of recent tasks.
 -- ARGV: id, worker, payload, at, retry limit, ttl, name, mode, dead pid, epoch.
@@ -53,11 +55,12 @@ elseif st == 'processing' then
   if mode == 'retry' or (dead_pid ~= '0' and redis.call('HGET', KEYS[1], 'pid') ~= dead_pid) then
     return {'placed', redis.call('HGET', KEYS[1], 'attempt'), redis.call('HGET', KEYS[1], 'worker'), pp or false}
   end
-  if died(limit, at, ttl) then
+  if died(limit, at, ttl, KEYS[10]) then
     redis.call('HDEL', KEYS[4], id)
     return {'failed_now'}
   end
 end
+local from = redis.call('HGET', KEYS[1], 'worker')
 local a = bump(KEYS[1], 'attempt')
 -- The payload is kept in the record too: what an operator's retry runs once it has ended (reopen.lua).
 redis.call('HSET', KEYS[1], 'yadtq', FORMAT, 'status', 'queued', 'worker', worker, 'task', name, 'payload', payload)
@@ -69,5 +72,10 @@ if a == 1 and mode == 'new' then
   -- pcall: an index overwritten with another type by hand is not worth a failure.
   -- The supervisor trims it to the newest RECENT_MAX every second (TaskStore.trim_recent).
   redis.pcall('ZADD', KEYS[9], at, id)
+end
+if mode == 'move' then
+  note(KEYS[10], at, 'moved', {from = from or nil, to = worker})
+else
+  note(KEYS[10], at, 'assigned', {worker = worker, mode = mode})
 end
 return {'assigned', a}

@@ -10,7 +10,8 @@
 -- that has not started: its record says 'queued', or there is none. No epoch: an operator belongs to no generation of the
 -- cluster (as QUEUED, a client's script); only these two scripts of an
 -- operator's write a terminal record, and no generation can overwrite it.
--- KEYS: record, stats, done channel, retries, retry payloads.
+-- KEYS: record, stats, done channel, retries, retry payloads, history.
+-- Noted in the task's history: who cancelled it, and its status before.
 -- ARGV: id, at, ttl, by, mode ('any' or 'unstarted').
 -- Answers: {'cancelled', status before ('' none)}; {'ended', status} left
 -- alone; {'started', status} (mode 'unstarted') left alone; {'not_ours', type}.
@@ -26,6 +27,7 @@ redis.call('HDEL', KEYS[1], 'retry_at')
 redis.call('ZREM', KEYS[4], id)
 redis.call('HDEL', KEYS[5], id)
 redis.call('EXPIRE', KEYS[1], ttl)
+note(KEYS[6], at, 'cancelled', {by = by, was = st})
 tally(KEYS[2], 'cancelled')
 redis.call('PUBLISH', KEYS[3], 'cancelled')
 return {'cancelled', st}

@@ -92,3 +92,30 @@ local function observe(key, what, name, seconds)
   add(key, what .. '|' .. i .. '|' .. name, 1)
   add(key, what .. '_sum|' .. name, string.format('%.6f', seconds), true)
 end
+
+-- A task's history (client/store.py Keys.history): a list of small JSON
+-- entries, one per event of its attempts, the newest HISTORY_MAX kept (a task
+-- retried forever must not grow it without bound; client/store.py holds the
+-- same number). ``entry`` gets 'at' (a number), 'event' and the record's
+-- attempt. The list expires with the record: it takes the record's TTL as it
+-- is now, so call this after the script's EXPIRE or PERSIST of the record.
+-- redis.pcall: a history key written with another type by hand is skipped,
+-- not worth a failure of the task's write.
+local HISTORY_MAX = 50
+
+local function note(key, at, event, entry)
+  entry['at'] = tonumber(at) or at
+  entry['event'] = event
+  entry['attempt'] = count(KEYS[1], 'attempt')
+  local pushed = redis.pcall('RPUSH', key, cjson.encode(entry))
+  if type(pushed) == 'table' and pushed['err'] then return end
+  redis.call('LTRIM', key, -HISTORY_MAX, -1)
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then redis.call('PEXPIRE', key, ttl) else redis.call('PERSIST', key) end
+end
+
+-- The first line of an error text, at most 200 characters: what a history entry keeps of it.
+local function first_line(text)
+  if not text then return nil end
+  return string.sub(string.match(text, '^[^\n]*'), 1, 200)
+end

@@ -7,7 +7,8 @@
 -- registered): failed unless it ended or is placed. Mode 'move' (the task of
 -- a dead worker, taken from the scheduler's table, cannot run): failed unless
 -- it ended, and its placement and orphan mark go (it would hang otherwise).
--- KEYS: record, stats, done channel, assignments, retries, epoch, orphans.
+-- KEYS: record, stats, done channel, assignments, retries, epoch, orphans, history.
+-- A task failed here is noted in its history (the reason's first line).
 -- ARGV: id, at, ttl, error, epoch, mode.
 -- Answers: {'failed'}; {'ended'}; {'accepted'} left alone; {'stale_epoch'};
 -- {'not_ours', type}.
@@ -27,6 +28,7 @@ elseif ARGV[6] == 'new' and ((st and st ~= 'queued') or redis.call('HEXISTS', KE
 end
 redis.call('HSET', KEYS[1], 'yadtq', FORMAT, 'status', 'failed', 'finished_at', ARGV[2], 'error', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+note(KEYS[8], ARGV[2], 'rejected', {error = first_line(ARGV[4]), mode = ARGV[6]})
 tally(KEYS[2], 'failed')
 redis.call('PUBLISH', KEYS[3], 'failed')
 return {'failed'}

@@ -8,7 +8,8 @@
 -- schedule, due now, with the payload ASSIGN stored in the record: the
 -- scheduler takes it from there as any retry (ASSIGN mode 'retry'), in the
 -- same atomic step, so no crash can leave it 'queued' with no message to run.
--- KEYS: record, stats, retries, retry payloads.
+-- KEYS: record, stats, retries, retry payloads, history.
+-- Noted in the task's history (who, and what it had ended as); the history stops expiring with the record.
 -- ARGV: id, at, by.
 -- Answers: {'reopened'}; {'refused', status} not failed or cancelled;
 -- {'no_payload'} never assigned (e.g. an invalid message): nothing to run;
@@ -31,6 +32,7 @@ redis.call('HDEL', KEYS[1], 'error', 'traceback', 'result', 'finished_at', 'fail
   'cancelled_at', 'retries', 'worker_deaths', 'pid', 'started_at')
 bump(KEYS[1], 'reopened')
 redis.call('PERSIST', KEYS[1])
+note(KEYS[5], at, 'reopened', {by = by, was = st})
 redis.call('ZADD', KEYS[3], at, id)
 redis.call('HSET', KEYS[4], id, payload)
 tally(KEYS[2], 'reopened')

@@ -2,7 +2,8 @@
 -- scheduler's table (KEYS[4]) and onto the retry schedule (KEYS[2], KEYS[3]),
 -- due after an exponential backoff: ARGV[4] seconds doubled per earlier retry,
 -- at most ARGV[9].
--- KEYS: record, retries, retry payloads, assignments, epoch, stats.
+-- KEYS: record, retries, retry payloads, assignments, epoch, stats, history.
+-- A scheduled retry is noted in the task's history: the error's first line, when it runs again.
 -- ARGV: id, attempt, at, first backoff, retry limit, error, traceback,
 --       payload, longest backoff, epoch.
 -- Answers: {'scheduled', due}; {'exhausted', failures so far} no retry left
@@ -25,4 +26,5 @@ redis.call('HDEL', KEYS[1], 'pid', 'started_at')
 redis.call('ZADD', KEYS[2], due, ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[8])
 redis.call('HDEL', KEYS[4], ARGV[1])
+note(KEYS[7], ARGV[3], 'raised', {error = first_line(ARGV[6]), retry_at = tonumber(due), retries = n})
 return {'scheduled', due}

@@ -6,7 +6,8 @@
 -- record is failed unless it ended or is not YADTQ's. Mode 'worker' (worker
 -- ARGV[7] read an assignment of this id that it cannot parse): failed only if
 -- the record is ours, not ended, and placed on that worker; its table entry goes.
--- KEYS: record, stats, done channel, assignments, orphans, retries, retry payloads, epoch.
+-- KEYS: record, stats, done channel, assignments, orphans, retries, retry payloads, epoch, history.
+-- A task failed here is noted in its history (the reason's first line).
 -- ARGV: id, at, ttl, error, epoch, mode, text or worker, present ('1' or '0') or attempt.
 -- Answers: {'failed', attempt}; {'ended'}; {'changed'}; {'elsewhere'};
 -- {'stale_epoch'}; {'not_ours', type}.
@@ -37,6 +38,7 @@ if is_terminal(st) then return {'ended'} end
 redis.call('HDEL', KEYS[4], id)
 redis.call('HSET', KEYS[1], 'yadtq', FORMAT, 'status', 'failed', 'finished_at', ARGV[2], 'error', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+note(KEYS[9], ARGV[2], 'unreadable', {error = first_line(ARGV[4]), where = mode})
 tally(KEYS[2], 'failed')
 redis.call('PUBLISH', KEYS[3], 'failed')
 return {'failed', redis.call('HGET', KEYS[1], 'attempt') or '0'}
