@@ -975,7 +975,8 @@ class TaskStore:
             stats = pipe.type(self.keys.stats)
             name: str | None = pipe.hget(key, "task")  # type: ignore[assignment]  # counted per task too, as tally() does
             history = self.keys.history(task_id)
-            noted = pipe.type(history) in ("list", "none")  # one written by hand as another type is skipped, as note() does
+            # A history written by hand as another type is skipped, as note() in common.lua does.
+            noted = pipe.type(history) in ("list", "none")
             attempt = _int(pipe.hget(key, "attempt"))
             damaged = stats == "hash" and not 0 <= _int(pipe.hget(self.keys.stats, "failed") or "0", -1) < 2 ** 62
             pipe.multi()  # the record's marker 'yadtq' is FORMAT of client/lua/common.lua
