@@ -256,17 +256,70 @@ const EVENTS = [["submitted_at", "submitted"], ["first_started_at", "first start
   ["failed_at", "last raised"], ["retry_at", "retry due"], ["cancelled_at", "cancelled"], ["reopened_at", "retried by operator"],
   ["finished_at", "finished"]];
 
-function timeline(record) {
-  const evs = EVENTS.filter(([k]) => isFinite(parseFloat(record[k]))).map(([k, label]) => ({ k, label, at: parseFloat(record[k]) }));
+// A time axis of events [{k, label, at}]: one line each, its dot placed between the first and the last.
+function timeline(evs) {
   evs.sort((a, b) => a.at - b.at);
   if (!evs.length) return el("div", { class: "empty" }, "no timestamps yet");
   const t0 = evs[0].at, span = Math.max(1e-3, evs[evs.length - 1].at - t0);
   return el("div", { class: "timeline" }, evs.map((e) => {
     const dot = el("div", { class: "dot ev-" + e.k });
     dot.style.left = ((100 * (e.at - t0)) / span).toFixed(1) + "%";
-    return el("div", { class: "event" }, el("span", {}, e.label), el("span", { class: "mono" }, "+" + (e.at - t0).toFixed(3) + "s"),
+    return el("div", { class: "event" }, el("span", { title: e.label }, e.label), el("span", { class: "mono" }, "+" + (e.at - t0).toFixed(3) + "s"),
       el("div", { class: "track", title: clock(e.at) }, dot));
   }));
+}
+
+// The record's own timestamps, for a task whose history is empty (written before histories were kept).
+const recordEvents = (record) => EVENTS.filter(([k]) => isFinite(parseFloat(record[k])))
+  .map(([k, label]) => ({ k, label, at: parseFloat(record[k]) }));
+
+// What one history entry (client/lua/common.lua note()) says, in a few words.
+function said(e) {
+  const text = (v) => (v === undefined || v === null ? "" : String(v));
+  switch (e.event) {
+    case "assigned": return "placed on " + text(e.worker);
+    case "moved": return "moved from " + text(e.from) + " to " + text(e.to);
+    case "started": return "started on " + text(e.worker) + " (pid " + text(e.pid) + ")";
+    case "raised": return "raised " + text(e.error) + "; retry at " + clock(e.retry_at);
+    case "died": return "its worker " + text(e.worker) + " died (pid " + text(e.pid) + ")";
+    case "ended": return text(e.status) + (e.error ? ": " + text(e.error) : "");
+    case "released": return "handed back (its worker stopped)";
+    case "cancelled": return "cancelled by " + text(e.by);
+    case "reopened": return "retried by " + text(e.by) + " (it was " + text(e.was) + ")";
+    default: return text(e.event) + (e.error ? ": " + text(e.error) : "");
+  }
+}
+
+const ENDS = new Set(["ended", "raised", "died", "released", "cancelled", "unreadable", "rejected", "quarantined", "reopened"]);
+
+// The history as runs: a row from a placement or a start to what ended it.
+function runs(entries) {
+  const rows = [];
+  let cur = null;
+  for (const e of entries) {
+    const placed = e.event === "assigned" || e.event === "moved";
+    if (placed || (e.event === "started" && !(cur && cur.attempt === e.attempt && !cur.started && !cur.end))) {
+      cur = { attempt: e.attempt, worker: e.worker ?? e.to, placed: e };
+      rows.push(cur);
+    }
+    if (e.event === "started") Object.assign(cur, { started: e, worker: e.worker });
+    else if (ENDS.has(e.event)) {
+      if (!cur || cur.end) { cur = { attempt: e.attempt }; rows.push(cur); }
+      cur.end = e;
+    }
+  }
+  return rows;
+}
+
+function attemptsTable(entries) {
+  return table(["attempt", "worker", "started", "ended how", "ran for"], runs(entries).map((r) => {
+    const ran = r.started ? (r.end ? r.end.at : serverNow()) - r.started.at : null;
+    const how = r.end ? said(r.end) : r.started ? "running" : "waiting to start";
+    return el("tr", { class: "run" }, el("td", {}, r.attempt ?? ""), el("td", {}, r.worker ?? ""),
+      el("td", {}, r.started ? clock(r.started.at) : "–"),
+      el("td", { class: "mono" + (r.end ? " ev-" + r.end.event + " st-" + (r.end.status || "") : "") }, how),
+      el("td", {}, ran === null ? "–" : age(ran)));
+  }), "no attempt yet");
 }
 
 const task = {
@@ -292,7 +345,9 @@ const task = {
           el("div", {}, "attempt " + t.attempts.attempt + " · retries " + t.attempts.retries + " · worker deaths " + t.attempts.worker_deaths),
           t.placement ? el("div", {}, "placed on " + t.placement.worker + " (attempt " + t.placement.attempt + ")") : "",
           t.retry_due ? el("div", {}, "retry due at " + clock(t.retry_due)) : "",
-          el("h3", {}, "Timeline"), timeline(rec))),
+          el("h3", {}, "Timeline"),
+          timeline(t.history && t.history.length ? t.history.map((e) => ({ k: e.event + (e.status ? " st-" + e.status : ""), label: said(e), at: e.at })) : recordEvents(rec)))),
+      t.history && t.history.length ? el("div", { class: "panel", id: "runs" }, el("h3", {}, "Runs"), attemptsTable(t.history)) : "",
       tb ? el("div", { class: "panel" }, el("h3", {}, "Traceback"), el("pre", { id: "traceback" }, tb)) : "");
   },
 };
