@@ -185,6 +185,14 @@ class Client:
         except redis.RedisError as e:
             raise self.redis_down(e) from None
 
+    def history(self, task_id: str) -> list[dict[str, Any]]:
+        """The events of a task's attempts, oldest first (the last 50: placed, started, raised,
+        died, ended, ...; README "Redis layout", ``yadtq:history``); empty if unknown or expired."""
+        try:
+            return self.store.history(task_id)
+        except redis.RedisError as e:
+            raise self.redis_down(e) from None
+
     def status(self, task_id: str) -> str | None:
         """The task's status, or None if Redis has no record of it."""
         return self.record(task_id).get("status")

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -41,6 +42,7 @@ examples:
   python -m client submit echo '"text"' --kwargs '{"sep": "-"}'
   python -m client status ID                    queued | processing | success | failed | cancelled
   python -m client status ID --json             the whole Redis record
+  python -m client status ID --history          the events of its attempts, one a line
   python -m client result ID --timeout 10       waits, prints the result as JSON
   python -m client info                         workers, load, backlog, oldest waiting, done, failed
   python -m client inspect running              also: queued, retries, dead (dead letters)
@@ -80,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="print a task's status")
     st.add_argument("task_id")
     st.add_argument("--json", action="store_true", help="print the whole record as JSON")
+    st.add_argument("--history", action="store_true",
+                    help="print the events of its attempts instead, one a line (with --json: a JSON list)")
     r = sub.add_parser("result", help="wait for a task to end and print its result as JSON")
     r.add_argument("task_id")
     r.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
@@ -292,13 +296,44 @@ def _run(client: Client, ns: argparse.Namespace) -> int:
         print(json.dumps(handle.result(timeout=ns.timeout)))
         return 0
     if ns.command == "status":
-        rec = client.record(ns.task_id)
-        if not rec:
-            raise TaskNotFound(f"no record of task {ns.task_id} (never submitted, or expired)")
-        print(json.dumps(rec, indent=2, sort_keys=True) if ns.json else rec.get("status", "unknown"))
-        return 0
+        return _status(client, ns)
     print(json.dumps(client.result(ns.task_id, timeout=ns.timeout)))
     return 0
+
+
+def _status(client: Client, ns: argparse.Namespace) -> int:
+    """``status ID``: its status, its whole record (``--json``), or its history (``--history``)."""
+    rec = client.record(ns.task_id)
+    if not rec:
+        raise TaskNotFound(f"no record of task {ns.task_id} (never submitted, or expired)")
+    if ns.history:
+        entries = client.history(ns.task_id)
+        print(json.dumps(entries, indent=2) if ns.json else format_history(entries))
+    else:
+        print(json.dumps(rec, indent=2, sort_keys=True) if ns.json else rec.get("status", "unknown"))
+    return 0
+
+
+def format_history(entries: list[dict[str, Any]]) -> str:
+    """``status ID --history``'s text: one line per event, 'time  attempt N  event  key=value ...'."""
+    if not entries:
+        return "no history (a task placed before histories were kept, or none placed yet)"
+    lines = []
+    for e in entries:
+        when = datetime.fromtimestamp(e["at"]).isoformat(sep=" ", timespec="milliseconds")
+        details = " ".join(f"{_shown(k)}={_shown(v)}" for k, v in e.items() if k not in ("at", "event", "attempt"))
+        lines.append(f"{when}  attempt {_shown(e.get('attempt', '?'))}  {_shown(e['event'])}  {details}".rstrip())
+    return "\n".join(lines)
+
+
+def _shown(value: object) -> str:
+    """A history value on one line: as it is if it is a plain word or number, else as JSON (quoted,
+    with control characters escaped: an entry's error is a task's text, which may hold anything)."""
+    text = str(value)
+    if isinstance(value, (int, float)) or (isinstance(value, str) and text.isprintable() and " " not in text
+                                           and "=" not in text and text):
+        return text
+    return json.dumps(value)
 
 
 # --- submit-many FILE.jsonl ---

@@ -37,7 +37,7 @@ from client import kafka as kafka_io
 from client.config import Config
 from client.errors import InvalidMessage, ServiceUnavailable
 from client.protocol import now, parse_task, safe_text, sniff_task_id
-from client.store import Keys, Status, TaskStore, connect, parse_placement
+from client.store import Keys, Status, TaskStore, connect, parse_history, parse_placement
 
 # Upper bounds (seconds) of the queue-wait and run-time histograms' buckets;
 # the same list as BUCKETS in client/lua/common.lua (a unit test checks it).
@@ -249,30 +249,6 @@ def _number(text: str) -> float | int | str:
             continue
         return v if math.isfinite(v) else text
     return text
-
-
-def parse_history(lines: object) -> list[dict[str, Any]]:
-    """A task's history as read (``Keys.history``: one JSON object a line, oldest first), each
-    entry a dict with at least a number 'at' and a string 'event'. A damaged line (not JSON, not
-    such an object: someone wrote the key by hand) is skipped; a key of another type reads as
-    no history (the pipeline's error, or anything but a list of lines, is that)."""
-    if not isinstance(lines, list):
-        return []
-    out: list[dict[str, Any]] = []
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except (TypeError, ValueError, RecursionError):
-            continue
-        if _entry_ok(entry):
-            out.append(entry)
-    return out
-
-
-def _entry_ok(entry: object) -> bool:
-    """Is it a history entry: an object with a string 'event' and a number 'at' (not a bool)?"""
-    return (isinstance(entry, dict) and isinstance(entry.get("event"), str)
-            and type(entry.get("at")) in (int, float) and math.isfinite(entry["at"]))
 
 
 def attempts(record: dict[str, str]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import traceback as tb
 from collections.abc import Callable, Iterable
@@ -222,6 +223,30 @@ def stored_task(task_id: str, text: str, limits: TaskLimits | None = None) -> st
     if task.task_id != task_id:
         raise InvalidMessage(f"it is the payload of another task, {task.task_id!r}")
     return encode(task.to_wire()).decode()
+
+
+def parse_history(lines: object) -> list[dict[str, Any]]:
+    """A task's history as read (``Keys.history``: one JSON object a line, oldest first), each
+    entry a dict with at least a number 'at' and a string 'event'. A damaged line (not JSON, not
+    such an object: someone wrote the key by hand) is skipped; a key of another type reads as
+    no history (the pipeline's error, or anything but a list of lines, is that)."""
+    if not isinstance(lines, list):
+        return []
+    out: list[dict[str, Any]] = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except (TypeError, ValueError, RecursionError):
+            continue
+        if _entry_ok(entry):
+            out.append(entry)
+    return out
+
+
+def _entry_ok(entry: object) -> bool:
+    """Is it a history entry: an object with a string 'event' and a number 'at' (not a bool)?"""
+    return (isinstance(entry, dict) and isinstance(entry.get("event"), str)
+            and type(entry.get("at")) in (int, float) and math.isfinite(entry["at"]))
 
 
 def parse_owner_epoch(text: object) -> int | None:
@@ -610,6 +635,13 @@ class TaskStore:
         pipe.hgetall(self.keys.task(task_id))
         [record] = pipe.execute(raise_on_error=False)
         return record if isinstance(record, dict) and "yadtq" in record else {}
+
+    def history(self, task_id: str) -> list[dict[str, Any]]:
+        """The task's history (``Keys.history``), oldest first, a damaged entry skipped (``parse_history``)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lrange(self.keys.history(task_id), 0, -1)
+        [lines] = pipe.execute(raise_on_error=False)  # a key of another type (WRONGTYPE) reads as no history
+        return parse_history(lines)
 
     def statuses(self, task_ids: list[str]) -> list[str | None]:
         """Each task's status; None if it has no YADTQ record (see ``record``)."""

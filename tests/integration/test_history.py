@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from client import cli
 from client.config import Config, RedisConfig
-from client.insight import Insight, parse_history
+from client.insight import Insight
 from client.store import (
     HISTORY_MAX,
     Assign,
@@ -27,6 +30,7 @@ from client.store import (
     TaskStore,
     Unreadable,
     connect,
+    parse_history,
 )
 from tests.integration.conftest import REDIS
 
@@ -230,3 +234,28 @@ def test_parse_history_reads_no_list_as_no_history() -> None:
     assert parse_history(ValueError("WRONGTYPE")) == []
     assert parse_history(['{"at": 1, "event": "e", "attempt": 1}', '{"at": NaN, "event": "e"}']) == [
         {"at": 1, "event": "e", "attempt": 1}]
+
+
+def test_status_history_prints_one_line_per_event(store: TaskStore, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assign(store)
+    claim(store, 1)
+    store.retry("t1", 1, 3.0, (10.0, 60.0), 5, {"error": "ValueError: two words\x1b[2J"}, P1)
+    config = tmp_path / "yadtq.yaml"
+    # Kafka is never asked (status reads Redis only): a port where nothing listens says so if it were.
+    config.write_text(yaml.safe_dump({"redis": {"url": REDIS, "key_prefix": store.keys.prefix},
+                                      "kafka": {"bootstrap_servers": ["127.0.0.1:1"]}}))
+    assert cli.main(["-c", str(config), "status", "t1", "--history"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("  ")[1:3] for line in lines] == [["attempt 1", "assigned"], ["attempt 1", "started"],
+                                                        ["attempt 1", "raised"]]
+    assert 'error="ValueError: two words\\u001b[2J"' in lines[2]  # quoted, its control characters escaped
+    assert "worker=W1" in lines[1] and "pid=111" in lines[1]
+    assert cli.main(["-c", str(config), "status", "t1", "--history", "--json"]) == 0
+    assert [e["event"] for e in json.loads(capsys.readouterr().out)] == ["assigned", "started", "raised"]
+    assert cli.main(["-c", str(config), "status", "t1", "--json"]) == 0
+    assert "history" not in json.loads(capsys.readouterr().out)  # the record as it was
+
+
+def test_format_history_without_entries_says_so() -> None:
+    assert cli.format_history([]).startswith("no history")
