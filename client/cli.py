@@ -315,13 +315,15 @@ def _status(client: Client, ns: argparse.Namespace) -> int:
 
 
 def format_history(entries: list[dict[str, Any]]) -> str:
-    """``status ID --history``'s text: one line per event, 'time  attempt N  event  key=value ...'."""
+    """``status ID --history``'s text: one line per event, 'time  attempt N  event  key=value ...'
+    (the keys sorted: Lua's cjson writes them in any order)."""
     if not entries:
         return "no history (a task placed before histories were kept, or none placed yet)"
     lines = []
     for e in entries:
         when = datetime.fromtimestamp(e["at"]).isoformat(sep=" ", timespec="milliseconds")
-        details = " ".join(f"{_shown(k)}={_shown(v)}" for k, v in e.items() if k not in ("at", "event", "attempt"))
+        details = " ".join(f"{_shown(k)}={_shown(v)}" for k, v in sorted(e.items())
+                           if k not in ("at", "event", "attempt"))
         lines.append(f"{when}  attempt {_shown(e.get('attempt', '?'))}  {_shown(e['event'])}  {details}".rstrip())
     return "\n".join(lines)
 
