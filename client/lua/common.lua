@@ -116,6 +116,5 @@ end
 
 -- The first line of an error text, at most 200 characters: what a history entry keeps of it.
 local function first_line(text)
-  if not text then return nil end
   return string.sub(string.match(text, '^[^\n]*'), 1, 200)
 end
