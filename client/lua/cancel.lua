@@ -27,7 +27,7 @@ redis.call('HDEL', KEYS[1], 'retry_at')
 redis.call('ZREM', KEYS[4], id)
 redis.call('HDEL', KEYS[5], id)
 redis.call('EXPIRE', KEYS[1], ttl)
-note(KEYS[6], at, 'cancelled', {by = by, was = st})
+note(KEYS[6], at, 'cancelled', {by = by, was = st}, ttl)
 tally(KEYS[2], 'cancelled')
 redis.call('PUBLISH', KEYS[3], 'cancelled')
 return {'cancelled', st}

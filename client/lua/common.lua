@@ -97,21 +97,23 @@ end
 -- entries, one per event of its attempts, the newest HISTORY_MAX kept (a task
 -- retried forever must not grow it without bound; client/store.py holds the
 -- same number). ``entry`` gets 'at' (a number), 'event' and the record's
--- attempt. The list expires with the record: it takes the record's TTL as it
--- is now, so call this after the script's EXPIRE or PERSIST of the record.
+-- attempt. The list expires with the record: only an ended record expires,
+-- so the script that ends one passes its ``ttl`` (seconds) here too, and
+-- REOPEN, which makes it last again, passes -1 (PERSIST); any other note
+-- leaves the list's TTL as it is (none, as its record's). Two commands on the
+-- hot path (ASSIGN, CLAIM), not five: a PTTL of the record to copy costs more.
 -- redis.pcall: a history key written with another type by hand is skipped,
 -- not worth a failure of the task's write.
 local HISTORY_MAX = 50
 
-local function note(key, at, event, entry)
+local function note(key, at, event, entry, ttl)
   entry['at'] = tonumber(at) or at
   entry['event'] = event
   entry['attempt'] = count(KEYS[1], 'attempt')
   local pushed = redis.pcall('RPUSH', key, cjson.encode(entry))
   if type(pushed) == 'table' and pushed['err'] then return end
-  redis.call('LTRIM', key, -HISTORY_MAX, -1)
-  local ttl = redis.call('PTTL', KEYS[1])
-  if ttl > 0 then redis.call('PEXPIRE', key, ttl) else redis.call('PERSIST', key) end
+  if pushed > HISTORY_MAX then redis.call('LTRIM', key, -HISTORY_MAX, -1) end
+  if ttl == -1 then redis.call('PERSIST', key) elseif ttl then redis.call('EXPIRE', key, ttl) end
 end
 
 -- The first line of an error text, at most 200 characters: what a history entry keeps of it.

@@ -15,7 +15,7 @@ local function died(limit, at, ttl, hist)
     'WorkerLost: the worker died while running this task ' .. n ..
     ' time(s)' .. also .. '; the retry limit is ' .. limit)
   redis.call('EXPIRE', KEYS[1], ttl)
-  note(hist, at, 'ended', {status = 'failed', error = 'WorkerLost'})
+  note(hist, at, 'ended', {status = 'failed', error = 'WorkerLost'}, ttl)
   tally(KEYS[2], 'failed')
   redis.call('PUBLISH', KEYS[3], 'failed')
   return true

@@ -20,7 +20,7 @@ for i, v in ipairs(ARGV) do
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished_at', ARGV[3], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[1], ARGV[4])
-note(KEYS[6], ARGV[3], 'ended', {status = ARGV[2], error = err})
+note(KEYS[6], ARGV[3], 'ended', {status = ARGV[2], error = err}, ARGV[4])
 tally(KEYS[2], ARGV[2], name)
 if started then observe(KEYS[5], 'run', name, tonumber(ARGV[3]) - started) end
 redis.call('PUBLISH', KEYS[3], ARGV[2])

@@ -28,7 +28,7 @@ elseif ARGV[6] == 'new' and ((st and st ~= 'queued') or redis.call('HEXISTS', KE
 end
 redis.call('HSET', KEYS[1], 'yadtq', FORMAT, 'status', 'failed', 'finished_at', ARGV[2], 'error', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-note(KEYS[8], ARGV[2], 'rejected', {error = first_line(ARGV[4]), mode = ARGV[6]})
+note(KEYS[8], ARGV[2], 'rejected', {error = first_line(ARGV[4]), mode = ARGV[6]}, ARGV[3])
 tally(KEYS[2], 'failed')
 redis.call('PUBLISH', KEYS[3], 'failed')
 return {'failed'}

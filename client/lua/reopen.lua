@@ -32,7 +32,7 @@ redis.call('HDEL', KEYS[1], 'error', 'traceback', 'result', 'finished_at', 'fail
   'cancelled_at', 'retries', 'worker_deaths', 'pid', 'started_at')
 bump(KEYS[1], 'reopened')
 redis.call('PERSIST', KEYS[1])
-note(KEYS[5], at, 'reopened', {by = by, was = st})
+note(KEYS[5], at, 'reopened', {by = by, was = st}, -1)
 redis.call('ZADD', KEYS[3], at, id)
 redis.call('HSET', KEYS[4], id, payload)
 tally(KEYS[2], 'reopened')

@@ -38,7 +38,7 @@ if is_terminal(st) then return {'ended'} end
 redis.call('HDEL', KEYS[4], id)
 redis.call('HSET', KEYS[1], 'yadtq', FORMAT, 'status', 'failed', 'finished_at', ARGV[2], 'error', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-note(KEYS[9], ARGV[2], 'unreadable', {error = first_line(ARGV[4]), where = mode})
+note(KEYS[9], ARGV[2], 'unreadable', {error = first_line(ARGV[4]), where = mode}, ARGV[3])
 tally(KEYS[2], 'failed')
 redis.call('PUBLISH', KEYS[3], 'failed')
 return {'failed', redis.call('HGET', KEYS[1], 'attempt') or '0'}
