@@ -168,13 +168,14 @@ def test_a_quarantined_task_is_noted_too(store: TaskStore) -> None:
     assert 0 < ttls(store)[1] <= TTL
 
 
-def test_the_history_keeps_only_the_newest_entries(store: TaskStore) -> None:
+@pytest.mark.parametrize("before", [HISTORY_MAX, HISTORY_MAX + 10])
+def test_the_history_keeps_only_the_newest_entries(store: TaskStore, before: int) -> None:
     key = store.keys.history("t1")
-    store.redis.rpush(key, *[json.dumps({"at": i, "event": "old", "attempt": 0}) for i in range(HISTORY_MAX + 10)])
+    store.redis.rpush(key, *[json.dumps({"at": i, "event": "old", "attempt": 0}) for i in range(before)])
     assign(store)
     entries = history(store)
     assert len(entries) == HISTORY_MAX
-    assert entries[0]["at"] == 11 and entries[-1]["event"] == "assigned"  # the oldest 11 went
+    assert entries[0]["at"] == before + 1 - HISTORY_MAX and entries[-1]["event"] == "assigned"  # the oldest went
 
 
 def test_a_refused_call_notes_nothing(store: TaskStore) -> None:
