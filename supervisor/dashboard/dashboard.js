@@ -282,7 +282,7 @@ function said(e) {
     case "started": return "started on " + text(e.worker) + " (pid " + text(e.pid) + ")";
     case "raised": return "raised " + text(e.error) + "; retry at " + clock(e.retry_at);
     case "died": return "its worker " + text(e.worker) + " died (pid " + text(e.pid) + ")";
-    case "ended": return text(e.status) + (e.error ? ": " + text(e.error) : "");
+    case "ended": return "ended " + text(e.status) + (e.error ? ": " + text(e.error) : "");
     case "released": return "handed back (its worker stopped)";
     case "cancelled": return "cancelled by " + text(e.by);
     case "reopened": return "retried by " + text(e.by) + " (it was " + text(e.was) + ")";
