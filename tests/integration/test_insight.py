@@ -178,6 +178,7 @@ def test_healthz_and_the_api(start_cluster: Any) -> None:
     assert [t["id"] for t in json.loads(get(port, "/api/tasks?limit=1")[1])] == [bad.id]
     one = json.loads(get(port, f"/api/tasks/{ok.id}")[1])
     assert one["record"]["result"] == "3" and one["attempts"]["attempt"] == 1
+    assert [(e["event"], e["attempt"]) for e in one["history"]] == [("assigned", 1), ("started", 1), ("ended", 1)]
     assert get(port, "/api/tasks/no-such-task")[0] == 404
     retries = json.loads(get(port, "/api/retries")[1])
     assert [(t["id"], t["retries"]) for t in retries] == [(bad.id, 1)] and retries[0]["due"] > time.time()
