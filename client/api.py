@@ -22,6 +22,7 @@ import redis
 from kafka.errors import KafkaError
 
 from client import kafka as kafka_io
+from client import trace
 from client.config import Config, KafkaConfig, RedisConfig, load_config
 from client.errors import (
     InvalidMessage,
@@ -33,6 +34,7 @@ from client.errors import (
 )
 from client.protocol import Task, TaskLimits, TaskOptions, check_task, check_task_id, now
 from client.store import TERMINAL, CancelResult, Keys, Status, TaskStore, connect, safe_url
+from client.trace import TRACING
 
 SUBMIT_TIMEOUT = 30.0  # seconds a submit waits for Kafka to take the tasks
 
@@ -134,7 +136,11 @@ class Client:
         at = now()
         prod = self.producer()
         try:
+            if TRACING:
+                trace.mark_all([t.task_id for t in tasks], "client.send")
             futures = [prod.send(self.config.topics.tasks, m) for m in messages]
+            if TRACING:
+                trace.on_ack(futures, [t.task_id for t in tasks], "client.ack")
             prod.flush(timeout=SUBMIT_TIMEOUT)
             kafka_io.check_sent(futures, "the task")
         except (KafkaError, ServiceUnavailable) as e:
@@ -153,6 +159,8 @@ class Client:
         except redis.RedisError as e:
             raise ServiceUnavailable(f"tasks submitted, but Redis at {safe_url(self.config.redis.url)} "
                                      f"failed: {e}") from None
+        if TRACING:
+            trace.mark_all([t.task_id for t in tasks], "client.queued")
         return [TaskHandle(self, t.task_id) for t in tasks]
 
     def _refuse_foreign_ids(self, task_ids: list[str]) -> None:
@@ -224,6 +232,8 @@ class Client:
         try:
             for chunk in _chunks(sorted(pending), 1000):
                 pubsub.subscribe(*(self.keys.done_channel(t) for t in chunk))
+            if TRACING:
+                trace.mark_all(pending, "client.subscribed")
             # Subscribed first, then read: an end between the two is not missed.
             yield from self._take_ended(pending)
             while pending:
@@ -237,6 +247,8 @@ class Client:
                 elif msg["type"] == "message":
                     task_id = str(msg["channel"]).removeprefix(channel_prefix)
                     if task_id in pending:
+                        if TRACING:
+                            trace.mark(task_id, "client.woke")
                         pending.discard(task_id)
                         yield task_id, str(msg["data"])
         except redis.RedisError as e:
@@ -272,6 +284,8 @@ class Client:
         for chunk in _chunks(sorted(pending), 1000):
             for t, s in zip(chunk, self.store.statuses(chunk), strict=True):
                 if s in TERMINAL:
+                    if TRACING:
+                        trace.mark(t, "client.woke")
                     pending.discard(t)
                     yield t, str(s)
 

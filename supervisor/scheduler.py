@@ -23,6 +23,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from client import kafka as kafka_io
+from client import trace
 from client.config import Config
 from client.errors import Fenced, InvalidMessage
 from client.protocol import (
@@ -38,6 +39,7 @@ from client.protocol import (
     sniff_task_id,
 )
 from client.store import TERMINAL, Assign, AssignResult, Batch, Keys, Reject, Reply, TaskStore, connect
+from client.trace import TRACING
 from supervisor.policy import Placement, SchedulerState
 from worker_pool import quarantine
 from worker_pool.process import check_owner, check_parent, exit_on_service_loss, process_setup
@@ -172,7 +174,11 @@ class Scheduler:
         one = self._guard is not None and self._guard.careful_topic(self.topics.status)
         if not self.waiting:
             status_wait = 0
-            for tp, records in self._tasks_in.poll(timeout_ms=50, max_records=1 if one_task else None).items():
+            entered = time.time() if TRACING else 0.0
+            got = self._tasks_in.poll(timeout_ms=50, max_records=1 if one_task else None)
+            if TRACING:
+                trace.polled(got, "sched.polled", entered)
+            for tp, records in got.items():
                 self.waiting.extend(_Pending(r.value, tp, r.offset) for r in self._screen(tp, records, at))
                 self._next_offset[tp] = records[-1].offset + 1
         for tp, records in self._status_in.poll(timeout_ms=status_wait, max_records=1 if one else None).items():
@@ -267,10 +273,14 @@ class Scheduler:
             chosen.append((answer, item, worker, before))
         if len(pipe):
             self.store.execute(pipe)
+            if TRACING:
+                trace.mark_all([c[1].task_id for c in chosen], "sched.assigned")
             self._rejected_done()
             self._send(chosen)
         if self._sent:  # dead letters too: flushed before the offsets past them are committed
             self._flush()
+            if TRACING:
+                trace.mark_all([c[1].task_id for c in chosen], "sched.flushed")
 
     def _admit(self, item: _Pending, pipe: Batch, at: float) -> bool:
         """Check a message and fill in ``item``; fail or dead-letter it if invalid."""
@@ -345,7 +355,11 @@ class Scheduler:
                 continue
             p = Placement(worker, answer.attempt, item.payload)
             self.state.place(item.task_id, p)
+            if TRACING:
+                trace.mark(item.task_id, "sched.send")
             self._sent.append(self._producer.send(worker, assignment_bytes(p.payload, p.attempt, p.worker)))
+            if TRACING:
+                trace.on_ack(self._sent[-1:], [item.task_id], "sched.ack")
 
     def _flush(self) -> None:
         """Flush and check every produce since the last flush.
