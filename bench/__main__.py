@@ -1,6 +1,7 @@
 """python -m bench: the limit, YADTQ, Celery and Huey side by side; see docs/BENCHMARKS.md.
 
     python -m bench --n 10000 --runs 3 --workers 1,2,4,8 --systems limit,yadtq,celery,huey --out bench/results
+    python -m bench --trace 200 [--workers 1] [--submit client|raw]   # where one round trip's time goes
 """
 
 from __future__ import annotations
@@ -182,6 +183,10 @@ def finish(ns: argparse.Namespace, results: dict[str, Any], stamp: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if any(a == "--trace" or a.startswith("--trace=") for a in args):  # python -m bench --trace N: bench/trace.py
+        from bench import trace
+        return trace.main(trace.own_args(args))
     ns = parse_args(argv)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     ns.out = ns.out.resolve()
