@@ -26,10 +26,14 @@ RUNS ?= 3
 WORKERS ?= 1,2,4,8
 SYSTEMS ?= limit,yadtq,celery,huey
 BENCH_ARGS ?=
+# make trace: where one idle round trip's time goes (bench/trace.py)
+TRACE_N ?= 200
+TRACE_WORKERS ?= 1
+TRACE_ARGS ?=
 # make mutate-lua: e.g. MUTATE_LUA_ARGS='--only retry.lua --jobs 1'
 MUTATE_LUA_ARGS ?=
 
-.PHONY: help install services services-down services-status run test unit fuzz chaos lint format clean bench bench-install
+.PHONY: help install services services-down services-status run test unit fuzz chaos lint format clean bench bench-install trace
 .PHONY: mutate mutate-py mutate-lua
 
 help:
@@ -47,6 +51,8 @@ help:
 	@echo "make services       start local Kafka and Redis (idempotent); make services-down stops them"
 	@echo "make bench          benchmark YADTQ against raw kafka-python, Celery and Huey (docs/BENCHMARKS.md);"
 	@echo "                    N=10000 RUNS=3 WORKERS=1,2,4,8 SYSTEMS=limit,yadtq,celery,huey BENCH_ARGS=..."
+	@echo "make trace          trace TRACE_N=200 idle round trips step by step (W=TRACE_WORKERS=1), then the raw"
+	@echo "                    two-hop floor; TRACE_ARGS='--submit raw' produces the tasks with plain kafka-python"
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -80,6 +86,9 @@ run: services
 
 bench: services bench-install
 	$(BENCH_PY) -m bench --n $(N) --runs $(RUNS) --workers $(WORKERS) --systems $(SYSTEMS) --out bench/results $(BENCH_ARGS)
+
+trace: services bench-install
+	$(BENCH_PY) -m bench.trace --n $(TRACE_N) --workers $(TRACE_WORKERS) --out bench/results $(TRACE_ARGS)
 
 test: services
 	rm -rf .coverage-data
