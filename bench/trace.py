@@ -1,6 +1,6 @@
 """python -m bench.trace (or python -m bench --trace N, or make trace): where one idle round trip's time goes.
 
-    python -m bench.trace --n 200 --workers 1 [--submit client|raw] [--no-floor]
+    python -m bench.trace --n 200 --workers 1 [--submit client|raw] [--no-floor | --floor two_hops|yadtq]
     python -m bench.trace --from-dir bench/results/trace-STAMP   # the tables again, from the marks
 
 Starts a cluster as bench/yadtq_run.py does, with YADTQ_TRACE set so that the
@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--submit", choices=("client", "raw"), default="client",
                    help="client: Client.submit; raw: a plain kafka-python producer, the seed's format")
     p.add_argument("--no-floor", action="store_true", help="skip the raw two-hop floor")
+    p.add_argument("--floor", choices=("two_hops", "yadtq"), default="two_hops",
+                   help="two_hops: the relay of two_hops.py; yadtq: its consumers and polls built as the "
+                        "scheduler's and worker's (bench/trace_floor.py)")
     p.add_argument("--kafka", default="localhost:9092", help="Kafka bootstrap server (default localhost:9092)")
     p.add_argument("--redis", default="redis://localhost:6379", help="Redis URL without db (db 14 is used)")
     p.add_argument("--startup-timeout", type=float, default=90.0, help="bound for the cluster to start, s")
@@ -75,7 +78,8 @@ def tables(marks: list[Any], measured: dict[str, list[float]] | None = None) -> 
 def report(result: dict[str, Any]) -> str:
     parts = [trace_table.format_system("YADTQ", result["yadtq"])]
     if "floor" in result:
-        parts += [trace_table.format_system("raw floor (two hops, no YADTQ code)", result["floor"]),
+        mode = result.get("params", {}).get("floor") or "two_hops"
+        parts += [trace_table.format_system(f"raw floor ({mode}: two hops, no YADTQ code)", result["floor"]),
                   trace_table.format_compare(result["compare"])]
     return "\n\n".join(parts)
 
@@ -162,9 +166,9 @@ def run(ns: argparse.Namespace, directory: Path) -> int:
     if not ns.no_floor:
         from bench import trace_floor
         print("the raw floor ...", flush=True)
-        measured["floor"] = trace_floor.measure(opts, ns.n, WARM_UP)
+        measured["floor"] = trace_floor.measure(opts, ns.n, WARM_UP, ns.floor)
     result = {"schema": 1, "params": {"n": ns.n, "workers": ns.workers, "submit": ns.submit,
-                                      "marks": str(directory)},
+                                      "floor": None if ns.no_floor else ns.floor, "marks": str(directory)},
               **tables(trace.read(directory), measured)}
     _finish(result, directory.with_suffix(".json"))
     return 0

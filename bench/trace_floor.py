@@ -8,6 +8,13 @@ as YADTQ's (fetch_max_wait_ms 500), but without a group (partitions assigned),
 which YADTQ also does. Each process marks its steps through client/trace.py,
 so the relay and sink must start with YADTQ_TRACE set (bench/trace.py re-runs
 itself with it).
+
+Mode ``yadtq`` (``--floor yadtq``) builds the relay as the scheduler is built,
+still with no YADTQ code: consumers with a group id (assigned, not
+subscribed), the relay's poll of A with a 50 ms timeout followed by a
+0 ms poll of an idle third topic (the scheduler's ``status``), its producer
+with linger_ms 1, the sink's poll 200 ms. If the floor's hops grow to
+YADTQ's in this mode, the cost is in how kafka-python is driven, not in YADTQ.
 """
 
 from __future__ import annotations
@@ -33,19 +40,25 @@ CONSUMER = {"group_id": None, "enable_auto_commit": False, "auto_offset_reset": 
 POLL_MS = 1000
 
 
-def _consumer(servers: str, topic: str) -> Any:
-    c = KafkaConsumer(bootstrap_servers=servers, **CONSUMER)
+MODES = ("two_hops", "yadtq")
+
+
+def _consumer(servers: str, topic: str, group: str | None) -> Any:
+    c = KafkaConsumer(bootstrap_servers=servers, **{**CONSUMER, "group_id": group})
     c.assign([TopicPartition(topic, 0)])
     return c
 
 
-def relay(servers: str, src: str, dst: str) -> None:
-    """The relay process: every record of ``src`` to ``dst``, flushed after each poll."""
-    c = _consumer(servers, src)
-    p = KafkaProducer(bootstrap_servers=servers, **PRODUCER)
+def relay(servers: str, src: str, dst: str, mode: str = "two_hops", idle: str = "") -> None:
+    """The relay process: every record of ``src`` to ``dst``, flushed after each poll
+    (mode ``yadtq``: polled as the scheduler polls TASKS, ``idle`` as its ``status``)."""
+    like = mode == "yadtq"
+    c = _consumer(servers, src, f"{src}.relay" if like else None)
+    other = _consumer(servers, idle, f"{src}.relay") if like else None
+    p = KafkaProducer(bootstrap_servers=servers, **{**PRODUCER, "linger_ms": 1 if like else 0})
     while True:
         entered = time.time()
-        got = c.poll(timeout_ms=POLL_MS)
+        got = c.poll(timeout_ms=50 if like else POLL_MS)
         trace.polled(got, "floor.relay.polled", entered)
         for records in got.values():
             for rec in records:
@@ -54,15 +67,18 @@ def relay(servers: str, src: str, dst: str) -> None:
                 trace.on_ack([p.send(dst, rec.value)], [task_id], "floor.relay.ack")
         if got:
             p.flush()
+        if other is not None:
+            other.poll(timeout_ms=0)
 
 
-def sink(servers: str, src: str, redis_url: str, prefix: str) -> None:
+def sink(servers: str, src: str, redis_url: str, prefix: str, mode: str = "two_hops") -> None:
     """The sink process: HSET the sum of each task of ``src`` (one pipeline per poll)."""
-    c = _consumer(servers, src)
+    like = mode == "yadtq"
+    c = _consumer(servers, src, f"{src}.sink" if like else None)
     r = redis.Redis.from_url(redis_url)
     while True:
         entered = time.time()
-        got = c.poll(timeout_ms=POLL_MS)
+        got = c.poll(timeout_ms=200 if like else POLL_MS)
         trace.polled(got, "floor.sink.polled", entered)
         pipe = r.pipeline(transaction=False)
         ids = []
@@ -79,16 +95,18 @@ def sink(servers: str, src: str, redis_url: str, prefix: str) -> None:
 class Floor:
     """The two topics, the relay and the sink; ``one(task_id, i)`` is one traced round trip."""
 
-    def __init__(self, opts: Options) -> None:
+    def __init__(self, opts: Options, mode: str = "two_hops") -> None:
         self.opts = opts
         tag = uuid.uuid4().hex[:10]
         self.a, self.b, self.prefix = f"bench-floor-{tag}.A", f"bench-floor-{tag}.B", f"bench-floor-{tag}:"
+        self.idle = f"bench-floor-{tag}.idle"
         self.redis = redis.Redis.from_url(opts.redis_url(DB), decode_responses=True)
         self.admin = KafkaAdminClient(bootstrap_servers=opts.kafka)
-        self.admin.create_topics([NewTopic(self.a, 1, 1), NewTopic(self.b, 1, 1)], timeout_ms=30_000)
+        self.admin.create_topics([NewTopic(t, 1, 1) for t in (self.a, self.b, self.idle)], timeout_ms=30_000)
         ctx = multiprocessing.get_context("spawn")
-        self.procs = [ctx.Process(target=relay, args=(opts.kafka, self.a, self.b), name="floor-relay", daemon=True),
-                      ctx.Process(target=sink, args=(opts.kafka, self.b, opts.redis_url(DB), self.prefix),
+        self.procs = [ctx.Process(target=relay, args=(opts.kafka, self.a, self.b, mode, self.idle), name="floor-relay",
+                                  daemon=True),
+                      ctx.Process(target=sink, args=(opts.kafka, self.b, opts.redis_url(DB), self.prefix, mode),
                                   name="floor-sink", daemon=True)]
         for p in self.procs:
             p.start()
@@ -116,16 +134,16 @@ class Floor:
         with contextlib.suppress(Exception):
             self.producer.close(timeout=5)
         with contextlib.suppress(Exception):
-            self.admin.delete_topics([self.a, self.b])
+            self.admin.delete_topics([self.a, self.b, self.idle])
         self.admin.close()
         for k in range(0, len(self.written), 1000):
             self.redis.delete(*self.written[k:k + 1000])
         self.redis.close()
 
 
-def measure(opts: Options, n: int, warm_up: int) -> list[float]:
+def measure(opts: Options, n: int, warm_up: int, mode: str = "two_hops") -> list[float]:
     """``n`` traced floor round trips (ids ``floor-...``) after ``warm_up`` untimed ones; their times in ms."""
-    floor = Floor(opts)
+    floor = Floor(opts, mode)
     try:
         start = Deadline(opts.startup_timeout, "floor start")
         floor.one(f"warm-floor-{uuid.uuid4().hex[:6]}", 0, start)  # the consumers find their position first

@@ -233,6 +233,7 @@ def test_from_dir_remakes_the_tables(tmp_path: Path, capsys: pytest.CaptureFixtu
     (["--trace=30"], ["--n", "30"]),
     (["--trace", "--submit", "raw"], ["--submit", "raw"]),
     (["--n", "5"], ["--n", "5"]),
+    (["--trace", "10", "--floor", "yadtq"], ["--n", "10", "--floor", "yadtq"]),
 ])
 def test_bench_trace_n_becomes_the_trace_tools_arguments(given: list[str], expected: list[str]) -> None:
     assert trace_cli.own_args(given) == expected
