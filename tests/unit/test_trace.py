@@ -239,3 +239,59 @@ def test_bench_trace_n_becomes_the_trace_tools_arguments(given: list[str], expec
     assert trace_cli.own_args(given) == expected
     ns = trace_cli.parse_args(expected)
     assert ns.submit in ("client", "raw")
+
+
+# --- the scheduler's trace points, switched on (fakes: no Kafka, no Redis) -------
+class _Sent(_Future):
+    """A produce future: done at once, answered when the test says (the broker's ack)."""
+
+    def succeeded(self) -> bool:
+        return True
+
+
+def test_the_schedulers_trace_points_mark_one_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   restore_trace: None) -> None:
+    import supervisor.scheduler as sched
+    import worker_pool.builtin_tasks  # noqa: F401  (registers add)
+    from client.protocol import Heartbeat, encode_event
+    from client.store import Assign, AssignResult, Reply
+    from tests.unit.test_scheduler_clock import Producer, Store, record, scheduler
+
+    t = _fresh(monkeypatch, str(tmp_path))
+    monkeypatch.setattr(sched, "TRACING", True)
+    monkeypatch.setattr(sched, "trace", t)
+
+    class Assigning(Store):
+        def assign(self, pipe: list[Any], *args: Any) -> Reply[AssignResult]:
+            pipe.append(args)
+            reply: Reply[AssignResult] = Reply()
+            reply._set(AssignResult(Assign.ASSIGNED, attempt=1))
+            return reply
+
+        def execute(self, pipe: Any) -> list[Any]:
+            return []
+
+    futures: list[_Sent] = []
+
+    class Futures(Producer):
+        def send(self, topic: str, value: bytes, headers: Any = None) -> Any:
+            super().send(topic, value, headers)
+            futures.append(_Sent())
+            return futures[-1]
+
+    s, status, _ = scheduler()
+    s.store = Assigning()  # type: ignore[assignment]
+    s._producer = Futures()  # type: ignore[assignment]
+    status.queue.append([record(0, encode_event(Heartbeat("W1", "worker", 42, ts=1.0)))])
+    s.loop(1000.0, 100.0)  # W1 is live
+    tasks = s._tasks_in
+    assert tasks is not None
+    tasks.queue.append([record(0, b'{"task-id": "trace-1", "task": "add", "args": [1, 2]}')])  # type: ignore[attr-defined]
+    s.loop(1000.1, 100.1)
+    assignments = [i for i, (topic, _) in enumerate(s._producer.sent) if topic == "W1"]  # type: ignore[attr-defined]
+    assert len(assignments) == 1
+    for cb in futures[assignments[0]].callbacks[:1]:
+        cb("metadata")  # the broker's ack, on the producer's network thread
+    steps = [m.step for m in t.read(tmp_path) if m.task_id == "trace-1"]
+    assert steps == ["sched.polled.entered", "sched.polled", "sched.assigned", "sched.send", "sched.flushed",
+                     "sched.ack"]
