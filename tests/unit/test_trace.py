@@ -295,3 +295,82 @@ def test_the_schedulers_trace_points_mark_one_task(tmp_path: Path, monkeypatch: 
     steps = [m.step for m in t.read(tmp_path) if m.task_id == "trace-1"]
     assert steps == ["sched.polled.entered", "sched.polled", "sched.assigned", "sched.send", "sched.flushed",
                      "sched.ack"]
+
+
+def test_the_workers_trace_points_mark_one_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                restore_trace: None) -> None:
+    import worker_pool.worker as worker
+    from client.config import Config
+    from client.protocol import Task, assignment_bytes, encode
+    from client.store import Claim, Finish, Reply
+    from tests.unit.test_registry_and_worker import registry
+    from tests.unit.test_scheduler_clock import Producer, record
+
+    t = _fresh(monkeypatch, str(tmp_path))
+    monkeypatch.setattr(worker, "TRACING", True)
+
+    def answer(value: Any) -> Reply[Any]:
+        reply: Reply[Any] = Reply()
+        reply._set(value)
+        return reply
+
+    class Store:
+        def pipeline(self) -> list[Any]:
+            return []
+
+        def claim(self, pipe: list[Any], *args: Any) -> Reply[Claim]:
+            pipe.append("claim")
+            return answer(Claim.RUN)
+
+        def finish(self, pipe: list[Any], *args: Any) -> Reply[Finish]:
+            pipe.append("finish")
+            return answer(Finish.WRITTEN)
+
+        def execute(self, pipe: list[Any]) -> list[Any]:
+            return []
+
+    class Consumer:
+        def __init__(self, value: bytes) -> None:
+            self.batches = [{"W1": [record(0, value)]}]
+
+        def poll(self, timeout_ms: int, max_records: int | None = None) -> dict[str, list[Any]]:
+            return self.batches.pop(0) if self.batches else {}
+
+        def commit(self, offsets: Any) -> None:
+            pass
+
+    w = worker.Worker(Config(), "W1", registry())
+    payload = encode(Task("trace-2", "add", [1, 2]).to_wire()).decode()
+    w._consumer = Consumer(assignment_bytes(payload, 1, "W1"))  # type: ignore[assignment]
+    w.store = Store()  # type: ignore[assignment]
+    w._producer = Producer()  # type: ignore[assignment]
+    w.loop()
+    steps = [m.step for m in t.read(tmp_path) if m.task_id == "trace-2"]
+    assert steps == ["worker.polled.entered", "worker.polled", "worker.claimed", "worker.ran", "worker.finished"]
+
+
+def test_the_clients_submit_marks_send_ack_and_queued(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      restore_trace: None) -> None:
+    import client.api as api
+    from client.config import Config
+
+    t = _fresh(monkeypatch, str(tmp_path))
+    monkeypatch.setattr(api, "TRACING", True)
+    futures: list[_Sent] = []
+
+    class Producer:
+        def send(self, topic: str, value: bytes) -> _Sent:
+            futures.append(_Sent())
+            return futures[-1]
+
+        def flush(self, timeout: float | None = None) -> None:
+            for f in futures:
+                f.callbacks[0]("metadata")  # the broker's acks, before flush returns
+
+    c = api.Client(Config.from_dict({"redis": {"url": "redis://127.0.0.1:1/0"}}))  # never connected: no command runs
+    monkeypatch.setattr(c.store, "foreign_ids", lambda ids: {})
+    monkeypatch.setattr(c.store, "execute", lambda batch: [])
+    c._producer = Producer()
+    c.submit_many([api.TaskSpec("add", (1, 2), task_id="trace-3")])
+    steps = [m.step for m in t.read(tmp_path) if m.task_id == "trace-3"]
+    assert steps == ["client.send", "client.ack", "client.queued"]
