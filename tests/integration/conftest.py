@@ -25,6 +25,7 @@ import yaml
 
 from client import Client, load_config
 from client import kafka as kafka_io
+from client.store import Keys, TaskStore, connect
 from tests.integration.private_services import (  # noqa: F401  (fixtures for every module here)
     module_private_services,
     private_redis,
@@ -205,3 +206,16 @@ def start_cluster(services: None, tmp_path: Path) -> Iterator[Any]:
         c.stop()
     for c in {c.config_path: c for c in started}.values():
         remove_cluster_data(c.config)
+
+
+@pytest.fixture
+def store(services: None) -> Iterator[TaskStore]:
+    """A TaskStore on the test database under a fresh key prefix (result_ttl 60 s); every key
+    under the prefix is deleted afterwards."""
+    prefix = f"t{uuid.uuid4().hex[:10]}:"
+    client = connect(REDIS)
+    yield TaskStore(client, Keys(prefix), result_ttl=60)
+    keys = list(client.scan_iter(match=f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()

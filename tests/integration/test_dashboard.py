@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import KafkaProducer
 
 from client import TaskFailed, TaskSpec
+from tests.integration.conftest import KAFKA
 from tests.integration.test_insight import http_port
 
 pytestmark = pytest.mark.integration
@@ -28,6 +30,7 @@ WAIT = 30.0  # seconds any page state may take to show (the page polls every 1.5
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the dev extra: make install")
 from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
@@ -172,3 +175,68 @@ def busy(c: Any, seconds: float) -> None:
         for h in c.submit_many(specs):
             with contextlib.suppress(TaskFailed):
                 h.result(timeout=60)
+
+
+def confirm(driver: Any) -> None:
+    """Accept the page's confirm() dialog (the buttons that act on many tasks, or end one, ask first)."""
+    WebDriverWait(driver, WAIT).until(expected_conditions.alert_is_present(), "no confirm dialog").accept()
+
+
+def test_the_dashboards_buttons_cancel_show_runs_retry_a_group_and_replay(start_cluster: Any, browser: Any) -> None:
+    """With the token: Cancel stops a running task, a retried task's page lists its runs, Retry all
+    runs a failed group again, and Replay sends a dead letter to TASKS again."""
+    cluster = start_cluster(count=1, http={"listen": "127.0.0.1:0", "token": TOKEN})
+    base, c = f"http://127.0.0.1:{http_port(cluster)}/", cluster.client
+    browser.get(base)
+    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    browser.find_element(By.ID, "token-save").click()
+    wait_for(browser, shows("#mode", "actions on"), "the token is taken")
+
+    # Cancel, on the page of a running task: it stops, and the record says who cancelled it.
+    long = c.submit("sleep", 60)
+    wait_for(browser, lambda d: long.status() == "processing", "the long task runs")
+    browser.get(base + f"#/task/{long.id}")
+    status = '#record dd[data-field="status"]'
+    wait_for(browser, shows(status, "processing"), "its page shows it running")
+    browser.find_element(By.CSS_SELECTOR, 'button[data-action="cancel"]').click()
+    confirm(browser)
+    wait_for(browser, shows(status, "cancelled"), "its page shows it cancelled")
+    assert long.record()["cancelled_by"].startswith("http from 127.0.0.1")
+
+    # A task that raised once and then succeeded: its page lists both runs, from its history.
+    twice = c.submit_many([TaskSpec("flaky", (1,), max_retries=1)])[0]
+    assert twice.result(timeout=30) == 2
+    browser.get(base + f"#/task/{twice.id}")
+    wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#runs tr.run")) == 2, "two runs are listed")
+    first, second = (r.text for r in browser.find_elements(By.CSS_SELECTOR, "#runs tr.run"))
+    assert "raised ConnectionError" in first and "ended success" in second
+
+    # Retry all, on a group of failed tasks: each runs again (and fails again, as 'fail' does).
+    group = c.submit_many([TaskSpec("fail", (f"group {i}",), max_retries=0) for i in range(3)])
+    for h in group:
+        with pytest.raises(TaskFailed):
+            h.result(timeout=30)
+    browser.get(base + "#/failed")
+    button = 'tr[data-error-type="RuntimeError"] button[data-action="retry"]'
+    wait_for(browser, lambda d: text_of(button)(d) == "Retry all 3", "the group of 3 failed tasks")
+    browser.find_element(By.CSS_SELECTOR, button).click()
+    confirm(browser)
+    wait_for(browser, lambda d: "retry: 3 of 3 done" in text_of("#message")(d), "the retry of the group is accepted")
+    wait_for(browser, lambda d: all(h.record().get("reopened") == "1" and h.status() == "failed" for h in group),
+             "each task of the group ran again")
+
+    # Replay, on a dead letter whose cause is gone: the task runs.
+    prefix = cluster.config.redis.key_prefix
+    c.redis.set(f"{prefix}taken", "another app's value")
+    producer = KafkaProducer(bootstrap_servers=KAFKA)
+    producer.send(cluster.config.topics.tasks, b'{"task-id": "taken", "task": "add", "args": [2, 2]}')
+    producer.flush(10)
+    producer.close()
+    browser.get(base + "#/dead")
+    row = 'tr[data-letter] button[data-action="dead-letters/replay"]'
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, row), "the dead letter is listed")
+    assert "names an existing Redis key" in text_of("tr[data-letter]")(browser)
+    c.redis.delete(f"{prefix}taken")
+    browser.find_element(By.CSS_SELECTOR, row).click()
+    wait_for(browser, lambda d: "1 of 1 done" in text_of("#message")(d), "the replay is accepted")
+    assert c.result("taken", timeout=30) == 4

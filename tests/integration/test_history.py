@@ -4,8 +4,6 @@ that a refused call notes nothing, and how Insight.task reads it back."""
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,6 @@ from client.store import (
     Cancel,
     Claim,
     Finish,
-    Keys,
     Reject,
     Release,
     Reopen,
@@ -29,10 +26,10 @@ from client.store import (
     Status,
     TaskStore,
     Unreadable,
-    connect,
     parse_history,
 )
 from tests.integration.conftest import REDIS
+from tests.support.scripts import run
 
 pytestmark = pytest.mark.integration
 
@@ -40,23 +37,6 @@ P1 = '{"v":1,"task-id":"t1","task":"add","args":[]}'
 TTL = 60
 
 
-@pytest.fixture
-def store(services: None) -> Iterator[TaskStore]:
-    prefix = f"t{uuid.uuid4().hex[:10]}:"
-    client = connect(REDIS)
-    yield TaskStore(client, Keys(prefix), result_ttl=TTL)
-    keys = list(client.scan_iter(match=f"{prefix}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
-def run(store: TaskStore, op: str, *args: Any, **kwargs: Any) -> Any:
-    """Run one lifecycle script now; its decoded answer."""
-    pipe = store.pipeline()
-    reply = getattr(store, op)(pipe, *args, **kwargs)
-    store.execute(pipe)
-    return reply.value
 
 
 def assign(store: TaskStore, worker: str = "W1", mode: str = "new", dead_pid: int = 0, at: float = 1.0,

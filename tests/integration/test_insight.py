@@ -18,9 +18,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,8 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from client import TaskFailed, TaskSpec
 from client import kafka as kafka_io
 from client.insight import parse_stats, parse_timings
-from client.store import Assign, Batch, Claim, Finish, Keys, Retry, Status, TaskStore, connect
-from tests.integration.conftest import REDIS, ROOT
+from client.store import Assign, Batch, Claim, Finish, Retry, Status, TaskStore
+from tests.integration.conftest import ROOT
 from tests.integration.private_services import PrivateServices
 
 pytestmark = pytest.mark.integration
@@ -241,14 +240,6 @@ def test_a_port_in_use_is_said_and_the_cluster_runs_without_http(start_cluster: 
         cluster.wait_line(rf"http: cannot listen on 127\.0\.0\.1:{port}: .*running without /metrics", timeout=5)
         assert cluster.client.submit("add", 1, 2).result(timeout=30) == 3
 
-
-@pytest.fixture
-def store(services: None) -> Iterator[TaskStore]:
-    prefix = f"t{uuid.uuid4().hex[:10]}:"
-    client = connect(REDIS)
-    yield TaskStore(client, Keys(prefix), result_ttl=60)
-    TaskStore(client, Keys(prefix), 60).delete_all()
-    client.close()
 
 
 def add_payload(task_id: str) -> str:

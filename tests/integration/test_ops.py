@@ -59,8 +59,8 @@ def behind_a_blocker(cluster: Any, n: int, seconds: float = 4.0) -> tuple[Any, l
 def test_a_cancelled_queued_task_never_runs_even_after_a_scheduler_restart(start_cluster: Any) -> None:
     cluster = start_cluster(count=1)
     blocker, [victim, kept] = behind_a_blocker(cluster, 2)
-    answer = cluster.client.cancel(victim.id, by="ann@ops")
-    assert answer == CancelResult(Cancel.CANCELLED, "queued")
+    out = cli(cluster, "cancel", victim.id, "--by", "ann@ops")  # as an operator does
+    assert out.returncode == 0 and out.stdout == f"{victim.id}\tcancelled\twas queued\n", out.stderr
     with pytest.raises(TaskCancelled, match="cancelled by ann@ops"):
         victim.result(timeout=5)
 
@@ -106,14 +106,16 @@ def test_a_running_task_is_stopped_and_its_worker_runs_the_next(start_cluster: A
     pid = cluster.pid(w1)
     [long] = cluster.client.submit_many([TaskSpec("counted", (60,))])
     wait_until(lambda: long.status() == "processing", "it runs")
+    out = cli(cluster, "cancel", long.id, "--by", "cli@ops")  # as an operator does
     asked = time.monotonic()
-    assert cluster.client.cancel(long.id).kind is Cancel.CANCELLED
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"{long.id}\tcancelled\twas processing\n"
     nxt = cluster.client.submit("add", 2, 3)
     assert nxt.result(timeout=10) == 5
     assert time.monotonic() - asked < 5  # stopped within WATCH_INTERVAL, not after its 60 s
     cluster.wait_line(rf"task {long.id} attempt 1 stopped: task stopped: cancelled by an operator", timeout=5)
     rec = long.record()
-    assert rec["status"] == "cancelled" and "result" not in rec
+    assert (rec["status"], rec["cancelled_by"]) == ("cancelled", "cli@ops") and "result" not in rec
     assert cluster.pid(w1) == pid  # the same process carries on
 
 

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,36 +14,18 @@ from client.store import (
     CancelResult,
     Claim,
     Finish,
-    Keys,
     Reopen,
     ReopenResult,
     Retry,
     TaskStore,
-    connect,
 )
-from tests.integration.conftest import REDIS
+from tests.support.scripts import run
 
 pytestmark = pytest.mark.integration
 
 P1 = '{"v":1,"task-id":"t1","task":"add","args":[1,2]}'
 
 
-@pytest.fixture
-def store(services: None) -> Iterator[TaskStore]:
-    prefix = f"t{uuid.uuid4().hex[:10]}:"
-    client = connect(REDIS)
-    yield TaskStore(client, Keys(prefix), result_ttl=60)
-    keys = list(client.scan_iter(match=f"{prefix}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
-def run(store: TaskStore, op: str, *args: Any, **kwargs: Any) -> Any:
-    pipe = store.pipeline()
-    reply = getattr(store, op)(pipe, *args, **kwargs)
-    store.execute(pipe)
-    return reply.value
 
 
 def cancel(store: TaskStore, task_id: str = "t1", unstarted: bool = False, by: str = "ann@ops") -> CancelResult:

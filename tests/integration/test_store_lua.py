@@ -6,8 +6,6 @@ suite let live; its docstring names them (script:line, the change).
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,32 +20,14 @@ from client.store import (
     Release,
     Retry,
     TaskStore,
-    connect,
 )
-from tests.integration.conftest import REDIS
+from tests.support.scripts import run
 
 pytestmark = pytest.mark.integration
 
 P1 = '{"v":1,"task-id":"t1","task":"add","args":[]}'
 
 
-@pytest.fixture
-def store(services: None) -> Iterator[TaskStore]:
-    prefix = f"t{uuid.uuid4().hex[:10]}:"
-    client = connect(REDIS)
-    yield TaskStore(client, Keys(prefix), result_ttl=60)
-    keys = list(client.scan_iter(match=f"{prefix}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
-def run(store: TaskStore, op: str, *args: Any, **kwargs: Any) -> Any:
-    """Run one lifecycle script now; its decoded answer."""
-    pipe = store.pipeline()
-    reply = getattr(store, op)(pipe, *args, **kwargs)
-    store.execute(pipe)
-    return reply.value
 
 
 def assign(store: TaskStore, worker: str = "W1", mode: str = "new", dead_pid: int = 0, retries: int = 1,
