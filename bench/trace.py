@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="YADTQ workers (default 1)")
     p.add_argument("--submit", choices=("client", "raw"), default="client",
                    help="client: Client.submit; raw: a plain kafka-python producer, the seed's format")
+    p.add_argument("--gap", type=float, default=0.0,
+                   help="ms of pause between round trips (default 0: back to back, as make bench times them)")
     p.add_argument("--no-floor", action="store_true", help="skip the raw two-hop floor")
     p.add_argument("--floor", choices=("two_hops", "yadtq"), default="two_hops",
                    help="two_hops: the relay of two_hops.py; yadtq: its consumers and polls built as the "
@@ -110,7 +112,7 @@ def _submitter(kind: str, client: Any, opts: Options) -> tuple[Callable[[str, in
     return one_raw, lambda: producer.close(timeout=5)
 
 
-def _round_trips(one: Callable[[str, int], None], n: int, tag: str) -> list[float]:
+def _round_trips(one: Callable[[str, int], None], n: int, tag: str, gap: float = 0.0) -> list[float]:
     from client import trace
 
     for i in range(WARM_UP):
@@ -124,6 +126,8 @@ def _round_trips(one: Callable[[str, int], None], n: int, tag: str) -> list[floa
         one(task_id, i)
         trace.mark(task_id, "rt.end")
         samples.append((time.perf_counter() - t) * 1000)
+        if gap:
+            time.sleep(gap / 1000)  # the cluster finishes what the last task left (events, commits) first
     return samples
 
 
@@ -143,7 +147,7 @@ def measure_yadtq(ns: argparse.Namespace, opts: Options, log: Path) -> list[floa
             sup.wait_line(r"cluster ready", Deadline(opts.startup_timeout, "YADTQ cluster start"))
             client = Client(config)
             one, close = _submitter(ns.submit, client, opts)
-            return _round_trips(one, ns.n, uuid.uuid4().hex[:6])
+            return _round_trips(one, ns.n, uuid.uuid4().hex[:6], ns.gap)
         finally:
             for done in (close, client.close if client is not None else None):
                 if done is not None:
