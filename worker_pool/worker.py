@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import OffsetAndMetadata
 
@@ -118,6 +118,8 @@ class Worker:
         self._producer: KafkaProducer | None = None
         self._beat: threading.Thread | None = None
         self._last_commit = time.monotonic()
+        self._owed: dict[TopicPartition, int] = {}  # offsets of handled batches, not committed yet
+        self._commits: kafka_io.Committer | None = None
         self._limits = config.tasks.limits()
 
     def initialize(self) -> None:
@@ -176,11 +178,32 @@ class Worker:
             self.write_held_result()  # before the commit: the offset covers only recorded work
             self.send_reports(force=True)
             if done is not None:
-                self._consumer.commit({tp: OffsetAndMetadata(done.offset + 1, "", -1)})
-                self._last_commit = time.monotonic()
+                self._owed[tp] = done.offset + 1
+                self._pay(careful)
                 if careful:
                     assert self._guard is not None
                     self._guard.passed(tp, done.offset + 1)
+        if not batches:
+            self._pay(careful)  # what a commit in flight held back
+
+    @property
+    def _committer(self) -> kafka_io.Committer:
+        """The committer of the current consumer."""
+        assert self._consumer is not None
+        if self._commits is None or self._commits.consumer is not self._consumer:
+            self._commits = kafka_io.Committer(self._consumer)
+        return self._commits
+
+    def _pay(self, careful: bool) -> None:
+        """Commit the offsets owed, without waiting for the broker (kafka_io.Committer), unless
+        in careful mode, whose quarantine counts a message as passed once it is committed. While
+        a commit is in flight they stay owed: the next batch's offset, or the next empty poll,
+        sends them."""
+        if not self._owed or (self._committer.busy and not careful):
+            return
+        self._committer.commit(self._owed, time.monotonic(), wait=careful)
+        self._owed = {}
+        self._last_commit = time.monotonic()
 
     def _recommit(self) -> None:
         """Idle: commit the position again every OFFSET_REFRESH seconds, so that
@@ -206,6 +229,11 @@ class Worker:
         if self._producer is not None:
             kafka_io.close_producer(self._producer)
         if self._consumer is not None:
+            try:
+                self._pay(careful=False)
+                self._committer.drain()  # the last commit sent is not lost with the consumer
+            except Exception as e:  # Kafka is what failed: those assignments are read again, and skipped
+                log.warning("could not commit the last offsets before stopping: %s", e)
             self._consumer.close(autocommit=False)
         log.info("worker %s stopped", self.id)
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from kafka import TopicPartition
+from kafka.future import Future
 from kafka.structs import OffsetAndMetadata
 
 from client import kafka as kafka_io
@@ -76,6 +77,11 @@ class FakeConsumer:
 
     def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         self.commits.append(offsets)
+
+    def commit_async(self, offsets: Any) -> Future:
+        """As a broker that answers at once: the commit is done when it returns."""
+        self.commit(offsets)
+        return Future().success(None)
 
     def close(self, autocommit: bool = True) -> None:
         self.closed = autocommit is False  # a close that commits would commit past unrecorded work

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
+import pytest
 from kafka import TopicPartition
+from kafka.errors import KafkaError
+from kafka.future import Future
 
 from client.config import Config
-from client.kafka import OFFSET_REFRESH, offsets_due
+from client.kafka import OFFSET_REFRESH, Committer, offsets_due
 from supervisor.scheduler import Scheduler
 from worker_pool.worker import Worker
 
@@ -45,6 +50,11 @@ class IdleConsumer:
     def commit(self, offsets: dict[TopicPartition, Any]) -> None:
         self.commits.append(offsets)
 
+    def commit_async(self, offsets: Any) -> Future:
+        """As a broker that answers at once: the commit is done when it returns."""
+        self.commit(offsets)
+        return Future().success(None)
+
 
 def test_an_idle_worker_commits_its_position_again_now_and_then() -> None:
     w = Worker(Config(), "W1")
@@ -74,3 +84,84 @@ def test_an_idle_scheduler_commits_its_tasks_offset_again_now_and_then() -> None
     assert len(tasks.commits) == 1  # unchanged: not again yet
     s._commit(1000.0 + OFFSET_REFRESH)
     assert [{tp: o.offset for tp, o in c.items()} for c in tasks.commits] == [{TP: 7}, {TP: 7}]
+
+
+class Answerable:
+    """A consumer whose async commits the test answers (``answer``, ``refuse``); sync ones are noted."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[TopicPartition, int]]] = []
+        self.futures: list[Future] = []
+
+    def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        self.sent.append(("sync", {tp: m.offset for tp, m in offsets.items()}))
+
+    def commit_async(self, offsets: dict[TopicPartition, Any]) -> Future:
+        self.sent.append(("async", {tp: m.offset for tp, m in offsets.items()}))
+        self.futures.append(Future())
+        return self.futures[-1]
+
+    def answer(self) -> None:
+        self.futures[-1].success(None)
+
+    def refuse(self) -> None:
+        self.futures[-1].failure(KafkaError("the coordinator moved"))
+
+
+def test_a_commit_in_flight_holds_the_next_back_and_the_newest_goes_once_it_is_answered() -> None:
+    consumer = Answerable()
+    c = Committer(consumer)  # type: ignore[arg-type]
+    assert c.commit({TP: 5}, 1.0) == {TP: 5}
+    assert c.busy and c.commit({TP: 6}, 1.1) == {} and c.commit({TP: 7}, 1.2) == {}
+    consumer.answer()
+    assert not c.busy and c.committed == {TP: (5, 1.0)}
+    assert c.commit({TP: 7}, 1.3) == {TP: 7}
+    assert consumer.sent == [("async", {TP: 5}), ("async", {TP: 7})]
+
+
+def test_a_refused_commit_is_logged_and_its_offsets_stay_due(caplog: pytest.LogCaptureFixture) -> None:
+    consumer = Answerable()
+    c = Committer(consumer)  # type: ignore[arg-type]
+    c.commit({TP: 5}, 1.0)
+    consumer.refuse()
+    with caplog.at_level(logging.WARNING, logger="yadtq.kafka"):
+        assert c.commit({TP: 5}, 1.1) == {TP: 5}  # sent again
+    assert "committing offsets {'TASKS:0': 5} failed (sent again later): " in caplog.text
+    assert c.committed == {}
+
+
+def test_a_waited_commit_is_synchronous_after_the_one_in_flight() -> None:
+    consumer = Answerable()
+    c = Committer(consumer)  # type: ignore[arg-type]
+    c.commit({TP: 5}, 1.0)
+    threading.Timer(0.05, consumer.answer).start()  # the broker answers on kafka-python's IO thread
+    assert c.commit({TP: 6}, 1.1, wait=True) == {TP: 6}
+    assert consumer.sent == [("async", {TP: 5}), ("sync", {TP: 6})]
+    assert c.committed == {TP: (6, 1.1)} and not c.busy
+
+
+def test_an_idle_committer_sends_an_unchanged_offset_again_only_after_the_refresh_interval() -> None:
+    consumer = Answerable()
+    c = Committer(consumer)  # type: ignore[arg-type]
+    c.commit({TP: 5}, 100.0)
+    consumer.answer()
+    assert c.commit({TP: 5}, 100.0 + OFFSET_REFRESH - 1) == {}
+    assert c.commit({TP: 5}, 100.0 + OFFSET_REFRESH) == {TP: 5}
+
+
+def test_a_worker_commits_a_batch_held_back_by_a_commit_in_flight_at_its_next_empty_poll() -> None:
+    w = Worker(Config(), "W1")
+    consumer = Answerable()
+    w._consumer = consumer  # type: ignore[assignment]
+    w._owed = {TP: 5}
+    w._pay(careful=False)
+    w._owed = {TP: 9}
+    w._pay(careful=False)  # the first is in flight: owed still
+    assert consumer.sent == [("async", {TP: 5})] and w._owed == {TP: 9}
+    consumer.answer()
+    w._pay(careful=False)
+    assert consumer.sent[-1] == ("async", {TP: 9}) and w._owed == {}
+    consumer.answer()
+    w._owed = {TP: 10}
+    w._pay(careful=True)  # careful mode: its quarantine needs the commit done
+    assert consumer.sent[-1] == ("sync", {TP: 10})

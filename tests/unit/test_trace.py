@@ -16,6 +16,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from kafka.future import Future
 
 from bench import trace as trace_cli
 from bench import trace_table as tt
@@ -338,6 +339,11 @@ def test_the_workers_trace_points_mark_one_task(tmp_path: Path, monkeypatch: pyt
 
         def commit(self, offsets: Any) -> None:
             pass
+
+        def commit_async(self, offsets: Any) -> Future:
+            """As a broker that answers at once: the commit is done when it returns."""
+            self.commit(offsets)
+            return Future().success(None)
 
     w = worker.Worker(Config(), "W1", registry())
     payload = encode(Task("trace-2", "add", [1, 2]).to_wire()).decode()
