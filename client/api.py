@@ -86,6 +86,11 @@ class Client:
         self.config = config or Config()
         self.keys = Keys(self.config.redis.key_prefix)
         self.redis = connect(self.config.redis)
+        # Pub/sub waits get a pool of their own: redis-py disconnects a pub/sub
+        # connection when it is closed and hands it back to its pool, where the
+        # next command would take it and connect again (the record read right
+        # after a wake took 1.1 ms instead of 0.1: bench.trace, PERFORMANCE.md).
+        self._waits = connect(self.config.redis)
         self.store = TaskStore(self.redis, self.keys, self.config.tasks.result_ttl)
         self._producer: Any = None
 
@@ -118,6 +123,7 @@ class Client:
             kafka_io.close_producer(self._producer, timeout=10)
             self._producer = None
         self.redis.close()
+        self._waits.close()
 
     # --- submitting ---
     def submit(self, name: str, *args: Any, **kwargs: Any) -> TaskHandle:
@@ -227,7 +233,7 @@ class Client:
         # Subscribe confirmations are read and skipped here: with
         # ignore_subscribe_messages, get_message returns None for each, which
         # would look like a timeout and trigger a full re-check every time.
-        pubsub = self.redis.pubsub()  # type: ignore[no-untyped-call]
+        pubsub = self._waits.pubsub()  # type: ignore[no-untyped-call]
         channel_prefix = self.keys.done_channel("")
         try:
             for chunk in _chunks(sorted(pending), 1000):
