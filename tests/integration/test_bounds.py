@@ -22,8 +22,7 @@ from client.protocol import WorkerDown, encode_event, now
 from supervisor.scheduler import RECONCILE_INTERVAL
 from tests.integration import test_guarantees
 from tests.integration.conftest import KAFKA
-from tests.integration.test_guarantees import wait_until
-from tests.support.harness import WatchedProcess
+from tests.support.harness import WatchedProcess, wait_until
 from tests.tasks import WatchedRun, watched_runs
 
 pytestmark = pytest.mark.integration

@@ -6,8 +6,7 @@ import contextlib
 import os
 import signal
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from client.config import Config
 from client.protocol import WorkerDown, encode_event, now
 from supervisor.topics import ensure_topics
 from tests.integration.conftest import KAFKA, cluster_config
-from tests.support.harness import WatchedProcess, remove_cluster_data
+from tests.support.harness import WatchedProcess, remove_cluster_data, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -33,13 +32,6 @@ config = load_config(sys.argv[1])
 run_scheduler(config) if sys.argv[2] == "scheduler" else run_worker(config, sys.argv[2])
 """
 
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    """For states that only Redis or Kafka hold, with no event to wait on: look every 50 ms."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
-        time.sleep(0.05)
 
 
 def committed_all(config: Config, worker: str) -> bool:

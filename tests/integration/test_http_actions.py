@@ -12,7 +12,8 @@ import pytest
 
 from client import TaskFailed, TaskSpec
 from client import kafka as kafka_io
-from tests.integration.test_insight import get, http_port, wait_until
+from tests.integration.test_insight import get, http_port
+from tests.support.harness import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -31,17 +31,10 @@ from client.insight import parse_stats, parse_timings
 from client.store import Assign, Batch, Claim, Finish, Retry, Status, TaskStore
 from tests.integration.conftest import ROOT
 from tests.integration.private_services import PrivateServices
+from tests.support.harness import wait_until
 
 pytestmark = pytest.mark.integration
 
-
-def wait_until(check: Callable[[], Any], what: str, timeout: float = 30, every: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(every)
-    raise AssertionError(f"not within {timeout}s: {what}")
 
 
 def http_port(cluster: Any, start: int = 0) -> int:

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,17 +17,10 @@ from kafka import KafkaProducer
 from client import TaskCancelled, TaskSpec, ops
 from client.store import Cancel, CancelResult
 from tests.integration.conftest import KAFKA
-from tests.support.harness import run_own_group
+from tests.support.harness import run_own_group, wait_until
 
 pytestmark = pytest.mark.integration
 
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    """For states only Redis holds, with no event to wait on: look every 50 ms."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
-        time.sleep(0.05)
 
 
 def runs(cluster: Any, task_id: str) -> int:

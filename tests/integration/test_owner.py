@@ -25,20 +25,13 @@ from client.errors import ClusterOwned
 from client.lease import Lease, Renewal
 from client.store import Keys, TaskStore, connect
 from tests.integration.conftest import REDIS, ROOT, cluster_config
-from tests.support.harness import kill_group, remove_cluster_data, run_own_group
+from tests.support.harness import kill_group, remove_cluster_data, run_own_group, wait_until
 from tests.tasks import spans_key
 
 pytestmark = pytest.mark.integration
 
 READY_WITHIN = 90.0  # seconds for a supervisor to say "cluster ready" on a loaded machine
 
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    """For states only Redis holds, with no event to wait on: look every 50 ms."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
-        time.sleep(0.05)
 
 
 def descendants(pid: int) -> list[psutil.Process]:

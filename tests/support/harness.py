@@ -17,8 +17,9 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from client import kafka as kafka_io
 from client.config import Config
@@ -181,3 +182,15 @@ def remove_cluster_data(config: Config) -> None:
             admin.delete_topics(names)
     finally:
         admin.close()
+
+
+def wait_until(check: Callable[[], Any], what: str, timeout: float = 30, every: float = 0.05) -> Any:
+    """The first truthy value of ``check()``, looked at every ``every`` seconds; an AssertionError
+    naming ``what`` after ``timeout`` seconds. For states only Redis or Kafka hold, with no event
+    to wait on."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if value := check():
+            return value
+        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
+        time.sleep(every)
