@@ -230,8 +230,9 @@ class Worker:
             kafka_io.close_producer(self._producer)
         if self._consumer is not None:
             try:
+                self._committer.drain()  # the commit in flight first, so that what is still owed goes too
                 self._pay(careful=False)
-                self._committer.drain()  # the last commit sent is not lost with the consumer
+                self._committer.drain()  # and is not lost with the consumer
             except Exception as e:  # Kafka is what failed: those assignments are read again, and skipped
                 log.warning("could not commit the last offsets before stopping: %s", e)
             self._consumer.close(autocommit=False)

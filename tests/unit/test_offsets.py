@@ -165,3 +165,20 @@ def test_a_worker_commits_a_batch_held_back_by_a_commit_in_flight_at_its_next_em
     w._owed = {TP: 10}
     w._pay(careful=True)  # careful mode: its quarantine needs the commit done
     assert consumer.sent[-1] == ("sync", {TP: 10})
+
+
+def test_a_stopping_worker_sends_what_it_still_owes_once_the_commit_in_flight_is_answered() -> None:
+    w = Worker(Config(), "W1")
+    consumer = Answerable()
+    closed: list[bool] = []
+    consumer.close = lambda autocommit=True: closed.append(autocommit)  # type: ignore[attr-defined]
+    w._consumer = consumer  # type: ignore[assignment]
+    w._owed = {TP: 5}
+    w._pay(careful=False)
+    w._owed = {TP: 9}  # the last batch, held back by the commit in flight
+    threading.Timer(0.05, consumer.answer).start()
+    answer_next = threading.Timer(0.2, lambda: consumer.futures[-1].success(None))
+    answer_next.start()
+    w.shutdown()
+    assert consumer.sent == [("async", {TP: 5}), ("async", {TP: 9})] and w._owed == {}
+    assert consumer.futures[-1].is_done and closed == [False]  # waited for, then closed
