@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from kafka import KafkaConsumer, TopicPartition
@@ -28,7 +29,7 @@ from client import kafka as kafka_io
 from client.api import Client, operator_name
 from client.errors import InvalidMessage, ServiceUnavailable, YadtqError
 from client.protocol import check_task_id, now, sniff_task_id
-from client.store import TERMINAL, Batch, Cancel, Reopen, Status
+from client.store import TERMINAL, Batch, Cancel, Reopen, Reply, Status
 
 READ_TIMEOUT = 30.0  # seconds an action may spend reading a topic (dead letters, the TASKS backlog)
 
@@ -68,15 +69,21 @@ def cancel(client: Client, task_ids: Iterable[str], by: str | None = None) -> li
 
 
 def _cancel(client: Client, task_ids: list[str], by: str, unstarted: bool) -> list[Outcome]:
-    store, at = client.store, now()
+    at = now()
+    return _each(client, task_ids, lambda batch, t: client.store.cancel(batch, t, at, by, unstarted), _CANCEL_DETAIL)
+
+
+def _each(client: Client, task_ids: list[str], call: Callable[[Batch, str], Reply[Any]],
+          details: Mapping[Any, str]) -> list[Outcome]:
+    """``call(batch, id)`` for each valid id, all in one pipeline; an Outcome per id, in order
+    (an invalid id's says why). ``details[kind]`` formats the answer's status."""
     valid, out = _checked_ids(task_ids)
-    batch = store.pipeline()
-    replies = {t: store.cancel(batch, t, at, by, unstarted) for t in valid}
+    batch = client.store.pipeline()
+    replies = {t: call(batch, t) for t in valid}
     _run(client, batch)
-    for t in task_ids:
-        if t in replies:
-            r = replies[t].value
-            out[t] = Outcome(t, str(r.kind), _CANCEL_DETAIL[r.kind].format(r.status or "none"))
+    for t, reply in replies.items():
+        r = reply.value
+        out[t] = Outcome(t, str(r.kind), details[r.kind].format(r.status or "none"))
     return [out[t] for t in task_ids]
 
 
@@ -95,16 +102,8 @@ def retry(client: Client, task_ids: Iterable[str], by: str | None = None) -> lis
     succeeded or still runs is run twice.
     """
     ids = list(task_ids)
-    store, at, who = client.store, now(), by or operator_name()
-    valid, out = _checked_ids(ids)
-    batch = store.pipeline()
-    replies = {t: store.reopen(batch, t, at, who) for t in valid}
-    _run(client, batch)
-    for t in ids:
-        if t in replies:
-            r = replies[t].value
-            out[t] = Outcome(t, str(r.kind), _REOPEN_DETAIL[r.kind].format(r.status or "none"))
-    return [out[t] for t in ids]
+    at, who = now(), by or operator_name()
+    return _each(client, ids, lambda batch, t: client.store.reopen(batch, t, at, who), _REOPEN_DETAIL)
 
 
 _REOPEN_DETAIL = {Reopen.REOPENED: "queued again",
