@@ -416,7 +416,10 @@ def now() -> float:
 
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
-        obj = json.loads(raw.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite_float)
+        text = raw.decode("utf-8")
+        if text.startswith("\ufeff"):  # as json.loads refuses it (the decoder alone would not)
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        obj = _DECODER.decode(text)
     except UnicodeDecodeError:
         raise InvalidMessage("message is not UTF-8 text") from None
     except ValueError as e:  # also a too long integer (Python's int_max_str_digits)
@@ -448,6 +451,10 @@ def _finite_float(text: str) -> float:
     if not math.isfinite(value):  # e.g. 1e400
         raise ValueError(f"number {text[:20]} is out of range")
     return value
+
+
+# One decoder for every message: json.loads with these hooks builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
 
 
 def _check_whole(obj: dict[str, Any], raw: bytes) -> None:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar, overload
 from client.errors import ConfigError, InvalidMessage, UnknownTask
 
 F = TypeVar("F", bound=Callable[..., Any])
+_SHAPES_KEPT = 1024  # argument shapes whose fit Registry.check_call remembers
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,10 @@ class Registry:
 
     def __init__(self) -> None:
         self._tasks: dict[str, TaskDef] = {}
+        # Whether arguments fit a signature depends only on their shape (how many
+        # positional ones, which names), never on their values: the answer for a
+        # shape is kept, since Signature.bind is a few percent of a no-op task's CPU.
+        self._fits: dict[tuple[str, int, tuple[str, ...]], str | None] = {}
 
     def register(self, fn: Callable[..., Any], name: str | None = None) -> None:
         name = name or fn.__name__
@@ -51,10 +56,14 @@ class Registry:
     def check_call(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> TaskDef:
         """The task, if these arguments fit its signature; else raise InvalidMessage."""
         d = self.get(name)
-        try:
-            d.signature.bind(*args, **kwargs)
-        except TypeError as e:
-            raise InvalidMessage(f"wrong arguments for task {name!r}: {e} (it takes {_params(d.signature)})") from None
+        shape = (name, len(args), tuple(kwargs))
+        if shape not in self._fits:
+            if len(self._fits) >= _SHAPES_KEPT:  # bounded: shapes come from messages
+                self._fits.clear()
+            self._fits[shape] = _misfit(d.signature, args, kwargs)
+        error = self._fits[shape]
+        if error is not None:
+            raise InvalidMessage(f"wrong arguments for task {name!r}: {error} (it takes {_params(d.signature)})")
         return d
 
     def names(self) -> list[str]:
@@ -67,6 +76,15 @@ class Registry:
                 importlib.import_module(m)
             except Exception as e:  # any failure to import is a config problem to report
                 raise ConfigError(f"tasks.modules: cannot import {m!r}: {type(e).__name__}: {e}") from None
+
+
+def _misfit(sig: inspect.Signature, args: list[Any], kwargs: dict[str, Any]) -> str | None:
+    """Why these arguments do not fit ``sig`` (TypeError's text), or None if they do."""
+    try:
+        sig.bind(*args, **kwargs)
+    except TypeError as e:
+        return str(e)
+    return None
 
 
 def _params(sig: inspect.Signature) -> str:

@@ -75,6 +75,7 @@ def test_event_round_trip(event: object) -> None:
 @pytest.mark.parametrize(("raw", "reason", "task_id"), [
     (b"not json", "not valid JSON", None),
     (b"\xff\xfe", "not UTF-8", None),
+    (b'\xef\xbb\xbf{"task-id": "t1", "task": "add"}', "not valid JSON: Unexpected UTF-8 BOM", None),
     (b"[1, 2]", "must be a JSON object, got list", None),
     (b'{"task": "add"}', "'task-id' must be", None),
     (b'{"task-id": "", "task": "add"}', "'task-id' must be", None),

@@ -103,6 +103,19 @@ def test_arguments_are_checked_against_the_signature() -> None:
         r.check_call("add", [1, 2, 3], {})
 
 
+def test_the_fit_of_an_argument_shape_is_remembered_per_task_and_names() -> None:
+    r = registry()
+    for _ in range(2):  # the second time from what is remembered, with the same answers
+        assert r.check_call("add", [1], {"b": 2}).name == "add"
+        assert r.check_call("add", ["any", "values"], {}).name == "add"
+        with pytest.raises(InvalidMessage, match=r"unexpected keyword argument 'c'"):
+            r.check_call("add", [1, 2], {"c": 3})
+        with pytest.raises(InvalidMessage, match=r"missing a required argument: 'b'"):
+            r.check_call("add", [1], {"c": 2})  # the names count, not only how many
+        with pytest.raises(InvalidMessage, match=r"'boom'.*(too many|takes)"):
+            r.check_call("boom", [1, 2], {})  # the same shape as add's call above, another task
+
+
 def test_one_name_cannot_mean_two_functions() -> None:
     r = registry()
     with pytest.raises(ConfigError, match="registered twice"):
