@@ -1,6 +1,7 @@
 """python -m bench: the limit, YADTQ, Celery and Huey side by side; see docs/BENCHMARKS.md.
 
     python -m bench --n 10000 --runs 3 --workers 1,2,4,8 --systems limit,yadtq,celery,huey --out bench/results
+    python -m bench --submit client,raw        # YADTQ's tasks from its client and from a plain kafka-python producer
     python -m bench --trace 200 [--workers 1] [--submit client|raw]   # where one round trip's time goes
 """
 
@@ -48,6 +49,16 @@ def _systems(text: str) -> list[str]:
     return [s for s in ALL_SYSTEMS if s in names]
 
 
+SUBMIT_MODES = ("client", "raw")
+
+
+def _submit_modes(text: str) -> list[str]:
+    modes = [x.strip() for x in text.split(",") if x.strip()]
+    if not modes or any(m not in SUBMIT_MODES for m in modes):
+        raise argparse.ArgumentTypeError(f"submit modes are {', '.join(SUBMIT_MODES)}; got {text!r}")
+    return [m for m in SUBMIT_MODES if m in modes]
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,6 +67,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=_int_list, default=[1, 2, 4, 8], help="YADTQ worker counts (default 1,2,4,8)")
     p.add_argument("--systems", type=_systems, default=list(ALL_SYSTEMS),
                    help="any of limit,yadtq,celery,huey (default all)")
+    p.add_argument("--submit", type=_submit_modes, default=list(SUBMIT_MODES),
+                   help="how tasks reach YADTQ: client (Client.submit_many), raw (a plain kafka-python producer "
+                        "in the seed's format, results read with plain redis-py); default client,raw")
     p.add_argument("--round-trips", type=int, default=300, help="sequential round trips (default 300)")
     p.add_argument("--anchor-concurrency", type=int, default=2, help="Celery's and Huey's processes (default 2)")
     p.add_argument("--kafka", default="localhost:9092", help="Kafka bootstrap server (default localhost:9092)")
@@ -89,7 +103,7 @@ def plan(ns: argparse.Namespace) -> list[tuple[str, int | None]]:
     cases: list[tuple[str, int | None]] = []
     for s in ns.systems:
         if s == "yadtq":
-            cases += [(s, w) for w in ns.workers]
+            cases += [("yadtq" if m == "client" else "yadtq-raw", w) for m in ns.submit for w in ns.workers]
         else:
             cases.append((s, None if s == "limit" else ns.anchor_concurrency))
     return cases
@@ -100,9 +114,9 @@ def measure(system: str, workers: int | None, opts: Options, log: Path) -> Metri
     if system == "limit":
         from bench import raw_kafka
         return raw_kafka.measure(opts, log)
-    if system == "yadtq":
+    if system in ("yadtq", "yadtq-raw"):
         from bench import yadtq_run
-        return yadtq_run.measure(opts, workers or 1, log)
+        return yadtq_run.measure(opts, workers or 1, log, submit="raw" if system == "yadtq-raw" else "client")
     if system == "celery":
         from bench import celery_run
         return celery_run.measure(opts, log)
@@ -133,7 +147,7 @@ def _summary(m: Metrics) -> str:
 
 
 def run_case(system: str, workers: int | None, run: int, opts: Options) -> dict[str, Any]:
-    name = system + (f"-W{workers}" if system == "yadtq" else "")
+    name = system + (f"-W{workers}" if system.startswith("yadtq") else "")
     log = opts.log_dir / f"{name}-run{run}.log"
     print(f"[run {run}] {name} ...", flush=True)
     t = time.monotonic()
@@ -201,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     ns.docs.parent.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "schema": 1,
-        "params": {"n": ns.n, "runs": ns.runs, "workers": ns.workers, "systems": ns.systems,
+        "params": {"n": ns.n, "runs": ns.runs, "workers": ns.workers, "systems": ns.systems, "submit": ns.submit,
                    "round_trips": ns.round_trips, "anchor_concurrency": ns.anchor_concurrency,
                    "timeout": ns.timeout, "yadtq_overrides": opts.yadtq_overrides},
         "machine": describe(opts.kafka, opts.redis_url(0)),

@@ -15,7 +15,10 @@ This file is written by `make bench` (`python -m bench`); edit `bench/docs.py`,
 not this file. It measures, in one run on one machine:
 
 1. **The limit**: raw kafka-python on the same broker, no YADTQ code.
-2. **YADTQ**: the real supervisor with W = 1, 2, 4, 8 workers.
+2. **YADTQ**: the real supervisor with W = 1, 2, 4, 8 workers, with tasks
+   submitted twice over: by the YADTQ client, and by a foreign program (a plain
+   kafka-python producer writing the seed's format, results read with plain
+   redis-py: "YADTQ, raw submit").
 3. **Anchors**: Celery and Huey on the same tasks, same machine, same run.
 
 ## How to run
@@ -24,12 +27,14 @@ not this file. It measures, in one run on one machine:
 make bench                                   # N=10000 RUNS=3 WORKERS=1,2,4,8, all four systems
 make bench N=2000 RUNS=1 WORKERS=1,4         # a quick smoke run
 make bench SYSTEMS=limit,yadtq BENCH_ARGS='--no-docs'
+make bench SUBMIT=raw                        # YADTQ only as a foreign producer sees it
 ```
 
 `make bench` starts Kafka and Redis if none answers (`make services`), installs
 `.venv-bench` (YADTQ plus the `bench` extra of `setup.cfg`: Celery, Huey and
 matplotlib, pinned; none of them is a runtime dependency of YADTQ), then runs
-`.venv-bench/bin/python -m bench --n N --runs RUNS --workers WORKERS --systems SYSTEMS`.
+`.venv-bench/bin/python -m bench --n N --runs RUNS --workers WORKERS --systems SYSTEMS`
+(and `--submit SUBMIT`, `client,raw` by default: both ways of submitting to YADTQ).
 `python -m bench --help` lists every flag (`--round-trips`, `--timeout`,
 `--yadtq-config FILE` to try other YADTQ settings, `--from-json FILE` to remake
 the table, the plot and this file from an earlier run's JSON, `--no-docs`, ...).
@@ -91,6 +96,15 @@ Ratios are of medians: above 1x YADTQ has more throughput (or, for round trips, 
   of `yadtq.yaml` except `workers.count` = W, `workers.shutdown_grace` = 5 and
   the run's own topics and key prefix; one task module, `worker_pool.builtin_tasks`.
   Waiting for the batch is `Client.wait(ids)` (Redis pub/sub).
+- **YADTQ, raw submit** (`bench/raw_submit.py`): the same cluster, and no YADTQ
+  code on the submitting side, as a program written for the seed's format
+  would use it: a plain `KafkaProducer` (`acks='all'`, `linger_ms=2`) writes
+  `{"task-id", "task": "add", "args": [i, i]}` to TASKS; plain redis-py
+  subscribes to the README's channel `<prefix>yadtq:done:*` (a pattern, before
+  the first send) and counts the announcements; every record is then read with
+  `HMGET` and checked. A round trip: `SUBSCRIBE` the task's channel, produce,
+  flush, wait for the announcement, `HGETALL` the record. Its enqueue rate is
+  N sends and a flush (no `queued` record is written: the scheduler writes it).
 - **Celery** (`bench/celery_app.py`, `bench/celery_run.py`): Redis as broker and
   result backend, `celery -A bench.celery_app worker --pool prefork --concurrency 2 --loglevel warning`,
   otherwise Celery's defaults. Waiting for the batch is `ResultSet(...).join_native()`.

@@ -15,8 +15,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -34,8 +35,9 @@ from bench.common import (
     cpu_during,
     round_trips,
 )
-from client import Client, TaskHandle, TaskSpec
-from client.config import load_config
+from bench.raw_submit import RawSubmitter
+from client import Client, TaskSpec
+from client.config import Config, load_config
 from client.store import Status
 from tests.support.harness import remove_cluster_data
 
@@ -81,42 +83,96 @@ def _check_all_succeeded(client: Client, ids: list[str]) -> None:
         raise BenchError(f"{len(bad)} of {len(ids)} tasks did not succeed, e.g. {t}: {s} {client.record(t)}")
 
 
-def _measure(opts: Options, client: Client, sup: Child) -> Metrics:
-    specs = [TaskSpec("add", (i, i)) for i in range(opts.n)]
-    deadline = Deadline(opts.timeout, f"YADTQ: {opts.n} tasks")
-
-    def wait(handles: list[TaskHandle]) -> list[str]:
-        ids = [h.id for h in handles]
-        client.wait(ids, timeout=deadline.left())
-        return ids
-
+def _measure(opts: Options, sup: Child, submitter: _Submitter) -> Metrics:
     with PeakRss(lambda: _roles(sup)) as rss:
-        (m, ids), cpu = cpu_during(rss, lambda: batch(opts.n, lambda: client.submit_many(specs), wait))
+        (m, ids), cpu = cpu_during(rss, lambda: batch(opts.n, submitter.submit_all, submitter.wait_all))
         m |= cpu
-        _check_all_succeeded(client, ids)
+        submitter.check(ids)
         time.sleep(IDLE_PAUSE)
-        m |= round_trips(opts.round_trips, lambda i: check_sum(i, client.submit("add", i, i).result(timeout=10)),
-                         Deadline(opts.timeout, "YADTQ round trips"))
+        m |= round_trips(opts.round_trips, submitter.one, Deadline(opts.timeout, "YADTQ round trips"))
     return m | rss.metrics()
 
 
+class _Submitter(Protocol):
+    """How the benchmark submits and waits: the YADTQ client, or a foreign program (bench/raw_submit.py)."""
 
-def measure(opts: Options, workers: int, log: Path) -> Metrics:
-    """Throughput, enqueue rate, idle round trips and peak RSS of a cluster of ``workers``."""
+    def submit_all(self) -> list[str]: ...
+    def wait_all(self, ids: list[str]) -> list[str]: ...
+    def check(self, ids: list[str]) -> None: ...
+    def one(self, i: int, timeout: float = 10.0) -> None: ...
+
+
+class _ClientSubmitter:
+    """Client.submit_many and Client.wait; Client.submit and TaskHandle.result for one round trip."""
+
+    def __init__(self, client: Client, n: int, deadline: Deadline) -> None:
+        self.client, self.n, self.deadline = client, n, deadline
+
+    def submit_all(self) -> list[str]:
+        return [h.id for h in self.client.submit_many([TaskSpec("add", (i, i)) for i in range(self.n)])]
+
+    def wait_all(self, ids: list[str]) -> list[str]:
+        self.client.wait(ids, timeout=self.deadline.left())
+        return ids
+
+    def check(self, ids: list[str]) -> None:
+        _check_all_succeeded(self.client, ids)
+
+    def one(self, i: int, timeout: float = 10.0) -> None:
+        check_sum(i, self.client.submit("add", i, i).result(timeout=timeout))
+
+
+class _RawSubmitter:
+    """A plain kafka-python producer and plain redis-py (bench/raw_submit.py)."""
+
+    def __init__(self, raw: RawSubmitter, n: int, deadline: Deadline) -> None:
+        self.raw, self.n, self.deadline = raw, n, deadline
+
+    def submit_all(self) -> list[str]:
+        return self.raw.submit_all(self.n)
+
+    def wait_all(self, ids: list[str]) -> list[str]:
+        return self.raw.wait_all(ids, self.deadline)
+
+    def check(self, ids: list[str]) -> None:
+        self.raw.check_all(ids)
+
+    def one(self, i: int, timeout: float = 10.0) -> None:
+        self.raw.one(i, timeout)
+
+
+def measure(opts: Options, workers: int, log: Path, submit: str = "client") -> Metrics:
+    """Throughput, enqueue rate, idle round trips and peak RSS of a cluster of ``workers``, with
+    tasks submitted by the YADTQ client (``submit`` 'client') or by a foreign program ('raw')."""
     tag = f"bench-{uuid.uuid4().hex[:10]}"
     with tempfile.TemporaryDirectory(prefix="yadtq-bench-") as d:
         config = load_config(cluster_file(opts, workers, tag, Path(d)))
         sup = Child("yadtq supervisor", [sys.executable, "-m", "supervisor", str(Path(d) / "yadtq.yaml")], log)
-        client: Client | None = None
-        try:
-            sup.wait_line(r"cluster ready", Deadline(opts.startup_timeout, "YADTQ cluster start"))
-            client = Client(config)
-            for i in range(WARM_UP):
-                check_sum(i, client.submit("add", i, i).result(timeout=30))
-            return _measure(opts, client, sup)
-        finally:
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    client.close()
-            sup.stop(signal.SIGINT, group=True, grace=config.workers.shutdown_grace + 15)
-            remove_cluster_data(config)
+        with contextlib.ExitStack() as opened:
+            try:
+                sup.wait_line(r"cluster ready", Deadline(opts.startup_timeout, "YADTQ cluster start"))
+                submitter = _submitter(submit, config, opts, opened)
+                for i in range(WARM_UP):
+                    submitter.one(i, timeout=30)
+                return _measure(opts, sup, submitter)
+            finally:
+                opened.close()
+                sup.stop(signal.SIGINT, group=True, grace=config.workers.shutdown_grace + 15)
+                remove_cluster_data(config)
+
+
+def _submitter(kind: str, config: Config, opts: Options, opened: contextlib.ExitStack) -> _Submitter:
+    """The submitter ``kind`` names, closed with ``opened``."""
+    deadline = Deadline(opts.timeout, f"YADTQ: {opts.n} tasks")
+    if kind == "raw":
+        raw = RawSubmitter(opts.kafka, opts.redis_url(DB), config.topics.tasks, config.redis.key_prefix)
+        opened.callback(_quietly, raw.close)
+        return _RawSubmitter(raw, opts.n, deadline)
+    client = Client(config)
+    opened.callback(_quietly, client.close)
+    return _ClientSubmitter(client, opts.n, deadline)
+
+
+def _quietly(close: Callable[[], None]) -> None:
+    with contextlib.suppress(Exception):  # what failed is reported by the measurement itself
+        close()
