@@ -98,6 +98,25 @@ def spans_key(prefix: str, task_id: str) -> str:
     return f"{prefix}test:spans:{task_id}"
 
 
+def gate_key(prefix: str) -> str:
+    """A test sets this key to let every ``gated_span`` run end."""
+    return f"{prefix}test:gate"
+
+
+@task
+def gated_span(limit: float) -> float:
+    """A ``span`` that lasts until the test opens the gate (``gate_key``), or at most ``limit``
+    seconds: a task still running at a moment the test chooses, without a fixed sleep."""
+    r, prefix = _store()
+    key = spans_key(prefix, current_task().task_id)
+    r.rpush(key, f"start {time.time()!r} {os.getpid()}")
+    started = time.monotonic()
+    while not r.exists(gate_key(prefix)) and time.monotonic() - started < limit:
+        time.sleep(0.05)
+    r.rpush(key, f"end {time.time()!r} {os.getpid()}")
+    return limit
+
+
 @task
 def span(seconds: float) -> float:
     """Record this run's start and end (wall clock) in ``<prefix>test:spans:<id>``, sleeping between.

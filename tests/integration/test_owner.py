@@ -26,7 +26,7 @@ from client.lease import Lease, Renewal
 from client.store import Keys, TaskStore, connect
 from tests.integration.conftest import REDIS, ROOT, cluster_config
 from tests.support.harness import kill_group, remove_cluster_data, run_own_group, wait_until
-from tests.tasks import spans_key
+from tests.tasks import gate_key, spans_key
 
 pytestmark = pytest.mark.integration
 
@@ -169,7 +169,8 @@ def test_the_shutdown_hand_back_beats_the_grace_period_kill(start_cluster: Any) 
     cluster = start_cluster(count=3, workers={"heartbeat_interval": 2.9, "heartbeat_timeout": 7.0,
                                               "shutdown_grace": 2.0})
     c = cluster.client
-    handles = c.submit_many([TaskSpec("sleep", (12,), max_retries=0) for _ in range(3)])
+    # Tasks that outlive the grace period: they last until the gate opens, after the restart.
+    handles = c.submit_many([TaskSpec("gated_span", (60,), max_retries=0) for _ in range(3)])
     wait_until(lambda: all(h.status() == "processing" for h in handles), "the three tasks started")
 
     cluster.proc.send_signal(signal.SIGTERM)
@@ -181,6 +182,7 @@ def test_the_shutdown_hand_back_beats_the_grace_period_kill(start_cluster: Any) 
 
     again = start_cluster(again=cluster)
     assert not any("did not release the lease" in line for line in again.lines)  # a clean stop: no fence wait
+    c.redis.set(gate_key(cluster.config.redis.key_prefix), 1, ex=300)
     again.client.wait([h.id for h in handles], timeout=90)
     for h in handles:
         record = h.record()
@@ -308,8 +310,9 @@ def test_a_supervisor_that_lost_its_lease_stops_its_cluster_at_once(start_cluste
     first = start_cluster(count=2)
     c = first.client
     r, owner, prefix = c.redis, c.keys.owner, first.config.redis.key_prefix
-    # Long tasks: the stalled supervisor's workers are still running theirs when the new ones start.
-    handles = c.submit_many([TaskSpec("span", (12,), max_retries=5) for _ in range(4)])
+    # Tasks that last until the gate opens, after the new owner is ready: the stalled
+    # supervisor's workers are still running theirs when the new ones start.
+    handles = c.submit_many([TaskSpec("gated_span", (90,), max_retries=5) for _ in range(4)])
     wait_until(lambda: sum(h.status() == "processing" for h in handles) == 2, "both workers run a task")
     children = descendants(first.proc.pid)
     roles = [p for p in children if "spawn_main" in " ".join(p.cmdline())]  # not multiprocessing's helper
@@ -322,6 +325,7 @@ def test_a_supervisor_that_lost_its_lease_stops_its_cluster_at_once(start_cluste
         killed_at = time.time()
         second.wait_line(r"cluster ready", timeout=90)
         ended = int(r.hget(c.keys.stats, "success") or 0)
+        r.set(gate_key(prefix), 1, ex=300)
         wait_until(lambda: int(r.hget(c.keys.stats, "success") or 0) > ended, "the new owner ran a task",
                    timeout=60)
     finally:
