@@ -224,10 +224,16 @@ def _build(cls: type[Any], cfg: KafkaConfig, **opts: Any) -> Any:
         raise _unavailable(cfg, e, started) from None
 
 
+# kafka-python's own metrics (sensors updated on every request and record) are read by
+# nothing here (YADTQ's metrics are its own, client/insight.py); without them a
+# produce costs 5-10% less CPU (bench: 46 -> 42 us a message, 20 a flush).
+_NO_METRICS: dict[str, Any] = {"metrics_enabled": False}
+
+
 def producer(cfg: KafkaConfig, **overrides: Any) -> KafkaProducer:
     """A producer for YADTQ messages; raise ServiceUnavailable if no broker answers."""
     opts: dict[str, Any] = {"acks": "all", "linger_ms": 2, "max_block_ms": 15000,
-                            "request_timeout_ms": 15000, **overrides}
+                            "request_timeout_ms": 15000, **_NO_METRICS, **overrides}
     p: KafkaProducer = _build(KafkaProducer, cfg, **opts)
     return p
 
@@ -240,7 +246,7 @@ def consumer(cfg: KafkaConfig, group_id: str | None, **overrides: Any) -> KafkaC
     long wait costs no latency, and spares idle processes 20 fetches a second.
     """
     opts: dict[str, Any] = {"enable_auto_commit": False, "auto_offset_reset": "earliest",
-                            "fetch_max_wait_ms": 500, **overrides}
+                            "fetch_max_wait_ms": 500, **_NO_METRICS, **overrides}
     c: KafkaConsumer = _build(KafkaConsumer, cfg, group_id=group_id, **opts)
     return c
 
