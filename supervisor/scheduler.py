@@ -146,6 +146,11 @@ class Scheduler:
     def run(self) -> None:
         while not self._stop.is_set():
             self.loop(now(), time.monotonic())
+        # A clean stop: what COMMIT_GAP (or a commit in flight) held back goes now;
+        # shutdown() waits for it.
+        for committer in self._committers.values():
+            committer.drain()
+        self._commit(time.monotonic(), force=True)
 
     def shutdown(self) -> None:
         if self._producer is not None:
@@ -376,8 +381,9 @@ class Scheduler:
         kafka_io.check_sent(sent, "an assignment or a dead letter")
 
     # --- offsets, flow control, heartbeat ---
-    def _commit(self, tick: float) -> None:
-        """Commit TASKS as far as every task before is placed; ``status`` about once a second.
+    def _commit(self, tick: float, force: bool = False) -> None:
+        """Commit TASKS as far as every task before is placed; ``status`` about once a second
+        (``force``: both now, even within COMMIT_GAP of the last commit).
 
         Re-reading status events after a restart is harmless (they are
         idempotent), so committing them on every round would be waste.
@@ -391,16 +397,18 @@ class Scheduler:
             else:
                 first_waiting = next((w.offset for w in self.waiting if w.tp == tp), None)
                 tasks[tp] = first_waiting if first_waiting is not None else nxt
-        self._commit_changed(self._tasks_in, tasks, tick)
-        if self._commit_status_now or tick - self._last_status_commit >= 1.0:
+        self._commit_changed(self._tasks_in, tasks, tick, force)
+        if force or self._commit_status_now or tick - self._last_status_commit >= 1.0:
+            urgent = force or self._commit_status_now
             self._last_status_commit, self._commit_status_now = tick, False
-            self._commit_changed(self._status_in, status, tick)
+            self._commit_changed(self._status_in, status, tick, urgent)
         if self._guard is not None and self._guard.careful():
             for c in self._committers.values():
                 for tp, (o, _) in c.committed.items():
                     self._guard.passed(tp, o)
 
-    def _commit_changed(self, consumer: KafkaConsumer, offsets: dict[TopicPartition, int], tick: float) -> None:
+    def _commit_changed(self, consumer: KafkaConsumer, offsets: dict[TopicPartition, int], tick: float,
+                        force: bool = False) -> None:
         """Commit the offsets that moved, and every OFFSET_REFRESH seconds (of the
         monotonic clock) the others too: an idle group's offsets must not expire in Kafka.
 
@@ -411,7 +419,7 @@ class Scheduler:
         committer = self._committers.get(id(consumer))
         if committer is None or committer.consumer is not consumer:
             committer = self._committers[id(consumer)] = kafka_io.Committer(consumer)
-        committer.commit(offsets, tick, wait=self._guard is not None and self._guard.careful())
+        committer.commit(offsets, tick, wait=self._guard is not None and self._guard.careful(), force=force)
 
     def _take_due_retries(self, at: float) -> None:
         """Queue the tasks whose retry time has come (ASSIGN takes them off the schedule).

@@ -194,14 +194,15 @@ class Worker:
             self._commits = kafka_io.Committer(self._consumer)
         return self._commits
 
-    def _pay(self, careful: bool) -> None:
+    def _pay(self, careful: bool, force: bool = False) -> None:
         """Commit the offsets owed, without waiting for the broker (kafka_io.Committer), unless
         in careful mode, whose quarantine counts a message as passed once it is committed. While
-        a commit is in flight they stay owed: the next batch's offset, or the next empty poll,
-        sends them."""
-        if not self._owed or (self._committer.busy and not careful):
+        a commit is in flight, or within COMMIT_GAP of the last (unless ``force``), they stay
+        owed: a later batch's offset, or a later empty poll, sends them."""
+        at = time.monotonic()
+        if not self._owed or not (careful or self._committer.ready(at) or (force and not self._committer.busy)):
             return
-        self._committer.commit(self._owed, time.monotonic(), wait=careful)
+        self._committer.commit(self._owed, at, wait=careful, force=force)
         self._owed = {}
         self._last_commit = time.monotonic()
 
@@ -231,7 +232,7 @@ class Worker:
         if self._consumer is not None:
             try:
                 self._committer.drain()  # the commit in flight first, so that what is still owed goes too
-                self._pay(careful=False)
+                self._pay(careful=False, force=True)
                 self._committer.drain()  # and is not lost with the consumer
             except Exception as e:  # Kafka is what failed: those assignments are read again, and skipped
                 log.warning("could not commit the last offsets before stopping: %s", e)

@@ -12,7 +12,7 @@ from kafka.errors import KafkaError
 from kafka.future import Future
 
 from client.config import Config
-from client.kafka import OFFSET_REFRESH, Committer, offsets_due
+from client.kafka import COMMIT_GAP, OFFSET_REFRESH, Committer, offsets_due
 from supervisor.scheduler import Scheduler
 from worker_pool.worker import Worker
 
@@ -125,7 +125,7 @@ def test_a_refused_commit_is_logged_and_its_offsets_stay_due(caplog: pytest.LogC
     c.commit({TP: 5}, 1.0)
     consumer.refuse()
     with caplog.at_level(logging.WARNING, logger="yadtq.kafka"):
-        assert c.commit({TP: 5}, 1.1) == {TP: 5}  # sent again
+        assert c.commit({TP: 5}, 1.0 + 2 * COMMIT_GAP) == {TP: 5}  # sent again, after the gap
     assert "committing offsets {'TASKS:0': 5} failed (sent again later): " in caplog.text
     assert c.committed == {}
 
@@ -153,6 +153,7 @@ def test_a_worker_commits_a_batch_held_back_by_a_commit_in_flight_at_its_next_em
     w = Worker(Config(), "W1")
     consumer = Answerable()
     w._consumer = consumer  # type: ignore[assignment]
+    w._committer.gap = 0.0  # here only the commit in flight holds back (the gap: its own tests)
     w._owed = {TP: 5}
     w._pay(careful=False)
     w._owed = {TP: 9}
@@ -182,3 +183,48 @@ def test_a_stopping_worker_sends_what_it_still_owes_once_the_commit_in_flight_is
     w.shutdown()
     assert consumer.sent == [("async", {TP: 5}), ("async", {TP: 9})] and w._owed == {}
     assert consumer.futures[-1].is_done and closed == [False]  # waited for, then closed
+
+
+def test_within_the_gap_nothing_is_sent_and_the_newest_offsets_go_after_it_or_when_forced() -> None:
+    consumer = Answerable()
+    c = Committer(consumer, gap=0.2)  # type: ignore[arg-type]
+    assert c.commit({TP: 5}, 10.0) == {TP: 5}
+    consumer.answer()
+    assert not c.ready(10.1) and c.commit({TP: 6}, 10.1) == {} and c.commit({TP: 7}, 10.19) == {}
+    assert c.ready(10.21) and c.commit({TP: 8}, 10.21) == {TP: 8}  # the newest, once the gap is over
+    consumer.answer()
+    assert c.commit({TP: 9}, 10.26, force=True) == {TP: 9}  # a clean stop does not wait for the gap
+    consumer.answer()
+    assert c.commit({TP: 10}, 10.31, wait=True) == {TP: 10}  # nor does careful mode
+    assert consumer.sent == [("async", {TP: 5}), ("async", {TP: 8}), ("async", {TP: 9}), ("sync", {TP: 10})]
+
+
+def test_a_worker_commits_at_most_once_a_gap_and_pays_the_rest_when_it_stops() -> None:
+    w = Worker(Config(), "W1")
+    consumer = Answerable()
+    consumer.close = lambda autocommit=True: None  # type: ignore[attr-defined]
+    w._consumer = consumer  # type: ignore[assignment]
+    w._committer.gap = 60.0  # no second commit during this test but the one shutdown forces
+    for offset in (5, 9, 12):  # three batches in a row
+        w._owed = {TP: offset}
+        w._pay(careful=False)
+        if not consumer.futures[-1].is_done:
+            consumer.answer()
+    assert consumer.sent == [("async", {TP: 5})] and w._owed == {TP: 12}
+    threading.Timer(0.05, lambda: consumer.futures[-1].success(None)).start()
+    w.shutdown()
+    assert consumer.sent == [("async", {TP: 5}), ("async", {TP: 12})] and w._owed == {}
+
+
+def test_a_scheduler_that_stops_cleanly_commits_what_the_gap_held_back() -> None:
+    s = Scheduler(Config())
+    tasks, status = IdleConsumer(), IdleConsumer()
+    s._tasks_in, s._status_in = tasks, status  # type: ignore[assignment]
+    s._next_offset[TP] = 7
+    s._commit(1000.0)
+    s._next_offset[TP] = 9
+    s._commit(1000.0 + COMMIT_GAP / 2)  # within the gap: held back
+    assert [{tp: o.offset for tp, o in c.items()} for c in tasks.commits] == [{TP: 7}]
+    s.stop()
+    s.run()  # stopped already: no round, only the last commit
+    assert [{tp: o.offset for tp, o in c.items()} for c in tasks.commits] == [{TP: 7}, {TP: 9}]
