@@ -19,6 +19,7 @@ from kafka import TopicPartition
 from kafka.future import Future
 
 from client.config import Config
+from client.kafka import COMMIT_GAP
 from client.protocol import (
     Heartbeat,
     TasksFinished,
@@ -427,7 +428,9 @@ def test_the_loop_reads_tasks_only_while_none_wait_and_commits_only_what_is_plac
     s.loop(AT, tick + 0.01)
     assert tasks.polls == [(50, None)]  # a task waited: TASKS left unread, the wait is on status
     assert status.polls[1] == (50, None)
-    assert not s.waiting and tasks.commits[-1] == {tp: 13}
+    assert not s.waiting and tasks.commits == [{tp: 12}]  # all placed, but within COMMIT_GAP of the last commit
+    s.loop(AT, tick + COMMIT_GAP + 0.01)
+    assert tasks.commits[-1] == {tp: 13}  # past the batch, once the gap is over
     assert len(status.commits) == 1  # status: about once a second, not every round
     s.loop(AT, tick + 1.1)
     assert status.commits[-1] == {status.tp: 6} and len(tasks.commits) == 2  # tasks: unchanged, not again
@@ -621,9 +624,11 @@ def test_the_loop_never_waits_for_a_commit_and_sends_the_newest_once_one_is_answ
     assert len([t for t, _, _ in sent_to(s) if t in ("W1", "W2")]) == 3  # every task placed meanwhile
     tasks.answer()
     s.loop(AT, tick + 0.05)
+    assert tasks.commits == [{tasks.tp: 1}]  # answered, but within COMMIT_GAP of the last one sent
+    s.loop(AT, tick + COMMIT_GAP + 0.01)
     assert tasks.commits == [{tasks.tp: 1}, {tasks.tp: 3}]
     tasks.answer()
-    s.loop(AT, tick + 0.06)
+    s.loop(AT, tick + COMMIT_GAP + 0.02)
     assert len(tasks.commits) == 2  # answered and unchanged: nothing more to send
 
 
