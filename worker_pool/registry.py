@@ -16,6 +16,7 @@ from client.errors import ConfigError, InvalidMessage, UnknownTask
 
 F = TypeVar("F", bound=Callable[..., Any])
 _SHAPES_KEPT = 1024  # argument shapes whose fit Registry.check_call remembers
+_SHAPE_NAMES, _SHAPE_NAMES_CHARS = 16, 256  # remembered only for at most so many keyword names, so long in all
 
 
 @dataclass(frozen=True)
@@ -56,12 +57,15 @@ class Registry:
     def check_call(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> TaskDef:
         """The task, if these arguments fit its signature; else raise InvalidMessage."""
         d = self.get(name)
-        shape = (name, len(args), tuple(kwargs))
-        if shape not in self._fits:
-            if len(self._fits) >= _SHAPES_KEPT:  # bounded: shapes come from messages
-                self._fits.clear()
-            self._fits[shape] = _misfit(d.signature, args, kwargs)
-        error = self._fits[shape]
+        if len(kwargs) > _SHAPE_NAMES or sum(map(len, kwargs)) > _SHAPE_NAMES_CHARS:
+            error = _misfit(d.signature, args, kwargs)  # too big to keep: a message may hold a megabyte of names
+        else:
+            shape = (name, len(args), tuple(kwargs))
+            if shape not in self._fits:
+                if len(self._fits) >= _SHAPES_KEPT:  # bounded: shapes come from messages
+                    self._fits.clear()
+                self._fits[shape] = _misfit(d.signature, args, kwargs)
+            error = self._fits[shape]
         if error is not None:
             raise InvalidMessage(f"wrong arguments for task {name!r}: {error} (it takes {_params(d.signature)})")
         return d

@@ -116,6 +116,20 @@ def test_the_fit_of_an_argument_shape_is_remembered_per_task_and_names() -> None
             r.check_call("boom", [1, 2], {})  # the same shape as add's call above, another task
 
 
+def test_only_small_argument_shapes_are_remembered() -> None:
+    r = registry()
+    r.register(lambda **kw: None, "anything")
+    many = {f"name{i}": i for i in range(17)}
+    long = {"x" * 300: 1}
+    for kwargs in (many, long):  # each checked, neither kept: a message may hold a megabyte of names
+        assert r.check_call("anything", [], kwargs).name == "anything"
+        with pytest.raises(InvalidMessage, match="too many positional arguments"):
+            r.check_call("anything", [1], kwargs)
+    assert r._fits == {}
+    r.check_call("anything", [], {"a": 1})
+    assert list(r._fits) == [("anything", 0, ("a",))]
+
+
 def test_one_name_cannot_mean_two_functions() -> None:
     r = registry()
     with pytest.raises(ConfigError, match="registered twice"):
