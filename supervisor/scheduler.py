@@ -400,26 +400,32 @@ class Scheduler:
         self._commit_changed(self._tasks_in, tasks, tick, force)
         if force or self._commit_status_now or tick - self._last_status_commit >= 1.0:
             urgent = force or self._commit_status_now
-            self._last_status_commit, self._commit_status_now = tick, False
-            self._commit_changed(self._status_in, status, tick, urgent)
+            went = self._commit_changed(self._status_in, status, tick, urgent)
+            # An urgent commit held back by the one in flight is tried again next round, not in a second.
+            self._last_status_commit, self._commit_status_now = tick, urgent and not went
         if self._guard is not None and self._guard.careful():
             for c in self._committers.values():
                 for tp, (o, _) in c.committed.items():
                     self._guard.passed(tp, o)
 
     def _commit_changed(self, consumer: KafkaConsumer, offsets: dict[TopicPartition, int], tick: float,
-                        force: bool = False) -> None:
+                        force: bool = False) -> bool:
         """Commit the offsets that moved, and every OFFSET_REFRESH seconds (of the
         monotonic clock) the others too: an idle group's offsets must not expire in Kafka.
 
         Without waiting for the broker (kafka_io.Committer): the loop goes back to its
         polls at once. In careful mode (after a crash) it waits, as the quarantine's
         bookkeeping counts a message as passed only once its offset is committed.
+        False if a commit in flight held these back (``force`` cannot pass it).
         """
         committer = self._committers.get(id(consumer))
         if committer is None or committer.consumer is not consumer:
             committer = self._committers[id(consumer)] = kafka_io.Committer(consumer)
-        committer.commit(offsets, tick, wait=self._guard is not None and self._guard.careful(), force=force)
+        wait = self._guard is not None and self._guard.careful()
+        if not wait and committer.busy:
+            return False  # the offsets stay due: a later round sends them
+        committer.commit(offsets, tick, wait=wait, force=force)
+        return True
 
     def _take_due_retries(self, at: float) -> None:
         """Queue the tasks whose retry time has come (ASSIGN takes them off the schedule).

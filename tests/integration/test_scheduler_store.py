@@ -450,6 +450,23 @@ def test_a_worker_down_event_is_committed_in_its_round(scheduler: Scheduler) -> 
     assert len(status.commits) == 2
 
 
+def test_a_worker_down_event_held_back_by_a_commit_in_flight_is_committed_once_that_is_answered(
+        scheduler: Scheduler) -> None:
+    s = scheduler
+    status = UnansweredCommits(TopicPartition(s.topics.status, 0))
+    s._tasks_in, s._status_in = FakeConsumer(TopicPartition(s.topics.tasks, 0)), status  # type: ignore[assignment]
+    s._next_offset[status.tp] = 0
+    tick = time.monotonic()
+    s.loop(AT, tick)
+    assert status.commits == [{status.tp: 0}]  # in flight, unanswered
+    status.queue.append([Rec(0, encode_event(WorkerDown("W2", "test", AT, 5)))])
+    s.loop(AT, tick + 0.01)
+    assert status.commits == [{status.tp: 0}] and s._commit_status_now  # held back, still urgent
+    status.answer()
+    s.loop(AT, tick + 0.02)  # the next round, not a second later
+    assert status.commits == [{status.tp: 0}, {status.tp: 1}] and not s._commit_status_now
+
+
 def counting(calls: list[str], name: str, real: Callable[..., Any]) -> Callable[..., Any]:
     """``real``, noting each call in ``calls``."""
     def counted(*a: Any) -> Any:
