@@ -26,6 +26,7 @@ RUNS ?= 3
 WORKERS ?= 1,2,4,8
 SYSTEMS ?= limit,yadtq,celery,huey
 SUBMIT ?= client,raw
+KAFKA_BROKERS ?= 1
 BENCH_ARGS ?=
 # make trace: where one idle round trip's time goes (bench/trace.py)
 TRACE_N ?= 200
@@ -34,7 +35,7 @@ TRACE_ARGS ?=
 # make mutate-lua: e.g. MUTATE_LUA_ARGS='--only retry.lua --jobs 1'
 MUTATE_LUA_ARGS ?=
 
-.PHONY: help install services services-down services-status run test unit fuzz chaos lint format clean bench bench-install trace
+.PHONY: help install services services-down services-status run test test-brokers unit fuzz chaos lint format clean bench bench-install trace
 .PHONY: mutate mutate-py mutate-lua
 
 help:
@@ -49,7 +50,9 @@ help:
 	@echo "                    supervisor/; MUTATE_PATHS='client/store.py' narrows it), then make mutate-lua"
 	@echo "                    (client/lua/*.lua; MUTATE_LUA_ARGS='--only retry.lua:18 --list')"
 	@echo "make lint           ruff and mypy"
-	@echo "make services       start local Kafka and Redis (idempotent); make services-down stops them"
+	@echo "make services       start local Kafka and Redis (idempotent); make services-down stops them;"
+	@echo "                    KAFKA_BROKERS=3: a KRaft cluster of 3 brokers on the Kafka port and the 2 after it"
+	@echo "make test-brokers   the tests that start a 3-broker Kafka cluster of their own (29092-29094)"
 	@echo "make bench          benchmark YADTQ against raw kafka-python, Celery and Huey (docs/BENCHMARKS.md);"
 	@echo "                    N=10000 RUNS=3 WORKERS=1,2,4,8 SYSTEMS=limit,yadtq,celery,huey BENCH_ARGS=..."
 	@echo "                    SUBMIT=client,raw: YADTQ's tasks from its client and from plain kafka-python"
@@ -75,7 +78,7 @@ $(BENCH_VENV)/.installed: setup.cfg pyproject.toml
 bench-install: $(BENCH_VENV)/.installed
 
 services: install
-	@eval "$$($(PY) scripts/addresses.py $(CONFIG))" && scripts/services.sh up
+	@eval "$$($(PY) scripts/addresses.py $(CONFIG))" && YADTQ_KAFKA_BROKERS=$(KAFKA_BROKERS) scripts/services.sh up
 
 services-down:
 	@scripts/services.sh down
@@ -94,7 +97,11 @@ trace: services bench-install
 
 test: services
 	rm -rf .coverage-data
-	YADTQ_LUA_COVERAGE=$(if $(COVERAGE),1,) $(PY) -m pytest $(COVERAGE) $(PYTEST_ARGS)
+	YADTQ_LUA_COVERAGE=$(if $(COVERAGE),1,) $(PY) -m pytest -m 'not brokers' $(COVERAGE) $(PYTEST_ARGS)
+
+# Tests that start a Kafka cluster of three brokers of their own (29092-29094); .ci/run runs them too.
+test-brokers: services
+	$(PY) -m pytest -m brokers $(PYTEST_ARGS)
 
 fuzz: services
 	YADTQ_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) YADTQ_FUZZ_WAIT=300 $(PY) -m pytest tests/integration/test_fuzz.py $(PYTEST_ARGS)

@@ -21,6 +21,10 @@
 #   YADTQ_KAFKA_JAVA_OPTS    the broker's JVM heap/GC/JIT flags, replacing the defaults
 #   YADTQ_KAFKA_CLUSTER_ID   format a fresh broker's storage with this KRaft cluster id
 #                            (brokers of one cluster share it) instead of a new one
+#   YADTQ_KAFKA_BROKERS      N > 1: a KRaft cluster of N nodes (each broker and controller)
+#                            on the Kafka port and the N-1 after it (9092-9094 for 3),
+#                            controllers on those + 100, state under kafka-1..N/;
+#                            its internal topics replicated min(N, 3) times
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,6 +34,8 @@ CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/yadtq/kafka-$KAFKA_VERSION"
 KAFKA_ADDR=${YADTQ_KAFKA:-localhost:9092}
 REDIS_ADDR=${YADTQ_REDIS:-localhost:6379}
 START_TIMEOUT=${YADTQ_SERVICE_TIMEOUT:-90}
+BROKERS=${YADTQ_KAFKA_BROKERS:-1}
+KDIR=$STATE/kafka   # the Kafka node being worked on: kafka/ alone, or kafka-1..N/
 
 say() { printf 'services: %s\n' "$*"; }
 die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
@@ -126,9 +132,10 @@ sasl_jaas() {  # the PLAIN login module line for YADTQ_KAFKA_SASL_USERS ("name:p
   echo "org.apache.kafka.common.security.plain.PlainLoginModule required$users;"
 }
 
-kafka_config() {  # writes the broker's server.properties for PORT
-  local port=$1 dir=$STATE/kafka sasl=${YADTQ_KAFKA_SASL_PORT:-}
-  local listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$((port + 1))"
+kafka_config() {  # kafka_config PORT [NODE CONTROLLER_PORT VOTERS REPLICAS]: writes $KDIR/server.properties
+  local port=$1 node=${2:-1} ctrl=${3:-$(($1 + 1))} voters=${4:-1@127.0.0.1:$(($1 + 1))} copies=${5:-1}
+  local dir=$KDIR sasl=${YADTQ_KAFKA_SASL_PORT:-} isr=$(( ${5:-1} < 2 ? ${5:-1} : 2 ))
+  local listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$ctrl"
   local advertised="PLAINTEXT://127.0.0.1:$port" map="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
   if [ -n "$sasl" ]; then
     [ -n "${YADTQ_KAFKA_SASL_USERS:-}" ] || die "YADTQ_KAFKA_SASL_PORT is set but YADTQ_KAFKA_SASL_USERS is not"
@@ -140,8 +147,8 @@ kafka_config() {  # writes the broker's server.properties for PORT
   (umask 077; : >"$dir/server.properties")
   cat >"$dir/server.properties" <<PROPS
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$((port + 1))
+node.id=$node
+controller.quorum.voters=$voters
 listeners=$listeners
 advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
@@ -150,12 +157,13 @@ listener.security.protocol.map=$map
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$dir/data
 num.partitions=1
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-# A single local node: no reason to delay the first consumer-group rebalance.
+# Kafka's own topics: one copy on a single node, min(N, 3) on N nodes (YADTQ sizes its own).
+offsets.topic.replication.factor=$copies
+transaction.state.log.replication.factor=$copies
+transaction.state.log.min.isr=$isr
+share.coordinator.state.topic.replication.factor=$copies
+share.coordinator.state.topic.min.isr=$isr
+# Local nodes: no reason to delay the first consumer-group rebalance.
 group.initial.rebalance.delay.ms=0
 num.network.threads=2
 num.io.threads=4
@@ -182,7 +190,7 @@ kafka_cds() {  # kafka_cds CLASSPATH DIR: prints the JVM flag to use
   else echo "$jsa" >"$2/cds.target"; echo "-XX:ArchiveClassesAtExit=$2/broker.jsa"; fi
 }
 kafka_cds_keep() {  # after the broker stopped: publish the archive it wrote, atomically
-  local dir=$STATE/kafka target
+  local dir=$KDIR target
   [ -f "$dir/cds.target" ] || return 0
   target=$(cat "$dir/cds.target"); rm -f "$dir/cds.target"
   if [ -s "$dir/broker.jsa" ] && [ ! -f "$target" ]; then
@@ -219,7 +227,7 @@ cluster_id() {  # the id a fresh broker's storage gets: YADTQ_KAFKA_CLUSTER_ID, 
 # data/ without meta.properties is a format that was interrupted (before this
 # script formatted aside and renamed): it holds at most format's bootstrap.checkpoint.
 kafka_clear_half_format() {
-  local data=$STATE/kafka/data
+  local data=$KDIR/data
   [ -d "$data" ] || return 0
   [ -z "$(ls -A "$data" | grep -vx bootstrap.checkpoint)" ] \
     || die "$data holds files but no meta.properties: it is not a broker's storage made here; move it away"
@@ -230,7 +238,7 @@ kafka_clear_half_format() {
 # into a folder of its own, renamed into place once whole, so that data/ either
 # has its meta.properties or does not exist, whatever interrupts the format.
 kafka_format() {  # kafka_format CLASSPATH JAVA_OPTS...
-  local cp=$1 dir=$STATE/kafka id rc=0 share=(); shift
+  local cp=$1 dir=$KDIR id rc=0 share=(); shift
   id=$(cluster_id)
   kafka_clear_half_format
   local tmp=$dir/data.format
@@ -249,12 +257,60 @@ kafka_format() {  # kafka_format CLASSPATH JAVA_OPTS...
 kafka_check_cluster_id() {  # storage made for another cluster cannot join the one asked for
   local want=${YADTQ_KAFKA_CLUSTER_ID:-} have
   [ -n "$want" ] || return 0
-  have=$(sed -n 's/^cluster\.id=//p' "$STATE/kafka/data/meta.properties")
-  [ "$have" = "$want" ] || die "the storage under $STATE/kafka/data belongs to cluster $have, not YADTQ_KAFKA_CLUSTER_ID=$want: unset it, or use another YADTQ_SERVICES_DIR"
+  have=$(sed -n 's/^cluster\.id=//p' "$KDIR/data/meta.properties")
+  [ "$have" = "$want" ] || die "the storage under $KDIR/data belongs to cluster $have, not YADTQ_KAFKA_CLUSTER_ID=$want: unset it, or use another YADTQ_SERVICES_DIR"
+}
+
+kafka_java_opts() {  # prints nothing; sets JAVA_OPTS for the node in $KDIR
+  local tuning
+  read -r -a tuning <<<"${YADTQ_KAFKA_JAVA_OPTS:--Xms256m -Xmx768m -XX:+UseG1GC}"
+  JAVA_OPTS=("${tuning[@]}" -Djava.awt.headless=true
+    "-Dkafka.logs.dir=$KDIR" "-Dlog4j2.configurationFile=$ROOT/scripts/kafka/log4j2.properties")
+}
+
+# --- a KRaft cluster of N nodes on this machine (YADTQ_KAFKA_BROKERS=N) ----
+# All nodes start before any is waited for: a node's broker port opens only once a
+# majority of the controllers answer. Storage is formatted with one cluster id.
+kafka_up_many() {
+  local host base cp i port voters="" id missing=()
+  host=$(host_of "$KAFKA_ADDR"); base=$(port_of "$KAFKA_ADDR")
+  is_local "$host" || die "a Kafka cluster of $BROKERS nodes is only started on this machine; $KAFKA_ADDR is not local"
+  [[ $BROKERS =~ ^[2-9]$ ]] || die "YADTQ_KAFKA_BROKERS=$BROKERS: expected 1 to 9 nodes"
+  command -v java >/dev/null || die "java is missing: install a JDK 17 (apt-get install openjdk-17-jre-headless)"
+  for i in $(seq 1 "$BROKERS"); do voters+="${voters:+,}$i@127.0.0.1:$((base + i - 1 + 100))"; done
+  for i in $(seq 1 "$BROKERS"); do
+    port=$((base + i - 1)); KDIR=$STATE/kafka-$i
+    if answers 127.0.0.1 "$port"; then
+      [ -f "$KDIR/kafka.pid" ] && running "$(cat "$KDIR/kafka.pid")" \
+        || die "port $port answers, but not a node of this $BROKERS-node cluster (a single broker started by \`make services\`? \`make services-down\` stops it)"
+      continue
+    fi
+    missing+=("$i")
+  done
+  [ ${#missing[@]} -gt 0 ] || { say "kafka: all $BROKERS nodes already answer on $host:$base-$((base + BROKERS - 1))"; return; }
+  cp=$(kafka_classpath)
+  id=$( { cat "$STATE"/kafka-*/data/meta.properties 2>/dev/null || true; } | sed -n 's/^cluster\.id=//p' | head -1)
+  export YADTQ_KAFKA_CLUSTER_ID=${id:-${YADTQ_KAFKA_CLUSTER_ID:-$(new_cluster_id)}}
+  for i in "${missing[@]}"; do
+    port=$((base + i - 1)); KDIR=$STATE/kafka-$i
+    mkdir -p "$KDIR"
+    kafka_config "$port" "$i" $((port + 100)) "$voters" $(( BROKERS < 3 ? BROKERS : 3 ))
+    kafka_java_opts
+    [ -f "$KDIR/data/meta.properties" ] || kafka_format "$cp" "${JAVA_OPTS[@]}"
+    kafka_check_cluster_id
+    nohup java "${JAVA_OPTS[@]}" -cp "$cp" kafka.Kafka "$KDIR/server.properties" >"$KDIR/stdout.log" 2>&1 9>&- &
+    echo $! >"$KDIR/kafka.pid"
+  done
+  for i in "${missing[@]}"; do
+    port=$((base + i - 1)); KDIR=$STATE/kafka-$i
+    wait_for "kafka node $i" 127.0.0.1 "$port" "$KDIR/kafka.pid"
+    say "kafka $KAFKA_VERSION node $i of $BROKERS started on 127.0.0.1:$port (pid $(cat "$KDIR/kafka.pid"))"
+  done
 }
 
 kafka_up() {
-  local host port cp dir=$STATE/kafka
+  if [ "$BROKERS" != 1 ]; then kafka_up_many; return; fi
+  local host port cp dir=$KDIR
   host=$(host_of "$KAFKA_ADDR"); port=$(port_of "$KAFKA_ADDR")
   if answers "$host" "$port"; then say "kafka already answers on $KAFKA_ADDR"; return; fi
   is_local "$host" || die "kafka at $KAFKA_ADDR does not answer, and it is not local, so it is not started here"
@@ -266,10 +322,8 @@ kafka_up() {
   cp=$(kafka_classpath)
   mkdir -p "$dir"
   kafka_config "$port"
-  local tuning
-  read -r -a tuning <<<"${YADTQ_KAFKA_JAVA_OPTS:--Xms256m -Xmx768m -XX:+UseG1GC}"
-  local java_opts=("${tuning[@]}" -Djava.awt.headless=true
-    "-Dkafka.logs.dir=$dir" "-Dlog4j2.configurationFile=$ROOT/scripts/kafka/log4j2.properties")
+  kafka_java_opts
+  local java_opts=("${JAVA_OPTS[@]}")
   [ -f "$dir/data/meta.properties" ] || kafka_format "$cp" "${java_opts[@]}"
   kafka_check_cluster_id
   local cds=()
@@ -303,7 +357,14 @@ status() {
   done
 }
 
-kafka_down() { stop_pidfile kafka "$STATE/kafka/kafka.pid"; kafka_cds_keep; }
+kafka_down() {  # the single broker, and every node of a cluster started here
+  stop_pidfile kafka "$STATE/kafka/kafka.pid"; kafka_cds_keep
+  local node
+  for node in "$STATE"/kafka-[0-9]*; do
+    [ -f "$node/kafka.pid" ] && stop_pidfile "kafka node ${node##*-}" "$node/kafka.pid"
+  done
+  return 0
+}
 # SIGTERM is Redis's graceful shutdown: it writes and fsyncs the AOF before it exits.
 redis_down() { stop_pidfile redis "$STATE/redis/redis.pid"; }
 
