@@ -25,6 +25,8 @@
 #                            on the Kafka port and the N-1 after it (9092-9094 for 3),
 #                            controllers on those + 100, state under kafka-1..N/;
 #                            its internal topics replicated min(N, 3) times
+#   YADTQ_KAFKA_SESSION_MS   with N > 1: how long a node may miss heartbeats before it is
+#                            fenced and its partitions move (default 4000; Kafka's is 9000)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -168,6 +170,16 @@ group.initial.rebalance.delay.ms=0
 num.network.threads=2
 num.io.threads=4
 PROPS
+  if [ "$copies" -gt 1 ]; then
+    # Several nodes: one that died is fenced, and its partitions led elsewhere, after
+    # this long without its heartbeats. Kafka's 9 s default is most of a failover
+    # (600 tasks in flight ended 20-28 s after their leader was killed, 5 s with 3 s).
+    local session=${YADTQ_KAFKA_SESSION_MS:-4000}
+    cat >>"$dir/server.properties" <<PROPS
+broker.session.timeout.ms=$session
+broker.heartbeat.interval.ms=$(( session / 6 ))
+PROPS
+  fi
   if [ -n "$sasl" ]; then
     cat >>"$dir/server.properties" <<PROPS
 sasl.enabled.mechanisms=PLAIN
