@@ -99,20 +99,28 @@ def spans_key(prefix: str, task_id: str) -> str:
 
 
 def gate_key(prefix: str) -> str:
-    """A test sets this key to let every ``gated_span`` run end."""
+    """A list: a test pushes one item onto it (``open_gate``) to let every ``gated_span`` run end."""
     return f"{prefix}test:gate"
+
+
+def open_gate(r: redis.Redis, prefix: str) -> None:
+    r.rpush(gate_key(prefix), "open")
+    r.expire(gate_key(prefix), 300)
 
 
 @task
 def gated_span(limit: float) -> float:
-    """A ``span`` that lasts until the test opens the gate (``gate_key``), or at most ``limit``
-    seconds: a task still running at a moment the test chooses, without a fixed sleep."""
+    """A ``span`` that lasts until the test opens the gate (``open_gate``), or at most ``limit``
+    seconds: a task still running at a moment the test chooses, without a fixed sleep.
+    Each run takes the gate's item and puts it back, so the next one passes too."""
     r, prefix = _store()
     key = spans_key(prefix, current_task().task_id)
     r.rpush(key, f"start {time.time()!r} {os.getpid()}")
-    started = time.monotonic()
-    while not r.exists(gate_key(prefix)) and time.monotonic() - started < limit:
-        time.sleep(0.05)
+    deadline = time.monotonic() + limit
+    while (left := deadline - time.monotonic()) > 0:
+        if r.blpop([gate_key(prefix)], timeout=max(1, min(int(left), 20))):  # under the client's 30 s timeout
+            open_gate(r, prefix)
+            break
     r.rpush(key, f"end {time.time()!r} {os.getpid()}")
     return limit
 

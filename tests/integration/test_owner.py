@@ -26,7 +26,7 @@ from client.lease import Lease, Renewal
 from client.store import Keys, TaskStore, connect
 from tests.integration.conftest import REDIS, ROOT, cluster_config
 from tests.support.harness import kill_group, remove_cluster_data, run_own_group, wait_until
-from tests.tasks import gate_key, spans_key
+from tests.tasks import open_gate, spans_key
 
 pytestmark = pytest.mark.integration
 
@@ -182,7 +182,7 @@ def test_the_shutdown_hand_back_beats_the_grace_period_kill(start_cluster: Any) 
 
     again = start_cluster(again=cluster)
     assert not any("did not release the lease" in line for line in again.lines)  # a clean stop: no fence wait
-    c.redis.set(gate_key(cluster.config.redis.key_prefix), 1, ex=300)
+    open_gate(c.redis, cluster.config.redis.key_prefix)
     again.client.wait([h.id for h in handles], timeout=90)
     for h in handles:
         record = h.record()
@@ -325,7 +325,7 @@ def test_a_supervisor_that_lost_its_lease_stops_its_cluster_at_once(start_cluste
         killed_at = time.time()
         second.wait_line(r"cluster ready", timeout=90)
         ended = int(r.hget(c.keys.stats, "success") or 0)
-        r.set(gate_key(prefix), 1, ex=300)
+        open_gate(r, prefix)
         wait_until(lambda: int(r.hget(c.keys.stats, "success") or 0) > ended, "the new owner ran a task",
                    timeout=60)
     finally:
