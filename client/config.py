@@ -40,6 +40,13 @@ def _name() -> dict[str, Check]:
                       "a topic name of letters, digits, '.', '_' or '-'")}
 
 
+def _node() -> dict[str, Check]:
+    # Part of topic names and consumer groups ('a.W1'), so no '.': that separates it from the worker.
+    ok = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+    return {"check": (lambda v: len(v) <= 64 and set(v) <= ok,
+                      "'' (one node) or a name of at most 64 letters, digits, '_' or '-'")}
+
+
 def _one_of(*choices: str) -> dict[str, Check]:
     return {"check": (lambda v: v in choices, "one of " + ", ".join(c or "''" for c in choices))}
 
@@ -407,6 +414,9 @@ class Config:
     tasks: TasksConfig = field(default_factory=TasksConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    # This host's name in a cluster of several (README, "Running on several hosts"):
+    # its worker ids and topics carry it ('a.W1'); '' is the seed's single node.
+    node: str = field(default="", metadata=_node())
     source: str = field(default="<defaults>", compare=False)
 
     @classmethod
@@ -441,8 +451,15 @@ class Config:
         return ""
 
     def worker_ids(self) -> list[str]:
-        """The worker ids, which are also their topic names: W1..Wn."""
-        return [f"{self.topics.workers}{i}" for i in range(1, self.workers.count + 1)]
+        """This node's worker ids, which are also their topic names: W1..Wn, or 'a.W1'.. on node 'a'."""
+        return [f"{self._on_node()}{self.topics.workers}{i}" for i in range(1, self.workers.count + 1)]
+
+    def scheduler_id(self) -> str:
+        """The sender name of this node's scheduler in status events: 'scheduler', or 'a.scheduler' on node 'a'."""
+        return f"{self._on_node()}scheduler"
+
+    def _on_node(self) -> str:
+        return f"{self.node}." if self.node else ""
 
 
 def load_config(path: str | Path) -> Config:

@@ -293,7 +293,7 @@ class Insight:
 
     def __init__(self, config: Config, snapshot: Callable[[], Snapshot | None] | None = None) -> None:
         self.config = config
-        self.keys = Keys(config.redis.key_prefix)
+        self.keys = Keys(config.redis.key_prefix, config.node)
         self.redis = connect(config.redis, timeout=5.0)
         self.store = TaskStore(self.redis, self.keys, config.tasks.result_ttl)
         self._snapshot = snapshot or self.stored_snapshot

@@ -25,6 +25,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -34,6 +35,16 @@ import redis
 
 from client.errors import ClusterOwned
 from client.store import Keys, lua_text
+
+RENEW_INTERVAL = 1.0  # seconds between renewals of a lease, by its own thread
+MIN_TTL = 3 * RENEW_INTERVAL  # a lease's TTL is workers.heartbeat_timeout, but never this short
+REDIS_TIMEOUT = 2.0  # seconds a renewal may wait on Redis: then it is late, not stuck
+EXPIRY_CHECK_INTERVAL = 0.1  # seconds between looks at a lease's time left, when its expiry is acted on
+
+
+def lease_ttl(heartbeat_timeout: float) -> float:
+    """The TTL of a node's lease and of the scheduler's: a holder silent this long is gone."""
+    return max(heartbeat_timeout, MIN_TTL)
 
 
 class Renewal(Enum):
@@ -55,6 +66,7 @@ class Holder:
     epoch: int
     topics: list[str]
     ms_left: int = -1
+    node: str = ""
 
     @classmethod
     def parse(cls, text: str, ms_left: int = -1) -> Holder:
@@ -64,7 +76,7 @@ class Holder:
             v = json.loads(text)
             topics = v.get("topics", [])
             return cls(str(v["host"]), int(v["pid"]), float(v["since"]), int(v.get("epoch", 0)),
-                       [str(t) for t in topics] if isinstance(topics, list) else [], ms_left)
+                       [str(t) for t in topics] if isinstance(topics, list) else [], ms_left, str(v.get("node", "")))
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
             return cls("?", 0, 0.0, 0, [], ms_left)
 
@@ -72,7 +84,8 @@ class Holder:
         if self.host == "?":
             return "a lease value that is not YADTQ's (written by hand, or by another program)"
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
-        return f"host {self.host}, pid {self.pid}, since {since} (epoch {self.epoch})"
+        node = f"node {self.node}, " if self.node else ""
+        return f"{node}host {self.host}, pid {self.pid}, since {since} (epoch {self.epoch})"
 
     def is_dead_here(self) -> bool:
         """Is the holder a process of this host that no longer exists (killed, not stopped)?"""
@@ -87,17 +100,31 @@ class Holder:
 
 
 class Lease:
-    """The cluster's lease, for one supervisor: ``acquire``, ``renew`` often, ``release``."""
+    """A lease with a fencing epoch: ``acquire``, ``renew`` often, ``release``.
 
-    def __init__(self, client: redis.Redis, keys: Keys, ttl: float, topics: list[str]) -> None:
+    A node's supervisor holds its node's (``Keys.owner``, ``Keys.epoch``);
+    with ``scheduler``, the active scheduler of the whole cluster holds
+    ``Keys.scheduler_lease`` (``Keys.scheduler_epoch``), whatever its node.
+    """
+
+    def __init__(self, client: redis.Redis, keys: Keys, ttl: float, topics: list[str],
+                 scheduler: bool = False) -> None:
         self.redis = client
         self.keys = keys
         self.ttl_ms = max(1, int(ttl * 1000))
         self.epoch = 0
         self.released_before = True  # did the previous owner release the lease (else it may still run)?
+        # Until when (monotonic clock) the lease is surely ours: the start of the last
+        # renewal that held it, plus its TTL. A process that stalled past it must not
+        # write before it has renewed again (see ``valid``).
+        self.valid_until = 0.0
         self._token = uuid.uuid4().hex
         self._value = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time(),
-                       "topics": topics, "token": self._token}
+                       "topics": topics, "token": self._token, "node": keys.node}
+        if scheduler:
+            self._names = [keys.scheduler_lease, keys.scheduler_epoch, keys.scheduler_released]
+        else:
+            self._names = [keys.owner, keys.epoch, keys.owner_released]
         # Three scripts (client/lua/lease_*.lua), so two supervisors can never both hold it.
         self._acquire = client.register_script(lua_text("lease_acquire"))
         self._renew = client.register_script(lua_text("lease_renew"))
@@ -106,9 +133,10 @@ class Lease:
     def try_acquire(self) -> Holder | None:
         """Take the lease (a new epoch) and return None, or return who holds it."""
         self._value["since"] = time.time()
-        answer: list[Any] = self._acquire(keys=[self.keys.owner, self.keys.epoch, self.keys.owner_released],
-                                          args=[self.ttl_ms, json.dumps(self._value)])
+        asked = time.monotonic()
+        answer: list[Any] = self._acquire(keys=self._names, args=[self.ttl_ms, json.dumps(self._value)])
         if int(answer[0]) == 1:
+            self.valid_until = asked + self.ttl_ms / 1000
             self.epoch = int(answer[1])
             self.released_before = int(answer[2]) == 1
             self._value["epoch"] = self.epoch
@@ -138,13 +166,21 @@ class Lease:
 
     def renew(self) -> Renewal:
         """Extend the lease if it is still ours; raises redis.RedisError if Redis is away."""
-        code = int(self._renew(keys=[self.keys.owner, self.keys.epoch],
+        asked = time.monotonic()
+        code = int(self._renew(keys=self._names[:2],
                                args=[self._token, self.ttl_ms, json.dumps(self._value), self.epoch]))
-        return {1: Renewal.HELD, 2: Renewal.RETAKEN}.get(code, Renewal.LOST)
+        found = {1: Renewal.HELD, 2: Renewal.RETAKEN}.get(code, Renewal.LOST)
+        if found is not Renewal.LOST:
+            self.valid_until = max(self.valid_until, asked + self.ttl_ms / 1000)
+        return found
+
+    def valid(self, margin: float = 0.0) -> bool:
+        """Is the lease surely still ours for ``margin`` more seconds, by this process's own clock?"""
+        return time.monotonic() + margin < self.valid_until
 
     def release(self) -> None:
         """Give the lease up, if it is still ours, so the next start need not wait."""
-        self._release(keys=[self.keys.owner, self.keys.owner_released], args=[self._token, self.epoch])
+        self._release(keys=[self._names[0], self._names[2]], args=[self._token, self.epoch])
 
 
 class Keeper:
@@ -157,16 +193,28 @@ class Keeper:
     ``release`` waits for a renewal in progress, so that none runs after it.
     """
 
-    def __init__(self, lease: Lease, interval: float) -> None:
+    def __init__(self, lease: Lease, interval: float, on_expiry: Callable[[], None] | None = None,
+                 margin: float = 1.0) -> None:
         self.lease = lease
         self.interval = interval
+        # Called from this thread, once, when the lease has less than ``margin`` seconds left by
+        # this process's clock and a renewal did not extend it (then again after it was renewed):
+        # it must act before the lease lapses, whatever the owner's loop is blocked on.
+        self.on_expiry = on_expiry
+        self.margin = margin
+        self.expiring = False
         self.news: queue.SimpleQueue[Renewal] = queue.SimpleQueue()
         self._done = threading.Event()
         self._lock = threading.Lock()  # one renewal or release at a time
         self._thread = threading.Thread(target=self._run, name="lease", daemon=True)
+        # The expiry is watched by a thread of its own: a renewal in progress may wait
+        # REDIS_TIMEOUT on a lost connection, past the moment to act.
+        self._watcher = threading.Thread(target=self._watch, name="lease-expiry", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+        if self.on_expiry is not None:
+            self._watcher.start()
 
     def stop(self) -> None:
         """No renewal from now on (the lease lapses by itself, unless released)."""
@@ -177,6 +225,10 @@ class Keeper:
         """Stop renewing, then give the lease up: a renewal after it would take it again."""
         self.stop()
         self.lease.release()
+
+    def renew_now(self) -> Renewal:
+        """Renew from the caller's thread now (it must know before it writes); AWAY if Redis does not answer."""
+        return self._renew() or Renewal.LOST  # stopped: no longer renewed, so as good as lost
 
     def _run(self) -> None:
         away = False
@@ -189,6 +241,19 @@ class Keeper:
             away = found is Renewal.AWAY
             if found is Renewal.LOST:
                 return
+
+    def _watch(self) -> None:
+        while not self._done.wait(EXPIRY_CHECK_INTERVAL):
+            self._watch_expiry()
+
+    def _watch_expiry(self) -> None:
+        if self.on_expiry is None:
+            return
+        if self.lease.valid(self.margin):
+            self.expiring = False
+        elif not self.expiring:
+            self.expiring = True
+            self.on_expiry()
 
     def _renew(self) -> Renewal | None:
         """One renewal; None once stopped."""

@@ -262,6 +262,16 @@ def parse_owner_epoch(text: object) -> int | None:
     return epoch if type(epoch) is int else None  # not bool, not float
 
 
+def _registered_node(text: object) -> str | None:
+    """The node a worker registration (JSON {node, epoch}) names; None if it is not one."""
+    try:
+        value = json.loads(str(text))
+    except ValueError:
+        return None
+    node = value.get("node") if isinstance(value, dict) else None
+    return node if isinstance(node, str) else None
+
+
 def _int(text: object, default: int = 0) -> int:
     """A count read back from Redis; ``default`` if it is not a decimal integer."""
     try:
@@ -275,6 +285,7 @@ class Keys:
     """One home for every Redis key name; ``prefix`` isolates clusters and tests."""
 
     prefix: str = ""
+    node: str = ""  # the node whose lease, epoch and snapshot these are ('': the single node)
 
     def task(self, task_id: str) -> str:
         return f"{self.prefix}{task_id}"
@@ -333,25 +344,53 @@ class Keys:
 
     @property
     def snapshot(self) -> str:
-        """String (JSON) with a TTL: the supervisor's view of its processes (pid, up,
+        """String (JSON) with a TTL: this node's supervisor's view of its processes (pid, up,
         heartbeat age, restarts), written every second for readers in other processes."""
-        return f"{self.prefix}yadtq:snapshot"
+        return f"{self.prefix}yadtq:snapshot{self._node}"
 
     @property
     def epoch(self) -> str:
-        """The cluster's fencing epoch, an integer string: bumped by each supervisor that takes the lease."""
-        return f"{self.prefix}yadtq:epoch"
+        """This node's fencing epoch, an integer string: bumped by each supervisor that takes its lease."""
+        return f"{self.prefix}yadtq:epoch{self._node}"
 
     @property
     def owner(self) -> str:
-        """The supervisor's lease: who runs this cluster now (see client/lease.py)."""
-        return f"{self.prefix}yadtq:owner"
+        """This node's supervisor's lease: who runs it now (see client/lease.py)."""
+        return f"{self.prefix}yadtq:owner{self._node}"
 
     @property
     def owner_released(self) -> str:
         """The epoch whose supervisor last released the lease on a clean stop (an integer string):
         a new owner need not wait for that generation's processes to notice it (see client/lease.py)."""
         return f"{self.owner}:released"
+
+    @property
+    def scheduler_lease(self) -> str:
+        """The lease of the one active scheduler of the whole cluster, whatever its node (client/lease.py)."""
+        return f"{self.prefix}yadtq:scheduler"
+
+    @property
+    def scheduler_epoch(self) -> str:
+        """The active scheduler's fencing epoch: bumped by each scheduler that becomes active."""
+        return f"{self.prefix}yadtq:scheduler:epoch"
+
+    @property
+    def scheduler_released(self) -> str:
+        return f"{self.scheduler_lease}:released"
+
+    @property
+    def workers(self) -> str:
+        """Hash worker id -> JSON {node, epoch}: the workers every node's supervisor registered,
+        from which the active scheduler learns the cluster's workers."""
+        return f"{self.prefix}yadtq:workers"
+
+    def owner_of(self, node: str) -> str:
+        """The lease key of ``node`` ('' the single node's)."""
+        return f"{self.prefix}yadtq:owner{':' + node if node else ''}"
+
+    @property
+    def _node(self) -> str:
+        return f":{self.node}" if self.node else ""
 
     @property
     def quarantine(self) -> str:
@@ -576,16 +615,19 @@ class TaskStore:
     """The task lifecycle in Redis: reads and atomic changes of task records and
     of the cluster's tables. Cheap to create; wraps one client.
 
-    ``epoch`` is the caller's generation of the cluster (0: no lease): every
-    lifecycle script answers STALE_EPOCH, touching nothing, when it is lower
-    than the one at ``Keys.epoch``.
+    ``epoch`` is the caller's generation (0: no lease): every lifecycle script
+    answers STALE_EPOCH, touching nothing, when it is lower than the one at
+    ``fence``: ``Keys.epoch`` (its node's, for a worker) unless named, which
+    for the scheduler is ``Keys.scheduler_epoch``.
     """
 
-    def __init__(self, client: redis.Redis, keys: Keys, result_ttl: int, epoch: int = 0) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, result_ttl: int, epoch: int = 0,
+                 fence: str | None = None) -> None:
         self.redis = client
         self.keys = keys
         self.ttl = result_ttl
         self.epoch = epoch
+        self.fence = fence or keys.epoch
 
     def pipeline(self) -> Batch:
         """A batch to queue the write methods below on; run it with ``execute``."""
@@ -675,7 +717,7 @@ class TaskStore:
         process ``dead_pid``; 0 unknown) or 'retry' (from the retry schedule)."""
         k = self.keys
         _SCRIPTS["assign"]([k.task(task_id), k.stats, k.done_channel(task_id), k.assignments, k.orphans,
-                            k.retries, k.retry_payloads, k.epoch, k.recent, k.history(task_id)],
+                            k.retries, k.retry_payloads, self.fence, k.recent, k.history(task_id)],
                            [task_id, worker, payload, repr(at), max_retries, self.ttl, name, mode, dead_pid,
                             self.epoch], batch.pipe)
         return batch.expect(decode_assign)
@@ -684,7 +726,7 @@ class TaskStore:
               max_retries: int) -> Reply[Claim]:
         """Queue CLAIM: may this worker process run (task, attempt) now?"""
         k = self.keys
-        _SCRIPTS["claim"]([k.task(task_id), k.stats, k.done_channel(task_id), k.epoch, k.timings,
+        _SCRIPTS["claim"]([k.task(task_id), k.stats, k.done_channel(task_id), self.fence, k.timings,
                            k.history(task_id)],
                           [attempt, worker, repr(at), pid, max_retries, self.ttl, self.epoch], batch.pipe)
         return batch.expect(decode_claim)
@@ -694,7 +736,7 @@ class TaskStore:
         """Write a terminal record unless it is already terminal or the attempt is fenced."""
         k = self.keys
         flat = [x for kv in fields.items() for x in kv]
-        _SCRIPTS["finish"]([k.task(task_id), k.stats, k.done_channel(task_id), k.epoch, k.timings,
+        _SCRIPTS["finish"]([k.task(task_id), k.stats, k.done_channel(task_id), self.fence, k.timings,
                             k.history(task_id)],
                            [attempt, str(status), repr(at), self.ttl, self.epoch, *flat], batch.pipe)
         return batch.expect(decode_finish)
@@ -706,7 +748,7 @@ class TaskStore:
         'move' (the task of a dead worker cannot run) unless it ended, and its
         placement and orphan mark go."""
         k = self.keys
-        _SCRIPTS["reject"]([k.task(task_id), k.stats, k.done_channel(task_id), k.assignments, k.retries, k.epoch,
+        _SCRIPTS["reject"]([k.task(task_id), k.stats, k.done_channel(task_id), k.assignments, k.retries, self.fence,
                             k.orphans, k.history(task_id)], [task_id, repr(at), self.ttl, error, self.epoch, mode],
                            batch.pipe)
         return batch.expect(decode_reject)
@@ -715,8 +757,8 @@ class TaskStore:
         """Hand back a task this process claimed but will not finish (graceful stop)."""
         def queue(batch: Batch) -> Reply[Release]:
             k = self.keys
-            _SCRIPTS["release"]([k.task(task_id), k.epoch, k.history(task_id)], [attempt, pid, self.epoch, repr(now())],
-                                batch.pipe)
+            _SCRIPTS["release"]([k.task(task_id), self.fence, k.history(task_id)],
+                                [attempt, pid, self.epoch, repr(now())], batch.pipe)
             return batch.expect(decode_release)
         return self._now(queue)
 
@@ -728,7 +770,7 @@ class TaskStore:
         """
         def queue(batch: Batch) -> Reply[RetryResult]:
             k = self.keys
-            _SCRIPTS["retry"]([k.task(task_id), k.retries, k.retry_payloads, k.assignments, k.epoch, k.stats,
+            _SCRIPTS["retry"]([k.task(task_id), k.retries, k.retry_payloads, k.assignments, self.fence, k.stats,
                                k.history(task_id)],
                               [task_id, attempt, repr(at), repr(backoff[0]), max_retries, fields.get("error", ""),
                                fields.get("traceback", ""), payload, repr(backoff[1]), self.epoch], batch.pipe)
@@ -897,7 +939,7 @@ class TaskStore:
         k = self.keys
         args = [worker, str(attempt)] if where == "worker" else [text or "", "1" if text is not None else "0"]
         _SCRIPTS["unreadable"]([k.task(task_id), k.stats, k.done_channel(task_id), k.assignments, k.orphans,
-                                k.retries, k.retry_payloads, k.epoch, k.history(task_id)],
+                                k.retries, k.retry_payloads, self.fence, k.history(task_id)],
                                [task_id, repr(at), self.ttl, error, self.epoch, where, *args], batch.pipe)
         return batch.expect(decode_unreadable)
 
@@ -914,6 +956,39 @@ class TaskStore:
         [text] = pipe.execute(raise_on_error=False)  # a key of another type (WRONGTYPE) is junk too
         return parse_owner_epoch(text)
 
+    def register_workers(self, node: str, workers: list[str], epoch: int) -> None:
+        """Record ``workers`` as ``node``'s (its supervisor's generation ``epoch``), and drop
+        the node's earlier entries that it no longer runs (a smaller ``workers.count``)."""
+        k = self.keys.workers
+        if self.redis.type(k) not in ("hash", "none"):  # the supervisor refuses to start on it; never crash here
+            return
+        found: dict[str, str] = self.redis.hgetall(k)  # type: ignore[assignment]
+        gone = [w for w, v in found.items() if _registered_node(v) == node and w not in workers]
+        pipe = self.redis.pipeline(transaction=False)
+        if gone:
+            pipe.hdel(k, *gone)
+        value = json.dumps({"node": node, "epoch": epoch})
+        pipe.hset(k, mapping={w: value for w in workers})
+        pipe.execute()
+
+    def registered_workers(self) -> dict[str, str]:
+        """Every registered worker and its node (see ``register_workers``); an entry that
+        is not YADTQ's JSON is skipped, and a key of another type reads as none."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.workers)
+        [found] = pipe.execute(raise_on_error=False)
+        if not isinstance(found, dict):
+            return {}
+        nodes = {w: _registered_node(v) for w, v in found.items()}
+        return {w: n for w, n in nodes.items() if n is not None}
+
+    def nodes_held(self, nodes: list[str]) -> dict[str, bool]:
+        """Whether each node's lease is held now (its supervisor is alive and reaches Redis)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for n in nodes:
+            pipe.exists(self.keys.owner_of(n))
+        return {n: bool(e) for n, e in zip(nodes, pipe.execute(), strict=True)}
+
     def misplaced_keys(self) -> list[str]:
         """YADTQ's own keys that hold another type than YADTQ writes there, each
         as 'key (a TYPE, not a WANTED)'. Nothing YADTQ does makes one (task ids
@@ -922,8 +997,9 @@ class TaskStore:
         k = self.keys
         wanted = {k.assignments: "hash", k.orphans: "hash", k.retries: "zset", k.retry_payloads: "hash",
                   k.load: "hash", k.stats: "hash", k.epoch: "string", k.owner: "string",
-                  k.owner_released: "string", k.quarantine: "hash", k.timings: "hash", k.recent: "zset",
-                  k.snapshot: "string"}
+                  k.owner_released: "string", k.scheduler_lease: "string", k.scheduler_epoch: "string",
+                  k.scheduler_released: "string", k.workers: "hash", k.quarantine: "hash", k.timings: "hash",
+                  k.recent: "zset", k.snapshot: "string"}
         pipe = self.redis.pipeline(transaction=False)
         for key in wanted:
             pipe.type(key)
@@ -997,10 +1073,10 @@ class TaskStore:
     def _fail_quarantined(self, task_id: str, at: float, error: str) -> bool:
         key = self.keys.task(task_id)
         with self.redis.pipeline() as pipe:
-            pipe.watch(key, self.keys.epoch)  # type: ignore[no-untyped-call]
+            pipe.watch(key, self.fence)  # type: ignore[no-untyped-call]
             kind = pipe.type(key)
             if (kind not in ("hash", "none") or (kind == "hash" and not pipe.hexists(key, "yadtq"))
-                    or pipe.hget(key, "status") in TERMINAL or self.epoch < _int(pipe.get(self.keys.epoch))):
+                    or pipe.hget(key, "status") in TERMINAL or self.epoch < _int(pipe.get(self.fence))):
                 return False
             # A damaged counter is reset, and a stats key of another type skipped, rather than failing
             # the whole write (as tally() in client/lua/common.lua does).

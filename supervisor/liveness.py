@@ -99,6 +99,11 @@ class Liveness:
         self._judge_from = at + self.startup_timeout if math.isfinite(self.startup_timeout) else at
         self._fresh_window(at)
 
+    def stalled(self, at: float) -> None:
+        """The judge itself did not run until ``at`` (SIGSTOP, a paused VM, a long block): the
+        heartbeats sent meanwhile are not read yet, so count every sender's silence from ``at``."""
+        self._fresh_window(at)
+
     def _fresh_window(self, at: float) -> None:
         """Count every sender's silence from ``at`` on: none could arrive before."""
         for s in self._seen.values():

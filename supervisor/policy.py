@@ -28,6 +28,23 @@ class SchedulerState:
         self.liveness = Liveness(heartbeat_timeout)
         self._turn = 0  # rotates ties, so equal loads spread over all workers
 
+    # --- the set of workers: from the config and from each node's registrations ---
+    def add_worker(self, worker: str) -> bool:
+        """Know ``worker`` from now on (not live before its first heartbeat); False if known."""
+        if worker in self.load:
+            return False
+        self.workers.append(worker)
+        self.load[worker] = 0
+        return True
+
+    def remove_worker(self, worker: str) -> list[tuple[str, Placement]]:
+        """Forget ``worker`` (no node runs it any more); return its tasks, to be moved."""
+        if worker not in self.load:
+            return []
+        self.workers.remove(worker)
+        del self.load[worker]
+        return self.orphan(worker)
+
     # --- liveness ---
     def heartbeat(self, worker: str, arrived: float) -> None:
         """A heartbeat of ``worker`` arrived at ``arrived`` (its own ``ts`` is not used)."""

@@ -10,21 +10,26 @@ a crash between any two of these steps harmless.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
 import signal
+import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from client import kafka as kafka_io
 from client import trace
 from client.config import Config
 from client.errors import Fenced, InvalidMessage
+from client.lease import REDIS_TIMEOUT, RENEW_INTERVAL, Keeper, Lease, Renewal, lease_ttl
 from client.protocol import (
     Heartbeat,
     TasksFinished,
@@ -41,12 +46,15 @@ from client.store import TERMINAL, Assign, AssignResult, Batch, Keys, Reject, Re
 from client.trace import TRACING
 from supervisor.policy import Placement, SchedulerState
 from worker_pool import quarantine
-from worker_pool.process import check_owner, check_parent, exit_on_service_loss, process_setup
+from worker_pool.process import EXIT_DEPOSED, check_owner, check_parent, exit_on_service_loss, process_setup
 from worker_pool.registry import Registry, default_registry
 
 log = logging.getLogger("yadtq.scheduler")
 
 RECONCILE_INTERVAL = 5.0  # seconds between checks of the table against the records
+WORKERS_REFRESH_INTERVAL = 1.0  # at most this often, the registered workers are read again
+STANDBY_POLL = 0.5  # seconds between a standby scheduler's tries to take the scheduler lease
+LEASE_MARGIN = 1.0  # seconds of the scheduler's lease that must be left for a round to write
 RETRY_CHECK_INTERVAL = 0.1  # seconds between looks at the retry schedule
 MAX_WAITING = 1000  # due retries are taken only while fewer tasks than this wait
 
@@ -73,9 +81,12 @@ class Scheduler:
     """``initialize()``, then ``loop(now)`` until ``stop()``, then ``shutdown()``."""
 
     def __init__(self, config: Config, registry: Registry = default_registry, epoch: int = 0,
-                 careful: bool = False) -> None:
+                 careful: bool = False, keeper: Keeper | None = None) -> None:
         self.config = config
-        self.epoch = epoch  # the supervisor's lease epoch: the store refuses this process's writes once it is old
+        self.epoch = epoch  # its node's supervisor's lease epoch: once another holds that lease, this exits
+        # The lease of the cluster's one active scheduler, renewed by its own thread
+        # (None: run bare, as in tests). Its epoch fences every write of this process.
+        self.keeper = keeper
         self.careful = careful  # started after a crash: read what was uncommitted one by one (quarantine.py)
         self._guard: quarantine.Guard | None = None
         self.registry = registry
@@ -97,6 +108,10 @@ class Scheduler:
         self._last_beat = 0.0
         self._last_retry_check = 0.0
         self._retrying: set[str] = set()  # ids taken off the retry schedule that wait here
+        self._nodes: dict[str, str] = {}  # each registered worker's node
+        self._lost: set[str] = set()  # workers of lost nodes whose tasks were moved, until they beat again
+        self._active_since = 0.0
+        self._last_refresh = -WORKERS_REFRESH_INTERVAL
         self._tasks_in: KafkaConsumer | None = None
         self._status_in: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
@@ -104,9 +119,13 @@ class Scheduler:
     def initialize(self) -> None:
         self.registry.load_modules(self.config.tasks.modules)
         self.redis = connect(self.config.redis)
-        self.keys = Keys(self.config.redis.key_prefix)
-        self.store = TaskStore(self.redis, self.keys, self.config.tasks.result_ttl, self.epoch)
-        self._producer = kafka_io.producer(self.config.kafka, linger_ms=1)
+        self.keys = Keys(self.config.redis.key_prefix, self.config.node)
+        fence = self.keeper.lease.epoch if self.keeper is not None else 0
+        self.store = TaskStore(self.redis, self.keys, self.config.tasks.result_ttl, fence, self.keys.scheduler_epoch)
+        self._active_since = time.monotonic()
+        self._refresh_workers(self._active_since)
+        if self._producer is None:  # the standby hands over its own
+            self._producer = kafka_io.producer(self.config.kafka, linger_ms=1)
         # Two consumers, so flow control is simply not polling TASKS while tasks
         # wait for room, and status events (which make room) always flow.
         group = kafka_io.scheduler_group(self.topics.tasks)
@@ -172,6 +191,7 @@ class Scheduler:
         stops the heartbeats nor makes a worker look dead or alive.
         """
         assert self._tasks_in is not None and self._status_in is not None
+        self._check_active()
         # While tasks wait for room, TASKS is left unread (that bounds memory),
         # and the loop waits on status events instead, which make room.
         status_wait = 50
@@ -201,7 +221,7 @@ class Scheduler:
         self._commit(tick)
         if tick - self._last_beat >= self.config.workers.heartbeat_interval:
             self._last_beat = tick
-            self._beat(at)
+            self._beat(at, tick)
         if tick - self._last_reconcile >= RECONCILE_INTERVAL:
             self._last_reconcile = tick
             self._reconcile()
@@ -238,22 +258,87 @@ class Scheduler:
             log.warning("ignoring invalid status event: %s", e.reason)
             return
         if isinstance(ev, Heartbeat) and ev.role == "worker":
+            if ev.sender not in self.state.load:  # a node started since: is it registered now?
+                self._refresh_workers(arrived)
             self.state.heartbeat(ev.sender, arrived)
+            self._lost.discard(ev.sender)
         elif isinstance(ev, TasksFinished):
             for task_id, attempt, _ in ev.tasks:
                 if self.state.finished(task_id, attempt):
                     self._ended.append(task_id)
         elif isinstance(ev, WorkerDown):
-            moved = self.state.orphan(ev.worker)
-            log.info("worker %s down (%s): reassigning %d task(s)", ev.worker, ev.reason, len(moved))
-            # Marked in Redis, and this event's offset committed, in this same
-            # round: a restarted scheduler moves them too instead of re-sending
-            # them to the dead worker's topic, and never replays this event.
-            self._orphaned.extend((t, ev.pid) for t, _ in moved)
-            self._commit_status_now = True
-            # Reassigned tasks go first: they have waited longest.
-            self.waiting.extendleft(_Pending(p.payload.encode(), mode="move", dead_pid=ev.pid)
-                                   for _, p in reversed(moved))
+            self._move_away(ev.worker, self.state.orphan(ev.worker), ev.reason, ev.pid)
+
+    def _move_away(self, worker: str, moved: list[tuple[str, Placement]], reason: str, pid: int = 0) -> None:
+        """Queue a dead (or gone) worker's unfinished tasks for live workers."""
+        log.info("worker %s down (%s): reassigning %d task(s)", worker, reason, len(moved))
+        # Marked in Redis, and this event's offset committed, in this same
+        # round: a restarted scheduler moves them too instead of re-sending
+        # them to the dead worker's topic, and never replays this event.
+        self._orphaned.extend((t, pid) for t, _ in moved)
+        self._commit_status_now = True
+        # Reassigned tasks go first: they have waited longest.
+        self.waiting.extendleft(_Pending(p.payload.encode(), mode="move", dead_pid=pid) for _, p in reversed(moved))
+
+    # --- the cluster's workers, over every node ---
+    def _refresh_workers(self, tick: float) -> None:
+        """Learn the workers each node's supervisor registered (at most once a WORKERS_REFRESH_INTERVAL);
+        those no node runs any more leave, and their tasks move."""
+        if tick - self._last_refresh < WORKERS_REFRESH_INTERVAL:
+            return
+        self._last_refresh = tick
+        registered = self.store.registered_workers()
+        mine = self.config.worker_ids()  # this node's, registered or not (a scheduler run bare)
+        self._nodes = {**registered, **{w: self.config.node for w in mine}}
+        for w in self._nodes:
+            if self.state.add_worker(w):
+                log.info("worker %s (node %s) joined", w, self._nodes[w] or "-")
+        for w in [w for w in self.state.workers if w not in self._nodes]:
+            self._move_away(w, self.state.remove_worker(w), "no node runs it any more")
+
+    def _find_lost_nodes(self, tick: float) -> None:
+        """Declare dead the silent workers of nodes whose supervisor is gone, and move their tasks.
+
+        A node's own supervisor kills and announces its dead workers. One whose
+        lease lapsed (the host is down or cut off) cannot: then its workers that
+        have been silent for a heartbeat timeout while this scheduler was
+        active are dead, as far as the cluster can tell. Their writes are
+        fenced by the attempt each move bumps, and a returning node's new
+        generation by its own epoch.
+        """
+        if tick - self._active_since < self.config.workers.heartbeat_timeout:
+            return  # every worker had a full timeout to beat since this scheduler became active
+        silent = [w for w in self.state.workers if w not in self._lost and not self.state.is_live(w, tick)
+                  and self._nodes.get(w, self.config.node) != self.config.node]
+        if not silent:
+            return
+        held = self.store.nodes_held(sorted({self._nodes[w] for w in silent}))
+        for w in silent:
+            if not held[self._nodes[w]]:
+                self._lost.add(w)
+                self._move_away(w, self.state.orphan(w), f"node {self._nodes[w]} is gone: its lease lapsed")
+
+    # --- the scheduler's lease ---
+    def _check_active(self) -> None:
+        """Raise Fenced unless this scheduler surely still holds the cluster's scheduler lease.
+
+        Its keeper renews the lease every second from its own thread. A process
+        that stalled (SIGSTOP, a paused VM) past its lease's TTL may have been
+        replaced meanwhile: it renews now, before any write, and stands down if
+        another scheduler took over. Redis also refuses its writes (the epoch),
+        but this way it does not even try.
+        """
+        if self.keeper is None:
+            return
+        while not self.keeper.news.empty():
+            if self.keeper.news.get() is Renewal.LOST:
+                raise Fenced(f"scheduler of epoch {self.keeper.lease.epoch}: another scheduler became active")
+        if self.keeper.lease.valid(LEASE_MARGIN):
+            return
+        found = self.keeper.renew_now()
+        if found not in (Renewal.HELD, Renewal.RETAKEN) or not self.keeper.lease.valid(LEASE_MARGIN):
+            raise Fenced(f"scheduler of epoch {self.keeper.lease.epoch}: its lease lapsed (this process stalled "
+                         f"or Redis did not answer) and could not be renewed ({found.value})")
 
     # --- assignment ---
     def _dispatch(self, at: float, tick: float) -> None:
@@ -280,6 +365,7 @@ class Scheduler:
                                        item.mode, item.dead_pid)
             chosen.append((answer, item, worker, before))
         if len(pipe):
+            self._check_active()  # right before each write: this process may have stalled since the last
             self.store.execute(pipe)
             if TRACING:  # pragma: no mutate
                 trace.mark_all([c[1].task_id for c in chosen], "sched.assigned")  # pragma: no mutate
@@ -376,6 +462,7 @@ class Scheduler:
         topic. A failed send raises, and the restarted scheduler re-sends.
         """
         assert self._producer is not None
+        self._check_active()
         self._producer.flush(timeout=30)
         sent, self._sent = self._sent, []
         kafka_io.check_sent(sent, "an assignment or a dead letter")
@@ -389,6 +476,7 @@ class Scheduler:
         idempotent), so committing them on every round would be waste.
         """
         assert self._tasks_in is not None and self._status_in is not None
+        self._check_active()
         tasks: dict[TopicPartition, int] = {}
         status: dict[TopicPartition, int] = {}
         for tp, nxt in self._next_offset.items():
@@ -438,6 +526,7 @@ class Scheduler:
         self._retrying = {w.retry_id for w in self.waiting if w.retry_id}
         if len(self.waiting) >= MAX_WAITING:
             return
+        self._check_active()  # reading the schedule fails the entries it cannot read
         for task_id, payload in self.store.due_retries(at, MAX_WAITING - len(self.waiting), self._limits):
             if task_id in self._retrying:
                 continue
@@ -462,11 +551,15 @@ class Scheduler:
             self.state.forget(t)
         self._ended.extend(ended)
 
-    def _beat(self, at: float) -> None:
+    def _beat(self, at: float, tick: float) -> None:
         assert self._producer is not None
         check_parent("scheduler")
-        self._producer.send(self.topics.status, encode_event(Heartbeat("scheduler", "scheduler", os.getpid(), at)))
+        self._check_active()
+        self._producer.send(self.topics.status, encode_event(
+            Heartbeat(self.config.scheduler_id(), "scheduler", os.getpid(), at)))
         check_owner("scheduler", self.store, self.epoch)
+        self._refresh_workers(tick)
+        self._find_lost_nodes(tick)
         self.store.write_load(self.state.load)
 
 
@@ -480,15 +573,90 @@ def _kept_payload(answer: AssignResult, item: _Pending, before: Placement | None
     return item.payload  # a move or retry: its payload came from the placement itself
 
 
+class Standby:
+    """A scheduler process that waits to become the cluster's one active scheduler.
+
+    Every node may run a scheduler; the one holding ``Keys.scheduler_lease``
+    is active. The others beat (so their supervisors know them alive) and try
+    to take the lease every STANDBY_POLL seconds: a dead active scheduler's
+    lapses after its TTL, and the first standby to try then takes over, with a
+    new epoch that fences anything the old one might still try to write.
+    """
+
+    def __init__(self, config: Config, epoch: int) -> None:
+        self.config = config
+        self.epoch = epoch  # its node's supervisor's
+        self.stopped = threading.Event()
+        keys = Keys(config.redis.key_prefix, config.node)
+        self.store = TaskStore(connect(config.redis), keys, config.tasks.result_ttl)
+        self.lease = Lease(connect(config.redis, timeout=REDIS_TIMEOUT), keys,
+                           lease_ttl(config.workers.heartbeat_timeout), [config.topics.tasks], scheduler=True)
+        self.producer: KafkaProducer | None = None
+
+    def wait(self) -> Keeper | None:
+        """Stand by until this process holds the scheduler lease; its Keeper renews it from
+        then on. None if stopped (SIGTERM) meanwhile."""
+        self.producer = kafka_io.producer(self.config.kafka, linger_ms=1)  # handed to the Scheduler
+        since, last_beat, said = time.monotonic(), -math.inf, False
+        while not self.stopped.is_set():
+            if time.monotonic() - last_beat >= self.config.workers.heartbeat_interval:
+                last_beat = time.monotonic()
+                self._beat()
+            holder = self.lease.try_acquire()
+            if holder is None:
+                self._say_active(time.monotonic() - since, said)
+                keeper = Keeper(self.lease, RENEW_INTERVAL)
+                keeper.start()
+                return keeper
+            if not said:
+                said = True
+                log.info("scheduler standing by (pid %d): the active scheduler is %s", os.getpid(),
+                         holder.describe())
+            self.stopped.wait(STANDBY_POLL)
+        return None
+
+    def _beat(self) -> None:
+        assert self.producer is not None
+        check_parent("scheduler")
+        self.producer.send(self.config.topics.status, encode_event(
+            Heartbeat(self.config.scheduler_id(), "scheduler", os.getpid(), now())))
+        check_owner("scheduler", self.store, self.epoch)
+
+    def _say_active(self, waited: float, was_standby: bool) -> None:
+        how = (f"took over after {waited:.1f}s standing by" if was_standby else
+               "the lease was free" if self.lease.released_before else
+               "the previous scheduler's lease had lapsed")
+        log.warning("scheduler active (pid %d, node %s, epoch %d): %s", os.getpid(), self.config.node or "-",
+                    self.lease.epoch, how)
+
+
 def run_scheduler(config: Config, epoch: int = 0, careful: bool = False) -> None:
-    """Process entry point: run the scheduler (of the cluster's generation ``epoch``) until SIGTERM
-    (``careful``: started after a crash, see worker_pool/quarantine.py)."""
+    """Process entry point: stand by until this is the cluster's active scheduler, then run it
+    until SIGTERM (``epoch``: its node's supervisor's generation; ``careful``: started after a
+    crash, see worker_pool/quarantine.py)."""
     process_setup("scheduler", config.supervisor.log_format)
-    s = Scheduler(config, epoch=epoch, careful=careful)
-    signal.signal(signal.SIGTERM, lambda *_: s.stop())
     with exit_on_service_loss("scheduler"):
+        standby = Standby(config, epoch)
+        signal.signal(signal.SIGTERM, lambda *_: standby.stopped.set())
+        keeper = standby.wait()
+        if keeper is None:
+            return
+        s = Scheduler(config, epoch=epoch, careful=careful, keeper=keeper)
+        s._producer = standby.producer
+        signal.signal(signal.SIGTERM, lambda *_: s.stop())
+        if standby.stopped.is_set():  # SIGTERM just before the handler moved
+            s.stop()
+        deposed = False
         try:
             s.initialize()
             s.run()
+        except Fenced as e:  # this process's epoch is the scheduler lease's: another scheduler is active
+            deposed = True
+            log.error("scheduler: %s; standing down (its supervisor starts it again, as a standby)", e)
+            sys.exit(EXIT_DEPOSED)
         finally:
             s.shutdown()
+            keeper.stop()
+            if not deposed:  # the next scheduler need not wait for the TTL (not if another holds it)
+                with contextlib.suppress(redis.RedisError):
+                    keeper.release()

@@ -8,6 +8,7 @@ that worker's unfinished tasks to live workers' topics.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.process
 import signal
@@ -24,7 +25,7 @@ from kafka.errors import KafkaError
 from client import kafka as kafka_io
 from client.config import Config, safe_url
 from client.errors import ForeignData, InvalidMessage, LeaseLost, ServiceUnavailable
-from client.lease import Keeper, Lease, Renewal
+from client.lease import REDIS_TIMEOUT, RENEW_INTERVAL, Keeper, Lease, Renewal, lease_ttl
 from client.protocol import Heartbeat, WorkerDown, encode_event, now, parse_event
 from client.store import Keys, TaskStore, connect, ping
 from supervisor import http
@@ -34,19 +35,22 @@ from supervisor.scheduler import run_scheduler
 from supervisor.topics import ensure_topics
 from supervisor.view import Publisher
 from worker_pool import quarantine
-from worker_pool.process import EXIT_FENCED, EXIT_HARD_LIMIT, EXIT_ORPHANED, EXIT_SERVICE_LOST
+from worker_pool.process import EXIT_DEPOSED, EXIT_FENCED, EXIT_HARD_LIMIT, EXIT_ORPHANED, EXIT_SERVICE_LOST
 from worker_pool.registry import default_registry
 from worker_pool.worker import run_worker
 
 PROBE_INTERVAL = 1.0  # seconds between checks that Kafka and Redis answer
-LEASE_RENEW_INTERVAL = 1.0  # seconds between renewals of the cluster's lease, by its own thread
-LEASE_MIN_TTL = 3 * LEASE_RENEW_INTERVAL  # the lease's TTL is heartbeat_timeout, but never this short
-LEASE_TIMEOUT = 2.0  # seconds a renewal may wait on Redis: then it is late, not stuck
+LOOP_REDIS_TIMEOUT = 5.0  # seconds one Redis command of the supervisor's loop may take
+# On a node of several: seconds before its lease would lapse in Redis at which a
+# node that cannot renew it stops its workers (the other nodes move their tasks
+# once it has lapsed, and a task must never run twice at once).
+CUT_OFF_MARGIN = 1.0
 
 _spawn = multiprocessing.get_context("spawn")  # no fork: the parent holds Kafka threads and sockets
 _EXIT_MEANINGS = {EXIT_SERVICE_LOST: ": Kafka or Redis stopped answering", EXIT_HARD_LIMIT: ": hard time limit",
                   EXIT_FENCED: ": fenced, a newer supervisor took the cluster",
-                  EXIT_ORPHANED: ": its supervisor was gone"}
+                  EXIT_ORPHANED: ": its supervisor was gone",
+                  EXIT_DEPOSED: ": another node's scheduler is active now; standing by again"}
 
 
 def restart_delay(history: list[float], at: float, max_restarts: int, window: float, max_backoff: float) -> float:
@@ -125,16 +129,22 @@ class Supervisor:
         self.config = config
         # Never raises: a broken stdout must not end the supervision.
         self.say = say or Output(log_format=config.supervisor.log_format)
-        self.keys = Keys(config.redis.key_prefix)
+        self.keys = Keys(config.redis.key_prefix, config.node)
         self.children: dict[str, Child] = {"scheduler": Child("scheduler", run_scheduler, (config,))}
         for w in config.worker_ids():
             self.children[w] = Child(w, run_worker, (config, w))
+        # Whose heartbeats are whose: on a named node its scheduler beats as 'a.scheduler'.
+        self._senders = {config.scheduler_id(): "scheduler", **{w: w for w in config.worker_ids()}}
         self.stopping = False
         self._hurry = False  # a second Ctrl-C: skip the grace period
         self._unannounced: list[WorkerDown] = []  # worker-down events Kafka has not taken yet
         self._status_gate = StatusGate(config.supervisor.status_interval, config.supervisor.status_idle_interval)
         self._ready = False
         self._last_probe = 0.0
+        self._last_round = 0.0  # when the last loop round began (monotonic)
+        self._cut_off = False  # a node that could not renew its lease in time: its workers are stopped
+        self._cut_off_said = False
+        self._lease_ttl = 0.0
         self.up = {"kafka": True, "redis": True}  # did each answer at the last probe?
         # When each child's heartbeats arrived, on this process's monotonic clock.
         self.liveness = Liveness(config.workers.heartbeat_timeout, config.supervisor.startup_timeout)
@@ -151,7 +161,8 @@ class Supervisor:
     def start(self) -> None:
         cfg = self.config
         default_registry.load_modules(cfg.tasks.modules)  # a bad module is a config error: say so now
-        self.redis = connect(cfg.redis)
+        # Short: the loop must go on (probes, restarts, the status line) while Redis is cut off.
+        self.redis = connect(cfg.redis, timeout=LOOP_REDIS_TIMEOUT)
         ping(self.redis, cfg.redis)
         if bad := TaskStore(self.redis, self.keys, cfg.tasks.result_ttl).misplaced_keys():
             raise ForeignData(f"Redis at {safe_url(cfg.redis.url)}: YADTQ's own keys hold what YADTQ never "
@@ -174,6 +185,9 @@ class Supervisor:
         self._await_fence()
         if self.stopping:  # Ctrl-C meanwhile: start nothing (and never before the fence's end)
             return
+        # So the active scheduler, on whichever node, learns this node's workers.
+        TaskStore(self.redis, self.keys, cfg.tasks.result_ttl).register_workers(cfg.node, cfg.worker_ids(),
+                                                                               self.epoch)
         for c in self.children.values():
             self._spawn(c)
 
@@ -181,11 +195,14 @@ class Supervisor:
         """Own the cluster (its topics and key prefix), or raise ClusterOwned naming the owner;
         then keep it from a thread of its own, with its own Redis connection."""
         cfg = self.config
-        ttl = max(cfg.workers.heartbeat_timeout, LEASE_MIN_TTL)
-        client = connect(cfg.redis, timeout=LEASE_TIMEOUT)
+        ttl = lease_ttl(cfg.workers.heartbeat_timeout)
+        client = connect(cfg.redis, timeout=REDIS_TIMEOUT)
         self._lease = Lease(client, self.keys, ttl, [cfg.topics.tasks, cfg.topics.status, *cfg.worker_ids()])
         self.epoch = self._lease.acquire(wait_for_dead=ttl + 1.0, say=lambda line: self._emit("lease", line))
-        self._keeper = Keeper(self._lease, LEASE_RENEW_INTERVAL)
+        self._lease_ttl = ttl
+        # Several nodes: the lease's thread stops this node's workers if the lease is about to lapse.
+        self._keeper = Keeper(self._lease, RENEW_INTERVAL, self._stop_cut_off_workers if cfg.node else None,
+                              CUT_OFF_MARGIN)
         self._keeper.start()
         if not self._lease.released_before:
             # Its supervisor stopped renewing without releasing: stalled, maybe,
@@ -209,6 +226,35 @@ class Supervisor:
             return
         while not self._keeper.news.empty():
             self._on_renewal(self._keeper.news.get())
+
+    def _stop_cut_off_workers(self) -> None:
+        """On a node of several: the lease's thread found the lease about to lapse unrenewed.
+
+        Once a node's lease has lapsed, the active scheduler (on another node,
+        perhaps) may declare its silent workers dead and move their tasks. A node
+        cut off from Redis (a network partition) cannot say that its workers are
+        still running them, so it stops them first, CUT_OFF_MARGIN before the TTL
+        ends by its own clock. From the lease's thread: this process's loop may
+        be blocked on the same lost connection. They start again once the lease
+        is renewed and the services answer (``_check_cut_off``).
+        """
+        self._cut_off = True
+        for name, c in list(self.children.items()):
+            if name != "scheduler" and c.alive():  # the scheduler stands down by its own lease
+                with contextlib.suppress(OSError, ValueError, AttributeError):
+                    c.process.kill()  # type: ignore[union-attr]  # _check sees the exit and says so
+
+    def _check_cut_off(self) -> None:
+        """Say that the workers were stopped (``_stop_cut_off_workers``), and when they may start again."""
+        if not self._cut_off or self._keeper is None:
+            return
+        if not self._cut_off_said:
+            self._cut_off_said = True
+            self._emit("cut-off", f"this node could not renew its lease for {self._lease_ttl - CUT_OFF_MARGIN:g}s "
+                       "(Redis unreachable): its workers were stopped before other nodes move their tasks", "error")
+        if not self._keeper.expiring:
+            self._cut_off = self._cut_off_said = False
+            self._emit("lease", "this node renews its lease again: its workers start again")
 
     def _renew_now(self) -> None:
         """Renew the lease from this thread now (a child was fenced: is the lease still ours?)."""
@@ -258,7 +304,15 @@ class Supervisor:
 
     def loop(self, at: float) -> None:
         """One round: read heartbeats, replace dead children, print the status line if it is due (StatusGate)."""
+        if self._last_round and at - self._last_round > self.config.workers.heartbeat_timeout / 2:
+            # This process stalled: the heartbeats of that time wait unread on the topic, so
+            # silence says nothing yet (a worker that died meanwhile lapses a timeout later).
+            self._emit("message", f"the supervisor did not run for {at - self._last_round:.1f}s (stopped or "
+                       "starved): judging heartbeats from now", "warning")
+            self.liveness.stalled(at)
+        self._last_round = at
         self._lease_news()
+        self._check_cut_off()
         if at - self._last_probe >= PROBE_INTERVAL:
             self._probe(at)
         self._read_heartbeats()
@@ -376,7 +430,7 @@ class Supervisor:
             return
         if c.process is None:
             # While Kafka or Redis is away a new process could only exit again.
-            if at >= c.due and self._services_up():
+            if at >= c.due and self._services_up() and not (self._cut_off and c.name != "scheduler"):
                 self._spawn(c)
             return
         reason = self._death(c, at)
@@ -393,6 +447,7 @@ class Supervisor:
         if c.process.exitcode == EXIT_FENCED:
             self._renew_now()  # a newer generation exists: LeaseLost stops this one rather than restart it
         lost_service = c.process.exitcode == EXIT_SERVICE_LOST
+        deposed = c.process.exitcode == EXIT_DEPOSED
         c.process.close()
         c.process = None
         self._emit("dead", f"{c.name} is dead ({reason})", "warning", name=c.name, pid=dead_pid, reason=reason)
@@ -400,17 +455,18 @@ class Supervisor:
             self.view.count("deaths", c.name)
         if c.name != "scheduler":
             self._announce_down(c.name, reason, dead_pid)
-        self._schedule_restart(c, at, lost_service)
+        self._schedule_restart(c, at, lost_service, deposed)
 
-    def _schedule_restart(self, c: Child, at: float, lost_service: bool) -> None:
-        """Set when ``c`` starts again: at once, or after the crash backoff."""
+    def _schedule_restart(self, c: Child, at: float, lost_service: bool, deposed: bool = False) -> None:
+        """Set when ``c`` starts again: at once, or after the crash backoff (not for a deposed
+        scheduler, which did nothing wrong: it stands by again at once)."""
         cfg = self.config.supervisor
         if lost_service:
             self._probe(at)  # now, so that no new process is started while the service is away
         # A service that is away is not a crash of the child: it restarts as
         # soon as the service answers. An exit 3 while both answer (an error
         # the probe cannot see, e.g. a refused command) backs off like a crash.
-        held = lost_service and not self._services_up()
+        held = (lost_service and not self._services_up()) or deposed
         c.due = at if held else at + restart_delay(c.restarts, at, cfg.max_restarts, cfg.restart_window,
                                                     cfg.max_backoff)
         c.restarts = [t for t in c.restarts if at - t < cfg.restart_window] + [at]
@@ -475,7 +531,7 @@ class Supervisor:
                     self._on_heartbeat(ev, arrived)
 
     def _on_heartbeat(self, hb: Heartbeat, arrived: float) -> None:
-        c = self.children.get(hb.sender)
+        c = self.children.get(self._senders.get(hb.sender, ""))
         if c is None or c.pid is None or not self.liveness.beat(c.name, hb.pid, arrived):
             return  # a process we already replaced, or another cluster's
         if not c.announced:

@@ -223,3 +223,9 @@ def watched_runs(r: redis.Redis, prefix: str, task_id: str) -> list[WatchedRun]:
         [run] = [x for x in runs if x.pid == int(pid) and x.end is None][-1:]
         run.end = float(at)
     return runs
+
+
+@task
+def node_of_worker() -> str:
+    """The ``node`` of the cluster file of the worker that runs it ('' on a single node)."""
+    return current_task().config.node

@@ -24,6 +24,7 @@ log = logging.getLogger("yadtq")
 EXIT_SERVICE_LOST = 3   # a child's exit code when Kafka or Redis stopped answering
 EXIT_FENCED = 4         # a child of an older generation: a newer supervisor took the cluster's lease
 EXIT_ORPHANED = 5       # a child whose supervisor is gone (nobody reads this: it is for the logs)
+EXIT_DEPOSED = 6        # a scheduler that another one replaced as the cluster's active scheduler: it stands by again
 EXIT_HARD_LIMIT = 70    # a worker's exit code when the hard time limit ended it
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>

@@ -27,13 +27,13 @@ from typing import Protocol
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
-from worker_pool.process import EXIT_FENCED, EXIT_HARD_LIMIT, EXIT_ORPHANED, EXIT_SERVICE_LOST
+from worker_pool.process import EXIT_DEPOSED, EXIT_FENCED, EXIT_HARD_LIMIT, EXIT_ORPHANED, EXIT_SERVICE_LOST
 
 TRIES = 3  # careful tries of one offset before it is dead-lettered
 # Exits that say nothing about the message in hand: asked to stop, a service
 # lost, the hard time limit (its task is failed already), fenced or orphaned
 # (an older generation), or killed from outside (an operator, a chaos run).
-_EXPECTED_EXITS = {0, EXIT_SERVICE_LOST, EXIT_FENCED, EXIT_ORPHANED, EXIT_HARD_LIMIT,
+_EXPECTED_EXITS = {0, EXIT_SERVICE_LOST, EXIT_FENCED, EXIT_ORPHANED, EXIT_HARD_LIMIT, EXIT_DEPOSED,
                    -signal.SIGKILL, -signal.SIGTERM, -signal.SIGINT}
 
 

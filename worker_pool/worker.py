@@ -126,8 +126,8 @@ class Worker:
         _time_limit.install()  # before any task: the heartbeat thread may signal the main thread from then on
         self.registry.load_modules(self.config.tasks.modules)
         self.redis = connect(self.config.redis)
-        self.store = TaskStore(self.redis, Keys(self.config.redis.key_prefix), self.config.tasks.result_ttl,
-                               self.epoch)
+        self.store = TaskStore(self.redis, Keys(self.config.redis.key_prefix, self.config.node),
+                               self.config.tasks.result_ttl, self.epoch)
         self._producer = kafka_io.producer(self.config.kafka)
         self._consumer = kafka_io.consumer(self.config.kafka, f"yadtq-worker.{self.id}",
                                            max_poll_records=self.config.workers.max_pending)

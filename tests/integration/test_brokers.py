@@ -9,21 +9,31 @@ which `.ci/run` runs after `make test`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import psutil
 import pytest
+import redis
+import yaml
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from client import TaskSpec
-from tests.support.harness import wait_until
+from client import Client, TaskSpec, load_config
+from client.store import Keys, lua_text
+from scripts import chaos, chaos_tasks
+from tests.integration.conftest import REDIS, cluster_config
+from tests.support.harness import ClusterProcess, remove_cluster_data, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.brokers]
 
@@ -95,3 +105,209 @@ def test_yadtqs_topics_get_three_copies_and_losing_the_leader_of_tasks_loses_no_
     assert c.submit("add", 2, 3).result(timeout=60) == 5  # and new tasks still go through
     _services(brokers, "kafka-up")  # the lost node comes back and rejoins
     wait_until(lambda: not _free(BASE + leader - 1), f"node {leader} answers again", timeout=60)
+
+
+# --- Several nodes (issue 11): two supervisors, each its own process tree and cluster file ---
+
+NODE_WORKERS = 2
+TASKS = 3000
+
+
+class Nodes:
+    """Two nodes, 'a' and 'b', of one cluster: the same topics and key prefix, each its own
+    `python -m supervisor FILE` with its own ``node`` and two workers."""
+
+    def __init__(self, tmp_path: Path, base: Path) -> None:
+        cfg = yaml.safe_load(base.read_text())
+        self.paths: dict[str, Path] = {}
+        for name in ("a", "b"):
+            self.paths[name] = tmp_path / f"{name}.yaml"
+            self.paths[name].write_text(yaml.safe_dump({**cfg, "node": name}))
+        self.config = {name: load_config(p) for name, p in self.paths.items()}
+        self.procs: dict[str, ClusterProcess] = {}  # each node's newest
+        self.started: list[ClusterProcess] = []
+        self.client = Client(self.config["a"])
+        self.keys = Keys(self.config["a"].redis.key_prefix)
+
+    def start(self, name: str) -> ClusterProcess:
+        self.procs[name] = p = ClusterProcess(self.paths[name])
+        self.started.append(p)
+        p.wait_line(r"cluster ready", timeout=120)
+        return p
+
+    def active(self) -> str | None:
+        """The node whose scheduler holds the scheduler lease now, if any."""
+        text = self.client.redis.get(self.keys.scheduler_lease)
+        return json.loads(text).get("node") if text else None
+
+    def tree(self, name: str) -> list[psutil.Process]:
+        sup = psutil.Process(self.procs[name].proc.pid)
+        return [sup, *sup.children(recursive=True)]
+
+    def stop(self) -> None:
+        for p in self.started:
+            p.stop()
+        self.client.close()
+        for config in self.config.values():
+            remove_cluster_data(config)
+
+
+@pytest.fixture
+def nodes(brokers: Path, tmp_path: Path) -> Iterator[Nodes]:
+    """Node 'a' started first (its scheduler is the active one), then node 'b' (standing by)."""
+    base = cluster_config(tmp_path, NODE_WORKERS, kafka={"bootstrap_servers": SERVERS},
+                          tasks={"modules": ["worker_pool.builtin_tasks", "tests.tasks", "scripts.chaos_tasks"]})
+    n = Nodes(tmp_path, base)
+    try:
+        n.start("a")
+        wait_until(lambda: n.active() == "a", "node a's scheduler is active")
+        b = n.start("b")
+        b.wait_line(r"scheduler standing by", timeout=30)
+        yield n
+    finally:
+        n.stop()
+
+
+def _kill_node(nodes: Nodes, name: str) -> dict[int, float]:
+    """SIGKILL every process of node ``name`` at once (a host lost as a whole); {pid: when}."""
+    procs = nodes.tree(name)
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    at = time.time()
+    return {p.pid: at for p in procs}
+
+
+def _takeover(nodes: Nodes, since: float, to: str) -> float:
+    wait_until(lambda: nodes.active() == to, f"node {to}'s scheduler takes over", timeout=30, every=0.02)
+    return time.monotonic() - since
+
+
+def _check_runs(nodes: Nodes, ids: list[str], gone: dict[int, float]) -> None:
+    """Every task ended success with its result; no run overlapped another of its task, and none
+    started after its task had ended (scripts/chaos_tasks.py records each run)."""
+    c, prefix = nodes.client, nodes.config["a"].redis.key_prefix
+    pipe = c.redis.pipeline(transaction=False)
+    for t in ids:
+        pipe.hmget(c.keys.task(t), "status", "result", "finished_at")
+    records = pipe.execute()
+    assert [s for s, _, _ in records] == ["success"] * len(ids)
+    assert [r for _, r, _ in records] == [str(i * i) for i in range(len(ids))]
+    spans: list[str] = c.redis.lrange(chaos_tasks.spans_key(prefix), 0, -1)  # type: ignore[assignment]
+    overlapping = {t: runs for t, runs in chaos._runs(spans, gone).items()
+                   if chaos.overlapping_runs([e for e in spans if e.split(" ")[1] == t], gone)}
+    assert overlapping == {}, [e for e in spans if e.split(" ")[1] in overlapping]
+    ended = {t: float(f) for t, (_, _, f) in zip(ids, records, strict=True)}
+    late = [e for e in spans if e.startswith("S ") and float(e.split(" ")[3]) > ended[e.split(" ")[1]]]
+    assert late == [], f"runs that started after their task had ended: {late[:5]}"
+
+
+# What a stood-down scheduler may still send: reads, and the renewal that finds its lease taken.
+_READS = {"GET", "HGET", "HGETALL", "HMGET", "HEXISTS", "EXISTS", "TYPE", "PTTL", "PING"}
+
+
+def _redis_ports(proc: psutil.Process) -> set[int]:
+    """The local ports of ``proc``'s connections to the test Redis."""
+    port = urlsplit(REDIS).port or 6379
+    return {c.laddr.port for c in proc.net_connections(kind="tcp") if c.raddr and c.raddr.port == port}
+
+
+@contextlib.contextmanager
+def _monitor(nodes: Nodes) -> Iterator[list[tuple[int, str]]]:
+    """Every command Redis receives while the block runs, as (client port, command) (MONITOR)."""
+    seen: list[tuple[int, str]] = []
+    m = redis.Redis.from_url(REDIS).monitor()  # type: ignore[no-untyped-call]
+    m.__enter__()
+
+    def read() -> None:
+        with contextlib.suppress(redis.RedisError, OSError, ValueError, AttributeError):
+            while (c := m.next_command()) is not None:
+                if c["client_type"] == "tcp":
+                    seen.append((int(c["client_port"]), c["command"]))
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        yield seen
+    finally:
+        m.__exit__(None, None, None)
+        reader.join(5)
+
+
+def _submit(nodes: Nodes) -> list[str]:
+    handles = nodes.client.submit_many([TaskSpec("chaos_work", (i, 0.002)) for i in range(TASKS)])
+    return [h.id for h in handles]
+
+
+def _ended(nodes: Nodes) -> int:
+    return int(nodes.client.redis.hget(nodes.client.keys.stats, "success") or 0)
+
+
+@pytest.mark.parametrize("broker_restart", [False, True], ids=["node-lost", "node-lost-and-a-broker-restarted"])
+def test_losing_the_node_of_the_active_scheduler_hands_over_to_the_standby_and_loses_no_task(
+        nodes: Nodes, brokers: Path, broker_restart: bool) -> None:
+    ids = _submit(nodes)
+    broker = 0
+    if broker_restart:
+        wait_until(lambda: _ended(nodes) >= TASKS // 10, "a tenth of the tasks ended", timeout=120)
+        admin = KafkaAdminClient(bootstrap_servers=SERVERS)
+        try:
+            broker, _ = _leader_of(admin, nodes.config["a"].topics.tasks)
+        finally:
+            admin.close()
+        os.kill(int((brokers / f"kafka-{broker}" / "kafka.pid").read_text()), signal.SIGKILL)
+    wait_until(lambda: _ended(nodes) >= TASKS // 3, "a third of the tasks ended", timeout=120)
+    assert nodes.active() == "a"
+    killed = time.monotonic()
+    gone = _kill_node(nodes, "a")
+    took = _takeover(nodes, killed, "b")
+    print(f"node b's scheduler took over {took:.1f}s after node a was killed")
+    assert took < 10
+    if broker_restart:
+        _services(brokers, "kafka-up")
+        wait_until(lambda: not _free(BASE + broker - 1), f"broker {broker} answers again", timeout=60)
+    nodes.client.wait(ids, timeout=180)
+    print(f"all {TASKS} tasks ended {time.monotonic() - killed:.1f}s after node a was killed")
+    _check_runs(nodes, ids, gone)
+    b = nodes.procs["b"]
+    b.wait_line(r"scheduler active .*took over", timeout=5)
+    moved = b.wait_line(r"worker a\.\S+ down \(node a is gone: its lease lapsed\): reassigning ([1-9]\d*) task", 5)
+    print(f"{moved.group(1)} task(s) moved from one of node a's workers")
+    if broker_restart:
+        return
+    # Node a comes back (a new generation of it): it stands by, and its workers take tasks again.
+    again = nodes.start("a")
+    again.wait_line(r"scheduler standing by", timeout=30)
+    more = [h.id for h in nodes.client.submit_many([TaskSpec("node_of_worker") for _ in range(200)])]
+    nodes.client.wait(more, timeout=120)
+    assert {nodes.client.result(t) for t in more} == {"a", "b"}
+
+
+def test_a_paused_active_scheduler_writes_nothing_once_it_resumes(nodes: Nodes) -> None:
+    ids = _submit(nodes)
+    wait_until(lambda: _ended(nodes) >= TASKS // 3, "a third of the tasks ended", timeout=120)
+    sup_a = psutil.Process(nodes.procs["a"].proc.pid)
+    sched = psutil.Process(nodes.procs["a"].pid("scheduler"))
+    # Its supervisor too: else it would see the silence and kill it, and it would never resume.
+    for p in (sup_a, sched):
+        p.suspend()
+    paused = time.monotonic()
+    ports = _redis_ports(sched)
+    took = _takeover(nodes, paused, "b")
+    print(f"node b's scheduler took over {took:.1f}s after node a's was paused")
+    assert took < 10
+    with _monitor(nodes) as seen:
+        sched.resume()
+        ports |= _redis_ports(sched)
+        wait_until(lambda: sched.status() == psutil.STATUS_ZOMBIE, "the resumed scheduler exits", timeout=15)
+        time.sleep(0.5)  # what Redis received from it before it exited reaches MONITOR's reader
+    renew = hashlib.sha1(lua_text("lease_renew").encode()).hexdigest()
+    from_it = [cmd for port, cmd in seen if port in ports]
+    assert from_it, "the resumed scheduler did not even renew its lease: was it MONITORed?"
+    assert [c for c in from_it if c.split(" ")[0].upper() not in _READS and not c.startswith(f"EVALSHA {renew}")] \
+        == [], from_it
+    sup_a.resume()
+    nodes.procs["a"].wait_line(r"scheduler is dead \(exit code 6", timeout=30)
+    nodes.procs["a"].wait_line(r"scheduler standing by", timeout=30)
+    nodes.client.wait(ids, timeout=180)
+    # No process of node a was killed: a run cut short would count as never ended, and overlap.
+    _check_runs(nodes, ids, {})

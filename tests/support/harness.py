@@ -177,7 +177,8 @@ def remove_cluster_data(config: Config) -> None:
     admin = kafka_io.admin(config.kafka)
     try:
         tag = config.topics.tasks.split(".")[0] + "."
-        names = [t for t in admin.list_topics() if t.startswith(tag)]
+        mine = (tag, f"{config.node}.{tag}") if config.node else (tag,)  # a node's workers' topics: 'a.tag.W1'
+        names = [t for t in admin.list_topics() if t.startswith(mine)]
         if names:
             admin.delete_topics(names)
     finally:

@@ -69,6 +69,9 @@ class Store:
     def write_load(self, load: dict[str, int]) -> None:
         pass
 
+    def registered_workers(self) -> dict[str, str]:
+        return {}
+
 
 def scheduler() -> tuple[Scheduler, Consumer, Producer]:
     s = Scheduler(Config.from_dict({"workers": {"count": 1, "heartbeat_interval": 1.0, "heartbeat_timeout": 6.0}}))

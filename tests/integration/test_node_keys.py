@@ -1,0 +1,98 @@
+"""Several nodes (issue 11) in Redis: each node's lease and epoch are its own, the scheduler's
+lease is one for the cluster and fences its writes alone, and workers are registered per node."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from client.lease import Lease, Renewal
+from client.store import Assign, Keys, TaskStore, connect
+from tests.integration.conftest import REDIS
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def prefix(services: None) -> Iterator[tuple[redis.Redis, str]]:
+    r = connect(REDIS)
+    p = f"t{uuid.uuid4().hex[:10]}:"
+    yield r, p
+    keys = list(r.scan_iter(match=f"{p}*"))
+    if keys:
+        r.delete(*keys)
+    r.close()
+
+
+def test_each_node_has_its_own_lease_and_epoch_and_the_seeds_single_node_keeps_its_keys(
+        prefix: tuple[redis.Redis, str]) -> None:
+    r, p = prefix
+    a, b, single = Keys(p, "a"), Keys(p, "b"), Keys(p)
+    assert (single.owner, single.epoch) == (f"{p}yadtq:owner", f"{p}yadtq:epoch")  # as before nodes
+    assert Lease(r, a, 30.0, ["T"]).try_acquire() is None
+    assert Lease(r, b, 30.0, ["T"]).try_acquire() is None  # node a's lease does not stop node b's supervisor
+    assert Lease(r, a, 30.0, ["T"]).try_acquire() is not None  # but a second supervisor of node a is refused
+    assert (r.get(a.epoch), r.get(b.epoch)) == ("1", "1")
+    assert TaskStore(r, b, 60).nodes_held(["a", "b", "c"]) == {"a": True, "b": True, "c": False}
+
+
+def test_one_scheduler_lease_for_the_whole_cluster_whatever_the_node(prefix: tuple[redis.Redis, str]) -> None:
+    r, p = prefix
+    first = Lease(r, Keys(p, "a"), 30.0, ["T"], scheduler=True)
+    assert first.try_acquire() is None and first.valid(1.0)
+    holder = Lease(r, Keys(p, "b"), 30.0, ["T"], scheduler=True).try_acquire()
+    assert holder is not None and holder.node == "a" and "node a" in holder.describe()
+    assert r.get(Keys(p).owner) is None  # no node's lease was touched
+
+
+def test_a_scheduler_lease_that_lapsed_is_no_longer_valid_by_its_holders_own_clock(
+        prefix: tuple[redis.Redis, str]) -> None:
+    r, p = prefix
+    lease = Lease(r, Keys(p, "a"), 0.3, ["T"], scheduler=True)
+    assert lease.try_acquire() is None and lease.valid()
+    time.sleep(0.35)  # as a process stopped past its TTL
+    assert not lease.valid()
+    assert Lease(r, Keys(p, "b"), 30.0, ["T"], scheduler=True).try_acquire() is None  # the standby takes over
+    assert lease.renew() is Renewal.LOST and not lease.valid()
+
+
+def test_the_schedulers_writes_are_fenced_by_the_scheduler_epoch_and_a_workers_by_its_nodes(
+        prefix: tuple[redis.Redis, str]) -> None:
+    r, p = prefix
+    keys = Keys(p, "a")
+    old = TaskStore(r, keys, 60, epoch=1, fence=keys.scheduler_epoch)
+    r.set(keys.scheduler_epoch, "2")  # another scheduler became active
+    r.set(keys.epoch, "1")  # node a's own generation is unchanged
+    batch = old.pipeline()
+    reply = old.assign(batch, "t1", "add", "a.W1", '{"task-id": "t1", "task": "add", "args": [1, 2]}',
+                       1.0, 3, "new", 0)
+    old.execute(batch)
+    assert reply.value.kind is Assign.STALE_EPOCH and r.exists(keys.task("t1")) == 0
+    current = TaskStore(r, keys, 60, epoch=2, fence=keys.scheduler_epoch)
+    batch = current.pipeline()
+    reply = current.assign(batch, "t1", "add", "a.W1", '{"task-id": "t1", "task": "add", "args": [1, 2]}',
+                           1.0, 3, "new", 0)
+    current.execute(batch)
+    assert reply.value.kind is Assign.ASSIGNED
+
+
+def test_a_node_registers_its_workers_and_drops_those_it_no_longer_runs(prefix: tuple[redis.Redis, str]) -> None:
+    r, p = prefix
+    store = TaskStore(r, Keys(p), 60)
+    store.register_workers("a", ["a.W1", "a.W2", "a.W3"], 1)
+    store.register_workers("b", ["b.W1"], 4)
+    store.register_workers("a", ["a.W1"], 2)  # node a restarted with one worker
+    assert store.registered_workers() == {"a.W1": "a", "b.W1": "b"}
+    assert json.loads(r.hget(Keys(p).workers, "a.W1") or "") == {"node": "a", "epoch": 2}
+    r.hset(Keys(p).workers, "junk", "not json")  # written by hand: skipped, never a worker
+    assert store.registered_workers() == {"a.W1": "a", "b.W1": "b"}
+    r.delete(Keys(p).workers)
+    r.set(Keys(p).workers, "a string")
+    assert store.registered_workers() == {}
+    store.register_workers("a", ["a.W1"], 3)  # refused quietly: the supervisor's start check names it
+    assert r.get(Keys(p).workers) == "a string"
