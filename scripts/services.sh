@@ -27,6 +27,9 @@
 #                            its internal topics replicated min(N, 3) times
 #   YADTQ_KAFKA_SESSION_MS   with N > 1: how long a node may miss heartbeats before it is
 #                            fenced and its partitions move (default 4000; Kafka's is 9000)
+#   YADTQ_SERVICES_BIND      the address Redis and the Kafka nodes' client listeners bind to
+#                            and advertise (default 127.0.0.1; the tests of several hosts use
+#                            one on a bridge that only their network namespaces reach)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,13 +40,14 @@ KAFKA_ADDR=${YADTQ_KAFKA:-localhost:9092}
 REDIS_ADDR=${YADTQ_REDIS:-localhost:6379}
 START_TIMEOUT=${YADTQ_SERVICE_TIMEOUT:-90}
 BROKERS=${YADTQ_KAFKA_BROKERS:-1}
+BIND=${YADTQ_SERVICES_BIND:-127.0.0.1}
 KDIR=$STATE/kafka   # the Kafka node being worked on: kafka/ alone, or kafka-1..N/
 
 say() { printf 'services: %s\n' "$*"; }
 die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
 host_of() { echo "${1%:*}"; }
 port_of() { echo "${1##*:}"; }
-is_local() { case "$1" in localhost|127.*|::1|"") return 0 ;; *) return 1 ;; esac; }
+is_local() { case "$1" in localhost|127.*|::1|"") return 0 ;; *) [ "$1" = "$BIND" ] ;; esac; }
 answers() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
 # Running, and not a zombie: a daemon this script started is reparented to
@@ -89,11 +93,11 @@ redis_up() {
   # new one for dead before it has written its own.
   rm -f "$STATE/redis/redis.pid"
   # appendonly: a Redis restart keeps the scheduler's tables and the results.
-  redis-server "$conf" --port "$port" --bind 127.0.0.1 --daemonize yes \
+  redis-server "$conf" --port "$port" --bind "$BIND" --daemonize yes \
     --dir "$STATE/redis" --pidfile "$STATE/redis/redis.pid" --logfile "$STATE/redis/redis.log" \
     --appendonly yes --appendfsync everysec --save "" >/dev/null 9>&-
-  wait_for redis 127.0.0.1 "$port" "$STATE/redis/redis.pid"
-  say "redis started on 127.0.0.1:$port (pid $(cat "$STATE/redis/redis.pid"))"
+  wait_for redis "$BIND" "$port" "$STATE/redis/redis.pid"
+  say "redis started on $BIND:$port (pid $(cat "$STATE/redis/redis.pid"))"
 }
 
 # --- Kafka ---------------------------------------------------------------
@@ -137,12 +141,12 @@ sasl_jaas() {  # the PLAIN login module line for YADTQ_KAFKA_SASL_USERS ("name:p
 kafka_config() {  # kafka_config PORT [NODE CONTROLLER_PORT VOTERS REPLICAS]: writes $KDIR/server.properties
   local port=$1 node=${2:-1} ctrl=${3:-$(($1 + 1))} voters=${4:-1@127.0.0.1:$(($1 + 1))} copies=${5:-1}
   local dir=$KDIR sasl=${YADTQ_KAFKA_SASL_PORT:-} isr=$(( ${5:-1} < 2 ? ${5:-1} : 2 ))
-  local listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$ctrl"
-  local advertised="PLAINTEXT://127.0.0.1:$port" map="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+  local listeners="PLAINTEXT://$BIND:$port,CONTROLLER://127.0.0.1:$ctrl"
+  local advertised="PLAINTEXT://$BIND:$port" map="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
   if [ -n "$sasl" ]; then
     [ -n "${YADTQ_KAFKA_SASL_USERS:-}" ] || die "YADTQ_KAFKA_SASL_PORT is set but YADTQ_KAFKA_SASL_USERS is not"
-    listeners+=",SASL_PLAINTEXT://127.0.0.1:$sasl"
-    advertised+=",SASL_PLAINTEXT://127.0.0.1:$sasl"
+    listeners+=",SASL_PLAINTEXT://$BIND:$sasl"
+    advertised+=",SASL_PLAINTEXT://$BIND:$sasl"
     map+=",SASL_PLAINTEXT:SASL_PLAINTEXT"
   fi
   # The file may hold the SASL users' passwords: only its owner reads it.
@@ -292,7 +296,7 @@ kafka_up_many() {
   for i in $(seq 1 "$BROKERS"); do voters+="${voters:+,}$i@127.0.0.1:$((base + i - 1 + 100))"; done
   for i in $(seq 1 "$BROKERS"); do
     port=$((base + i - 1)); KDIR=$STATE/kafka-$i
-    if answers 127.0.0.1 "$port"; then
+    if answers "$BIND" "$port"; then
       [ -f "$KDIR/kafka.pid" ] && running "$(cat "$KDIR/kafka.pid")" \
         || die "port $port answers, but not a node of this $BROKERS-node cluster (a single broker started by \`make services\`? \`make services-down\` stops it)"
       continue
@@ -315,8 +319,8 @@ kafka_up_many() {
   done
   for i in "${missing[@]}"; do
     port=$((base + i - 1)); KDIR=$STATE/kafka-$i
-    wait_for "kafka node $i" 127.0.0.1 "$port" "$KDIR/kafka.pid"
-    say "kafka $KAFKA_VERSION node $i of $BROKERS started on 127.0.0.1:$port (pid $(cat "$KDIR/kafka.pid"))"
+    wait_for "kafka node $i" "$BIND" "$port" "$KDIR/kafka.pid"
+    say "kafka $KAFKA_VERSION node $i of $BROKERS started on $BIND:$port (pid $(cat "$KDIR/kafka.pid"))"
   done
 }
 
@@ -342,8 +346,8 @@ kafka_up() {
   [ "${YADTQ_KAFKA_CDS:-}" = 1 ] && cds=("$(kafka_cds "$cp" "$dir")")
   nohup java "${java_opts[@]}" "${cds[@]}" -cp "$cp" kafka.Kafka "$dir/server.properties" >"$dir/stdout.log" 2>&1 9>&- &
   echo $! >"$dir/kafka.pid"
-  wait_for kafka 127.0.0.1 "$port" "$dir/kafka.pid"
-  say "kafka $KAFKA_VERSION started on 127.0.0.1:$port (pid $(cat "$dir/kafka.pid"))"
+  wait_for kafka "$BIND" "$port" "$dir/kafka.pid"
+  say "kafka $KAFKA_VERSION started on $BIND:$port (pid $(cat "$dir/kafka.pid"))"
 }
 
 stop_pidfile() {  # stop_pidfile NAME PIDFILE

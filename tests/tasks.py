@@ -229,3 +229,24 @@ def watched_runs(r: redis.Redis, prefix: str, task_id: str) -> list[WatchedRun]:
 def node_of_worker() -> str:
     """The ``node`` of the cluster file of the worker that runs it ('' on a single node)."""
     return current_task().config.node
+
+
+def _append(path: str, line: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())  # one write of a short line with O_APPEND: never interleaved
+    finally:
+        os.close(fd)
+
+
+@task
+def span_work(n: int, seconds: float) -> int:
+    """Sleep ``seconds`` and return n * n; log the run's start and end ('S id pid start', 'E id pid
+    start end') to the file $YADTQ_TEST_SPANS. A file, not Redis: a worker cut off from Redis by a
+    network partition runs on, and its runs must still be seen."""
+    path, task_id, pid = os.environ["YADTQ_TEST_SPANS"], current_task().task_id, os.getpid()
+    start = repr(time.time())
+    _append(path, f"S {task_id} {pid} {start}\n")
+    time.sleep(seconds)
+    _append(path, f"E {task_id} {pid} {start} {time.time()!r}\n")
+    return n * n

@@ -15,9 +15,12 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,7 +36,8 @@ from client import Client, TaskSpec, load_config
 from client.store import Keys, lua_text
 from scripts import chaos, chaos_tasks
 from tests.integration.conftest import REDIS, cluster_config
-from tests.support.harness import ClusterProcess, remove_cluster_data, wait_until
+from tests.support import netns
+from tests.support.harness import ClusterProcess, WatchedProcess, remove_cluster_data, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.brokers]
 
@@ -42,35 +46,70 @@ ROOT = Path(__file__).resolve().parents[2]
 # another node's outgoing connection, or a connection to it may connect to itself.
 BASE = 29092
 NODES = 3
-SERVERS = [f"127.0.0.1:{BASE + i}" for i in range(NODES)]
 
 
-def _services(state: Path, command: str) -> None:
-    env = {**os.environ, "YADTQ_SERVICES_DIR": str(state), "YADTQ_KAFKA": f"localhost:{BASE}",
-           "YADTQ_KAFKA_BROKERS": str(NODES),
-           "YADTQ_KAFKA_JAVA_OPTS": "-Xms128m -Xmx384m -XX:+UseSerialGC -XX:TieredStopAtLevel=1"}
-    subprocess.run([str(ROOT / "scripts" / "services.sh"), command], env=env, check=True, timeout=180)
+@dataclass(frozen=True)
+class Brokers:
+    """The three nodes: their state dir, and the address their client listeners bind to."""
+
+    state: Path
+    host: str
+
+    @property
+    def servers(self) -> list[str]:
+        return [f"{self.host}:{BASE + i}" for i in range(NODES)]
+
+    def services(self, command: str) -> None:
+        """Run scripts/services.sh ``command`` on these nodes (``kafka-up`` starts those that are down)."""
+        env = {**os.environ, "YADTQ_SERVICES_DIR": str(self.state), "YADTQ_KAFKA": f"{self.host}:{BASE}",
+               "YADTQ_KAFKA_BROKERS": str(NODES), "YADTQ_SERVICES_BIND": self.host,
+               "YADTQ_KAFKA_JAVA_OPTS": "-Xms128m -Xmx384m -XX:+UseSerialGC -XX:TieredStopAtLevel=1"}
+        subprocess.run([str(ROOT / "scripts" / "services.sh"), command], env=env, check=True, timeout=180)
+
+    def kill(self, node: int) -> None:
+        os.kill(int((self.state / f"kafka-{node}" / "kafka.pid").read_text()), signal.SIGKILL)
+
+    def answers(self, node: int) -> bool:
+        return not _free(self.host, BASE + node - 1)
 
 
-def _free(port: int) -> bool:
+def _free(host: str, port: int) -> bool:
     with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
+        return s.connect_ex((host, port)) != 0
 
 
 @pytest.fixture(scope="module")
-def brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Three KRaft nodes on 29092-29094 (controllers on 29192-29194), state in a temporary dir."""
-    busy = [p for p in (*range(BASE, BASE + NODES), *range(BASE + 100, BASE + 100 + NODES)) if not _free(p)]
-    assert not busy, f"ports {busy} are in use: another 3-broker test run, or a leftover of one"
-    state = tmp_path_factory.mktemp("kafka3")
-    _services(state, "kafka-up")
+def bridge() -> Iterator[netns.Bridge | None]:
+    """A bridge that network namespaces (the nodes of the partition test) reach the services on;
+    None where namespaces cannot be made (then that test is skipped, and fails under CI)."""
+    if netns.available():
+        yield None
+        return
+    b = netns.Bridge()
     try:
-        yield state
+        yield b
+    finally:
+        b.remove()
+
+
+@pytest.fixture(scope="module")
+def brokers(tmp_path_factory: pytest.TempPathFactory, bridge: netns.Bridge | None) -> Iterator[Brokers]:
+    """Three KRaft nodes on 29092-29094 (controllers on 127.0.0.1:29192-29194), state in a
+    temporary dir; on the bridge's address when there is one, else on 127.0.0.1."""
+    host = bridge.host if bridge is not None else "127.0.0.1"
+    busy = [p for p in (*range(BASE, BASE + NODES), *range(BASE + 100, BASE + 100 + NODES))
+            if not _free("127.0.0.1", p) or not _free(host, p)]
+    assert not busy, f"ports {busy} are in use: another 3-broker test run, or a leftover of one"
+    b = Brokers(tmp_path_factory.mktemp("kafka3"), host)
+    b.services("kafka-up")
+    try:
+        yield b
     finally:  # SIGKILL: their data is thrown away, and a graceful stop of three nodes takes half a minute
-        for pid_file in state.glob("kafka-*/kafka.pid"):
+        for pid_file in b.state.glob("kafka-*/kafka.pid"):
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid_file.read_text()), signal.SIGKILL)
-        wait_until(lambda: all(_free(p) for p in range(BASE, BASE + NODES)), "the three nodes are gone", timeout=30)
+        wait_until(lambda: not any(b.answers(i) for i in range(1, NODES + 1)), "the three nodes are gone",
+                   timeout=30)
 
 
 def _leader_of(admin: KafkaAdminClient, topic: str) -> tuple[int, list[int]]:
@@ -80,10 +119,10 @@ def _leader_of(admin: KafkaAdminClient, topic: str) -> tuple[int, list[int]]:
 
 
 def test_yadtqs_topics_get_three_copies_and_losing_the_leader_of_tasks_loses_no_task(
-        brokers: Path, start_cluster: Any) -> None:
-    cluster = start_cluster(count=2, kafka={"bootstrap_servers": SERVERS})
+        brokers: Brokers, start_cluster: Any) -> None:
+    cluster = start_cluster(count=2, kafka={"bootstrap_servers": brokers.servers})
     topics = cluster.config.topics
-    admin = KafkaAdminClient(bootstrap_servers=SERVERS)
+    admin = KafkaAdminClient(bootstrap_servers=brokers.servers)
     try:
         leader, replicas = _leader_of(admin, topics.tasks)
         assert sorted(replicas) == [1, 2, 3]
@@ -96,15 +135,14 @@ def test_yadtqs_topics_get_three_copies_and_losing_the_leader_of_tasks_loses_no_
     c = cluster.client
     handles = c.submit_many([TaskSpec("sleep", (0.005,)) for _ in range(600)])
     wait_until(lambda: int(c.redis.hget(c.keys.stats, "success") or 0) >= 50, "some tasks ended")
-    pid_file = brokers / f"kafka-{leader}" / "kafka.pid"
-    os.kill(int(pid_file.read_text()), signal.SIGKILL)  # the leader of TASKS, mid-run
+    brokers.kill(leader)  # the leader of TASKS, mid-run
     killed = time.monotonic()
     c.wait([h.id for h in handles], timeout=120)
     print(f"the {len(handles)} tasks ended {time.monotonic() - killed:.1f}s after node {leader} was killed")
     assert [h.status() for h in handles] == ["success"] * len(handles)
     assert c.submit("add", 2, 3).result(timeout=60) == 5  # and new tasks still go through
-    _services(brokers, "kafka-up")  # the lost node comes back and rejoins
-    wait_until(lambda: not _free(BASE + leader - 1), f"node {leader} answers again", timeout=60)
+    brokers.services("kafka-up")  # the lost node comes back and rejoins
+    wait_until(lambda: brokers.answers(leader), f"node {leader} answers again", timeout=60)
 
 
 # --- Several nodes (issue 11): two supervisors, each its own process tree and cluster file ---
@@ -117,7 +155,9 @@ class Nodes:
     """Two nodes, 'a' and 'b', of one cluster: the same topics and key prefix, each its own
     `python -m supervisor FILE` with its own ``node`` and two workers."""
 
-    def __init__(self, tmp_path: Path, base: Path) -> None:
+    def __init__(self, tmp_path: Path, base: Path,
+                 launch: Callable[[str, Path], ClusterProcess] = lambda name, path: ClusterProcess(path)) -> None:
+        self.launch = launch
         cfg = yaml.safe_load(base.read_text())
         self.paths: dict[str, Path] = {}
         for name in ("a", "b"):
@@ -130,7 +170,7 @@ class Nodes:
         self.keys = Keys(self.config["a"].redis.key_prefix)
 
     def start(self, name: str) -> ClusterProcess:
-        self.procs[name] = p = ClusterProcess(self.paths[name])
+        self.procs[name] = p = self.launch(name, self.paths[name])
         self.started.append(p)
         p.wait_line(r"cluster ready", timeout=120)
         return p
@@ -153,9 +193,9 @@ class Nodes:
 
 
 @pytest.fixture
-def nodes(brokers: Path, tmp_path: Path) -> Iterator[Nodes]:
+def nodes(brokers: Brokers, tmp_path: Path) -> Iterator[Nodes]:
     """Node 'a' started first (its scheduler is the active one), then node 'b' (standing by)."""
-    base = cluster_config(tmp_path, NODE_WORKERS, kafka={"bootstrap_servers": SERVERS},
+    base = cluster_config(tmp_path, NODE_WORKERS, kafka={"bootstrap_servers": brokers.servers},
                           tasks={"modules": ["worker_pool.builtin_tasks", "tests.tasks", "scripts.chaos_tasks"]})
     n = Nodes(tmp_path, base)
     try:
@@ -187,13 +227,20 @@ def _check_runs(nodes: Nodes, ids: list[str], gone: dict[int, float]) -> None:
     """Every task ended success with its result; no run overlapped another of its task, and none
     started after its task had ended (scripts/chaos_tasks.py records each run)."""
     c, prefix = nodes.client, nodes.config["a"].redis.key_prefix
+    spans: list[str] = c.redis.lrange(chaos_tasks.spans_key(prefix), 0, -1)  # type: ignore[assignment]
+    _check_spans(nodes, ids, spans, gone)
+
+
+def _check_spans(nodes: Nodes, ids: list[str], spans: list[str], gone: dict[int, float]) -> None:
+    """As _check_runs, from ``spans`` ('S id pid start' and 'E id pid start end'); task i returns i * i.
+    A run without an end ended when its process was gone (``gone``)."""
+    c = nodes.client
     pipe = c.redis.pipeline(transaction=False)
     for t in ids:
         pipe.hmget(c.keys.task(t), "status", "result", "finished_at")
     records = pipe.execute()
     assert [s for s, _, _ in records] == ["success"] * len(ids)
     assert [r for _, r, _ in records] == [str(i * i) for i in range(len(ids))]
-    spans: list[str] = c.redis.lrange(chaos_tasks.spans_key(prefix), 0, -1)  # type: ignore[assignment]
     overlapping = {t: runs for t, runs in chaos._runs(spans, gone).items()
                    if chaos.overlapping_runs([e for e in spans if e.split(" ")[1] == t], gone)}
     assert overlapping == {}, [e for e in spans if e.split(" ")[1] in overlapping]
@@ -244,17 +291,17 @@ def _ended(nodes: Nodes) -> int:
 
 @pytest.mark.parametrize("broker_restart", [False, True], ids=["node-lost", "node-lost-and-a-broker-restarted"])
 def test_losing_the_node_of_the_active_scheduler_hands_over_to_the_standby_and_loses_no_task(
-        nodes: Nodes, brokers: Path, broker_restart: bool) -> None:
+        nodes: Nodes, brokers: Brokers, broker_restart: bool) -> None:
     ids = _submit(nodes)
     broker = 0
     if broker_restart:
         wait_until(lambda: _ended(nodes) >= TASKS // 10, "a tenth of the tasks ended", timeout=120)
-        admin = KafkaAdminClient(bootstrap_servers=SERVERS)
+        admin = KafkaAdminClient(bootstrap_servers=brokers.servers)
         try:
             broker, _ = _leader_of(admin, nodes.config["a"].topics.tasks)
         finally:
             admin.close()
-        os.kill(int((brokers / f"kafka-{broker}" / "kafka.pid").read_text()), signal.SIGKILL)
+        brokers.kill(broker)
     wait_until(lambda: _ended(nodes) >= TASKS // 3, "a third of the tasks ended", timeout=120)
     assert nodes.active() == "a"
     killed = time.monotonic()
@@ -263,8 +310,8 @@ def test_losing_the_node_of_the_active_scheduler_hands_over_to_the_standby_and_l
     print(f"node b's scheduler took over {took:.1f}s after node a was killed")
     assert took < 10
     if broker_restart:
-        _services(brokers, "kafka-up")
-        wait_until(lambda: not _free(BASE + broker - 1), f"broker {broker} answers again", timeout=60)
+        brokers.services("kafka-up")
+        wait_until(lambda: brokers.answers(broker), f"broker {broker} answers again", timeout=60)
     nodes.client.wait(ids, timeout=180)
     print(f"all {TASKS} tasks ended {time.monotonic() - killed:.1f}s after node a was killed")
     _check_runs(nodes, ids, gone)
@@ -311,3 +358,99 @@ def test_a_paused_active_scheduler_writes_nothing_once_it_resumes(nodes: Nodes) 
     nodes.client.wait(ids, timeout=180)
     # No process of node a was killed: a run cut short would count as never ended, and overlap.
     _check_runs(nodes, ids, {})
+
+
+# --- A real partition: each node in its own network namespace ---
+
+class NsCluster(ClusterProcess):
+    """`python -m supervisor FILE` run inside a network namespace."""
+
+    def __init__(self, space: netns.Namespace, config_path: Path, env: dict[str, str]) -> None:
+        self.config_path = config_path
+        WatchedProcess.__init__(self, space.argv(sys.executable, "-m", "supervisor", str(config_path)),
+                                {**os.environ, **env})
+
+
+@pytest.fixture
+def bridge_redis(bridge: netns.Bridge | None, tmp_path: Path) -> Iterator[str]:
+    """A Redis of its own on the bridge's address (the shared one listens on 127.0.0.1 only)."""
+    if bridge is None:
+        reason = f"no network namespaces here: {netns.available()}"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    addr, password = f"{bridge.host}:26379", uuid.uuid4().hex
+    # With a password: Redis refuses other hosts than the loopback without one (protected mode).
+    env = {**os.environ, "YADTQ_SERVICES_DIR": str(tmp_path / "redis"), "YADTQ_REDIS": addr,
+           "YADTQ_SERVICES_BIND": bridge.host, "YADTQ_REDIS_PASSWORD": password}
+    subprocess.run([str(ROOT / "scripts" / "services.sh"), "redis-up"], env=env, check=True, timeout=60)
+    try:
+        yield f"redis://:{password}@{addr}/0"
+    finally:
+        subprocess.run([str(ROOT / "scripts" / "services.sh"), "redis-down"], env=env, timeout=60)
+
+
+def _watch_cut(nodes: Nodes, pids: set[int], timeout: float) -> tuple[float, dict[int, float]]:
+    """From now: (seconds until node b's scheduler is active, when each of ``pids`` was first seen
+    dead: gone, or a zombie its blocked parent has not reaped yet), both watched at once."""
+    start, deadline = time.monotonic(), time.monotonic() + timeout
+    took: float | None = None
+    seen: dict[int, float] = {}
+    while took is None or len(seen) < len(pids):
+        assert time.monotonic() < deadline, f"takeover {took}, processes {sorted(pids - set(seen))} after {timeout}s"
+        for pid in pids - set(seen):
+            try:
+                dead = psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                dead = True
+            if dead:
+                seen[pid] = time.time()
+        if took is None and nodes.active() == "b":
+            took = time.monotonic() - start
+        time.sleep(0.02)
+    return took, seen
+
+
+def _spans(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_a_node_cut_off_by_a_network_partition_stops_its_runs_before_the_others_take_its_tasks(
+        brokers: Brokers, bridge: netns.Bridge, bridge_redis: str, tmp_path: Path) -> None:
+    base = cluster_config(tmp_path, NODE_WORKERS, kafka={"bootstrap_servers": brokers.servers},
+                          redis={"url": bridge_redis},
+                          tasks={"modules": ["worker_pool.builtin_tasks", "tests.tasks"]})
+    spans = tmp_path / "spans"
+    spaces = {name: bridge.join(name) for name in ("a", "b")}
+    nodes = Nodes(tmp_path, base, lambda name, path: NsCluster(spaces[name], path, {"YADTQ_TEST_SPANS": str(spans)}))
+    try:
+        nodes.start("a")
+        wait_until(lambda: nodes.active() == "a", "node a's scheduler is active")
+        nodes.start("b").wait_line(r"scheduler standing by", timeout=30)
+        a_workers = {nodes.procs["a"].pid(w) for w in nodes.config["a"].worker_ids()}
+        # A long run on each worker (12 s: past the takeover and the move), then short ones.
+        ids = [h.id for h in nodes.client.submit_many([TaskSpec("span_work", (i, 12.0)) for i in range(4)])]
+        ids += [h.id for h in nodes.client.submit_many([TaskSpec("span_work", (i, 0.01)) for i in range(4, 300)])]
+        wait_until(lambda: a_workers <= {int(e.split(" ")[2]) for e in _spans(spans)}, "node a's workers run tasks")
+        spaces["a"].cut()
+        cut = time.monotonic()
+        took, gone = _watch_cut(nodes, a_workers, timeout=30)
+        print(f"node b's scheduler took over {took:.1f}s after node a was cut off; node a's workers were dead "
+              f"{max(gone.values()) - (time.time() - time.monotonic() + cut):.1f}s after it")
+        assert took < 10
+        a = nodes.procs["a"]
+        a.wait_line(r"could not renew its lease", timeout=60)
+        nodes.client.wait(ids, timeout=180)
+        print(f"all {len(ids)} tasks ended {time.monotonic() - cut:.1f}s after node a was cut off")
+        runs = _spans(spans)
+        cut_short = [e for e in runs if e.startswith("S ") and int(e.split(" ")[2]) in a_workers
+                     and not any(x.startswith(f"E {' '.join(e.split(' ')[1:4])} ") for x in runs)]
+        assert cut_short, "no run on node a was cut short: the partition landed between tasks"
+        _check_spans(nodes, ids, runs, gone)
+        healed = a.mark()
+        spaces["a"].heal()  # node a comes back: its workers start again, its scheduler stands by
+        a.wait_line(r"renews its lease again", timeout=60, start=healed)
+        a.wait_line(r"scheduler standing by", timeout=60, start=healed)
+        assert nodes.active() == "b"
+    finally:
+        nodes.stop()
