@@ -26,6 +26,7 @@ RUNS ?= 3
 WORKERS ?= 1,2,4,8
 SYSTEMS ?= limit,yadtq,celery,huey
 SUBMIT ?= client,raw
+NODES ?= 1
 KAFKA_BROKERS ?= 1
 BENCH_ARGS ?=
 # make trace: where one idle round trip's time goes (bench/trace.py)
@@ -56,6 +57,7 @@ help:
 	@echo "make bench          benchmark YADTQ against raw kafka-python, Celery and Huey (docs/BENCHMARKS.md);"
 	@echo "                    N=10000 RUNS=3 WORKERS=1,2,4,8 SYSTEMS=limit,yadtq,celery,huey BENCH_ARGS=..."
 	@echo "                    SUBMIT=client,raw: YADTQ's tasks from its client and from plain kafka-python"
+	@echo "                    NODES=2: also the same workers spread over 2 supervisors (nodes)"
 	@echo "make trace          trace TRACE_N=200 idle round trips step by step (W=TRACE_WORKERS=1), then the raw"
 	@echo "                    two-hop floor; TRACE_ARGS='--submit raw' produces the tasks with plain kafka-python"
 
@@ -90,7 +92,7 @@ run: services
 	$(PY) -m supervisor $(CONFIG)
 
 bench: services bench-install
-	$(BENCH_PY) -m bench --n $(N) --runs $(RUNS) --workers $(WORKERS) --systems $(SYSTEMS) --submit $(SUBMIT) --out bench/results $(BENCH_ARGS)
+	$(BENCH_PY) -m bench --n $(N) --runs $(RUNS) --workers $(WORKERS) --systems $(SYSTEMS) --submit $(SUBMIT) --nodes $(NODES) --out bench/results $(BENCH_ARGS)
 
 trace: services bench-install
 	$(BENCH_PY) -m bench.trace --n $(TRACE_N) --workers $(TRACE_WORKERS) --out bench/results $(TRACE_ARGS)

@@ -70,6 +70,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--submit", type=_submit_modes, default=list(SUBMIT_MODES),
                    help="how tasks reach YADTQ: client (Client.submit_many), raw (a plain kafka-python producer "
                         "in the seed's format, results read with plain redis-py); default client,raw")
+    p.add_argument("--nodes", type=int, default=1,
+                   help="with N >= 2, also YADTQ with the same workers spread over N supervisors (nodes), "
+                        "one scheduler active and the others standing by (default 1: not measured)")
     p.add_argument("--round-trips", type=int, default=300, help="sequential round trips (default 300)")
     p.add_argument("--anchor-concurrency", type=int, default=2, help="Celery's and Huey's processes (default 2)")
     p.add_argument("--kafka", default="localhost:9092", help="Kafka bootstrap server (default localhost:9092)")
@@ -84,8 +87,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--from-json", type=Path, metavar="FILE",
                    help="measure nothing: remake the table, plot and docs from a JSON file an earlier run wrote")
     ns = p.parse_args(argv)
-    if ns.n < 1 or ns.runs < 1 or ns.round_trips < 1:
-        p.error("--n, --runs and --round-trips must be >= 1")
+    if ns.n < 1 or ns.runs < 1 or ns.round_trips < 1 or ns.nodes < 1:
+        p.error("--n, --runs, --round-trips and --nodes must be >= 1")
     return ns
 
 
@@ -95,7 +98,7 @@ def options(ns: argparse.Namespace, log_dir: Path) -> Options:
         overrides = yaml.safe_load(ns.yadtq_config.read_text()) or {}
     return Options(n=ns.n, round_trips=ns.round_trips, kafka=ns.kafka, redis=ns.redis, timeout=ns.timeout,
                    startup_timeout=ns.startup_timeout, anchor_concurrency=ns.anchor_concurrency,
-                   log_dir=log_dir, yadtq_overrides=overrides)
+                   log_dir=log_dir, yadtq_overrides=overrides, nodes=ns.nodes)
 
 
 def plan(ns: argparse.Namespace) -> list[tuple[str, int | None]]:
@@ -104,6 +107,8 @@ def plan(ns: argparse.Namespace) -> list[tuple[str, int | None]]:
     for s in ns.systems:
         if s == "yadtq":
             cases += [("yadtq" if m == "client" else "yadtq-raw", w) for m in ns.submit for w in ns.workers]
+            if ns.nodes > 1:
+                cases += [("yadtq-nodes", w) for w in ns.workers if w >= ns.nodes]
         else:
             cases.append((s, None if s == "limit" else ns.anchor_concurrency))
     return cases
@@ -114,9 +119,10 @@ def measure(system: str, workers: int | None, opts: Options, log: Path) -> Metri
     if system == "limit":
         from bench import raw_kafka
         return raw_kafka.measure(opts, log)
-    if system in ("yadtq", "yadtq-raw"):
+    if system in ("yadtq", "yadtq-raw", "yadtq-nodes"):
         from bench import yadtq_run
-        return yadtq_run.measure(opts, workers or 1, log, submit="raw" if system == "yadtq-raw" else "client")
+        return yadtq_run.measure(opts, workers or 1, log, submit="raw" if system == "yadtq-raw" else "client",
+                                 nodes=opts.nodes if system == "yadtq-nodes" else 1)
     if system == "celery":
         from bench import celery_run
         return celery_run.measure(opts, log)

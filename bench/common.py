@@ -46,6 +46,7 @@ class Options:
     anchor_concurrency: int = 2                # Celery's and Huey's worker processes
     log_dir: Path = ROOT / "bench" / "results" / "logs"
     yadtq_overrides: dict[str, Any] = field(default_factory=dict)
+    nodes: int = 1                             # supervisors the workers of a 'yadtq-nodes' case are spread over
 
     def redis_url(self, db: int) -> str:
         return f"{self.redis.rstrip('/')}/{db}"

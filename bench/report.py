@@ -19,12 +19,14 @@ Results = dict[str, Any]
 Case = dict[str, Any]
 Stat = dict[str, float]
 
-SYSTEMS = ("limit", "yadtq", "yadtq-raw", "celery", "huey")
+SYSTEMS = ("limit", "yadtq", "yadtq-raw", "yadtq-nodes", "celery", "huey")
 # "yadtq-raw": the same cluster, with tasks produced by plain kafka-python in the
 # seed's format and results read with plain redis-py (--submit raw).
-YADTQ = ("yadtq", "yadtq-raw")
-LABELS = {"limit": "kafka-python (limit)", "yadtq": "YADTQ", "yadtq-raw": "YADTQ, raw submit", "celery": "Celery",
-          "huey": "Huey"}
+# "yadtq-nodes": the same W workers spread over several supervisors (--nodes N), one
+# active scheduler and the others standing by (README, "Running on several hosts").
+YADTQ = ("yadtq", "yadtq-raw", "yadtq-nodes")
+LABELS = {"limit": "kafka-python (limit)", "yadtq": "YADTQ", "yadtq-raw": "YADTQ, raw submit",
+          "yadtq-nodes": "YADTQ, several nodes", "celery": "Celery", "huey": "Huey"}
 HEADLINE_W = 4  # the targets' worker count
 
 
@@ -116,9 +118,16 @@ def _non_decreasing(results: Results, system: str) -> tuple[float | None, str]:
 
 
 def target_rows(results: Results) -> list[dict[str, Any]]:
-    """Issue 10's targets, for each submit mode measured, each PASS, FAIL or n/a (not measured in this run)."""
-    return [row for system in YADTQ if find(results, system) is not None
+    """Issue 10's targets, for each submit mode measured, and issue 11's for several nodes;
+    each PASS, FAIL or n/a (not measured in this run)."""
+    rows = [row for system in YADTQ if find(results, system) is not None
             for row in _targets_of(results, system)] or _targets_of(results, "yadtq")
+    if find(results, "yadtq-nodes") is not None:
+        w = HEADLINE_W
+        nodes = ratio(median(results, "yadtq-nodes", "throughput", w), median(results, "yadtq", "throughput", w))
+        rows.append(_target(f"throughput W={w} on several nodes >= on one node", nodes, lambda x: x >= 1.0,
+                            f"{nodes or 0:.2f}x"))
+    return rows
 
 
 def _targets_of(results: Results, system: str) -> list[dict[str, Any]]:
@@ -276,7 +285,7 @@ def plot(results: Results, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
-    for system, color in (("yadtq", "tab:blue"), ("yadtq-raw", "tab:purple")):
+    for system, color in (("yadtq", "tab:blue"), ("yadtq-raw", "tab:purple"), ("yadtq-nodes", "tab:red")):
         _yadtq_line(ax, results, system, color)
     _anchor_line(ax, results, "limit", {"color": "tab:gray", "linestyle": ":"})
     _anchor_line(ax, results, "celery", {"color": "tab:green", "linestyle": "--"})

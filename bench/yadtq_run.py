@@ -45,9 +45,9 @@ DB = 14
 _STARTED = re.compile(r"started (\S+) \(pid (\d+)\)")
 
 
-def cluster_file(opts: Options, workers: int, tag: str, directory: Path) -> Path:
+def cluster_file(opts: Options, workers: int, tag: str, directory: Path, node: str = "") -> Path:
     """Write the cluster file: ``opts.yadtq_overrides`` on top of the defaults, then
-    the keys that isolate this run (topics, key prefix, worker count)."""
+    the keys that isolate this run (topics, key prefix, worker count, and ``node``'s name)."""
     cfg: dict[str, Any] = {
         "kafka": {"bootstrap_servers": opts.kafka},
         "redis": {"url": opts.redis_url(DB)},
@@ -60,16 +60,28 @@ def cluster_file(opts: Options, workers: int, tag: str, directory: Path) -> Path
     cfg["topics"] = {"tasks": f"{tag}.TASKS", "status": f"{tag}.status", "workers": f"{tag}.W",
                      "dead_letter": f"{tag}.dead-letter"}
     cfg.setdefault("workers", {})["count"] = workers
-    path = directory / "yadtq.yaml"
+    if node:
+        cfg["node"] = node
+    path = directory / f"{node or 'yadtq'}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
 
-def _roles(sup: Child) -> dict[int, str]:
-    """pid -> supervisor | scheduler | worker, from the supervisor's `started X (pid N)` lines."""
-    named = {name: int(pid) for line in list(sup.lines) if (m := _STARTED.search(line)) for name, pid in [m.groups()]}
-    roles = {pid: ("scheduler" if name == "scheduler" else "worker") for name, pid in named.items()}
-    roles[sup.proc.pid] = "supervisor"
+def node_sizes(workers: int, nodes: int) -> list[int]:
+    """How ``workers`` are spread over ``nodes`` (the first nodes get one more); every node has one."""
+    nodes = max(1, min(nodes, workers))
+    return [workers // nodes + (1 if i < workers % nodes else 0) for i in range(nodes)]
+
+
+def _roles(sups: list[Child]) -> dict[int, str]:
+    """pid -> supervisor | scheduler | worker, from each supervisor's `started X (pid N)` lines
+    (every node's scheduler counts: the standbys' cost is the cluster's too)."""
+    roles: dict[int, str] = {}
+    for sup in sups:
+        named = {name: int(pid) for line in list(sup.lines) if (m := _STARTED.search(line))
+                 for name, pid in [m.groups()]}
+        roles |= {pid: ("scheduler" if name == "scheduler" else "worker") for name, pid in named.items()}
+        roles[sup.proc.pid] = "supervisor"
     return roles
 
 
@@ -83,8 +95,8 @@ def _check_all_succeeded(client: Client, ids: list[str]) -> None:
         raise BenchError(f"{len(bad)} of {len(ids)} tasks did not succeed, e.g. {t}: {s} {client.record(t)}")
 
 
-def _measure(opts: Options, sup: Child, submitter: _Submitter) -> Metrics:
-    with PeakRss(lambda: _roles(sup)) as rss:
+def _measure(opts: Options, sups: list[Child], submitter: _Submitter) -> Metrics:
+    with PeakRss(lambda: _roles(sups)) as rss:
         (m, ids), cpu = cpu_during(rss, lambda: batch(opts.n, submitter.submit_all, submitter.wait_all))
         m |= cpu
         submitter.check(ids)
@@ -146,24 +158,34 @@ class _RawSubmitter:
         self.raw.one(i, timeout)
 
 
-def measure(opts: Options, workers: int, log: Path, submit: str = "client") -> Metrics:
+def measure(opts: Options, workers: int, log: Path, submit: str = "client", nodes: int = 1) -> Metrics:
     """Throughput, enqueue rate, idle round trips and peak RSS of a cluster of ``workers``, with
-    tasks submitted by the YADTQ client (``submit`` 'client') or by a foreign program ('raw')."""
+    tasks submitted by the YADTQ client (``submit`` 'client') or by a foreign program ('raw');
+    with ``nodes`` > 1, as that many supervisors (nodes n1, n2, ...) sharing the workers."""
     tag = f"bench-{uuid.uuid4().hex[:10]}"
     with tempfile.TemporaryDirectory(prefix="yadtq-bench-") as d:
-        config = load_config(cluster_file(opts, workers, tag, Path(d)))
-        sup = Child("yadtq supervisor", [sys.executable, "-m", "supervisor", str(Path(d) / "yadtq.yaml")], log)
+        sizes = node_sizes(workers, nodes)
+        names = [f"n{i + 1}" for i in range(len(sizes))] if nodes > 1 else [""]
+        paths = [cluster_file(opts, size, tag, Path(d), name) for size, name in zip(sizes, names, strict=True)]
+        configs = [load_config(p) for p in paths]
+        sups: list[Child] = []
         with contextlib.ExitStack() as opened:
             try:
-                sup.wait_line(r"cluster ready", Deadline(opts.startup_timeout, "YADTQ cluster start"))
-                submitter = _submitter(submit, config, opts, opened)
+                for i, path in enumerate(paths):  # one after the other: the first node's scheduler is active
+                    sups.append(Child(f"yadtq supervisor {names[i]}".rstrip(),
+                                      [sys.executable, "-m", "supervisor", str(path)],
+                                      log if i == 0 else log.with_name(f"{log.stem}-{names[i]}{log.suffix}")))
+                    sups[-1].wait_line(r"cluster ready", Deadline(opts.startup_timeout, "YADTQ cluster start"))
+                submitter = _submitter(submit, configs[0], opts, opened)
                 for i in range(WARM_UP):
                     submitter.one(i, timeout=30)
-                return _measure(opts, sup, submitter)
+                return _measure(opts, sups, submitter)
             finally:
                 opened.close()
-                sup.stop(signal.SIGINT, group=True, grace=config.workers.shutdown_grace + 15)
-                remove_cluster_data(config)
+                for sup in sups:
+                    sup.stop(signal.SIGINT, group=True, grace=configs[0].workers.shutdown_grace + 15)
+                for config in configs:
+                    remove_cluster_data(config)
 
 
 def _submitter(kind: str, config: Config, opts: Options, opened: contextlib.ExitStack) -> _Submitter:

@@ -137,3 +137,22 @@ def test_each_submit_mode_is_a_yadtq_case_of_its_own_for_every_worker_count() ->
     assert plan(parse_args(["--systems", "yadtq", "--workers", "2", "--submit", "raw"])) == [("yadtq-raw", 2)]
     with pytest.raises(SystemExit):
         parse_args(["--submit", "kafka"])
+
+
+def test_several_nodes_are_a_case_of_their_own_with_a_target_against_one_node() -> None:
+    from bench.__main__ import parse_args, plan
+    from bench.yadtq_run import node_sizes
+
+    ns = parse_args(["--systems", "yadtq", "--workers", "1,4", "--submit", "client", "--nodes", "2"])
+    assert plan(ns) == [("yadtq", 1), ("yadtq", 4), ("yadtq-nodes", 4)]  # W=1 cannot be split over 2 nodes
+    assert plan(parse_args(["--systems", "yadtq", "--workers", "4", "--submit", "client"])) == [("yadtq", 4)]
+    assert (node_sizes(4, 2), node_sizes(5, 2), node_sizes(1, 2)) == ([2, 2], [3, 2], [1])
+    with pytest.raises(SystemExit):
+        parse_args(["--nodes", "0"])
+    r = results(case("yadtq", 4, run(throughput=1000.0)), case("yadtq-nodes", 4, run(throughput=990.0)))
+    t = {row["target"]: row for row in report.target_rows(r)}
+    row = t["throughput W=4 on several nodes >= on one node"]
+    assert (row["status"], row["shown"]) == ("FAIL", "0.99x")
+    assert "throughput W=4 >= 5x Celery [YADTQ, several nodes]" in t
+    assert "throughput W=4 on several nodes >= on one node" not in {
+        r["target"] for r in report.target_rows(results(case("yadtq", 4, run(throughput=1000.0))))}
