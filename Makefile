@@ -12,6 +12,12 @@ FUZZ_EXAMPLES ?= 3000
 # make test's coverage (docs/TESTING.md, "Coverage"): Python line and branch coverage of every test
 # and of the processes they start, then the Lua scripts' lines; COVERAGE= (empty) runs without it.
 COVERAGE ?= --cov --cov-report=term --cov-report=html
+# One Redis key for the Lua coverage of the whole run, made here so that pytest-xdist's workers
+# (and every process they start) count into it from their first import (tests/support/lua_coverage.py).
+LUA_COVERAGE_KEY = t$$(od -An -N5 -tx1 /dev/urandom | tr -d ' \n'):lua-coverage
+# Test files run in 2 processes (pytest-xdist; a file stays in one): most integration tests wait
+# on clusters, heartbeats and timeouts, so two overlap well on 2 cores. TEST_JOBS= runs them in one.
+TEST_JOBS ?= -n 2 --dist loadfile
 # make mutate-py: the Python files or folders to mutate (default: all of client/, worker_pool/,
 # supervisor/, as set in setup.cfg [mutmut]), e.g. MUTATE_PATHS='client/store.py supervisor/'
 MUTATE_PATHS ?=
@@ -99,7 +105,7 @@ trace: services bench-install
 
 test: services
 	rm -rf .coverage-data
-	YADTQ_LUA_COVERAGE=$(if $(COVERAGE),1,) $(PY) -m pytest -m 'not brokers' $(COVERAGE) $(PYTEST_ARGS)
+	YADTQ_LUA_COVERAGE=$(if $(COVERAGE),$(LUA_COVERAGE_KEY),) $(PY) -m pytest -m 'not brokers' $(TEST_JOBS) $(COVERAGE) $(PYTEST_ARGS)
 
 # Tests that start a Kafka cluster of three brokers of their own (29092-29094); .ci/run runs them too.
 test-brokers: services

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.support import lua_coverage
@@ -14,6 +16,8 @@ lua_coverage.start()
 
 @pytest.hookimpl(trylast=True)  # after the Python coverage report
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the run's controller reports the counts of all its workers
+        return
     lines = lua_coverage.summary()
     if lines:
         terminalreporter.write_sep("-", "Lua coverage of client/lua: statement lines and one-line bodies that ran")

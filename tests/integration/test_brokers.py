@@ -33,6 +33,8 @@ from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from client import Client, TaskSpec, load_config
+from client import kafka as kafka_io
+from client.protocol import Heartbeat, parse_event
 from client.store import Keys, lua_text
 from scripts import chaos, chaos_tasks
 from tests.integration.conftest import REDIS, cluster_config
@@ -343,6 +345,7 @@ def test_a_paused_active_scheduler_writes_nothing_once_it_resumes(nodes: Nodes) 
     print(f"node b's scheduler took over {took:.1f}s after node a's was paused")
     assert took < 10
     with _monitor(nodes) as seen:
+        resumed = time.time()
         sched.resume()
         ports |= _redis_ports(sched)
         wait_until(lambda: sched.status() == psutil.STATUS_ZOMBIE, "the resumed scheduler exits", timeout=15)
@@ -352,12 +355,35 @@ def test_a_paused_active_scheduler_writes_nothing_once_it_resumes(nodes: Nodes) 
     assert from_it, "the resumed scheduler did not even renew its lease: was it MONITORed?"
     assert [c for c in from_it if c.split(" ")[0].upper() not in _READS and not c.startswith(f"EVALSHA {renew}")] \
         == [], from_it
+    # Nor anything on Kafka: not even a heartbeat (its assignments need an ASSIGN that Redis took first).
+    assert _heartbeats_since(nodes, "a.scheduler", sched.pid, resumed) == []
     sup_a.resume()
     nodes.procs["a"].wait_line(r"scheduler is dead \(exit code 6", timeout=30)
     nodes.procs["a"].wait_line(r"scheduler standing by", timeout=30)
     nodes.client.wait(ids, timeout=180)
     # No process of node a was killed: a run cut short would count as never ended, and overlap.
     _check_runs(nodes, ids, {})
+
+
+def _heartbeats_since(nodes: Nodes, sender: str, pid: int, since: float) -> list[Heartbeat]:
+    """The heartbeats on the status topic from (``sender``, ``pid``) sent after ``since`` (its clock)."""
+    config = nodes.config["a"]
+    consumer = kafka_io.consumer(config.kafka, None)
+    try:
+        parts = kafka_io.assign_all(consumer, [config.topics.status])
+        consumer.seek_to_beginning(*parts)
+        end = consumer.end_offsets(parts)
+        found: list[Heartbeat] = []
+        deadline = time.monotonic() + 60
+        while any(consumer.position(tp) < end[tp] for tp in parts):
+            assert time.monotonic() < deadline, "the status topic was not read to its end within 60s"
+            for records in consumer.poll(timeout_ms=500).values():
+                for r in records:
+                    if b'"heartbeat"' in r.value and isinstance(ev := parse_event(r.value), Heartbeat):
+                        found.append(ev)
+        return [h for h in found if h.sender == sender and h.pid == pid and h.ts > since]
+    finally:
+        consumer.close()
 
 
 # --- A real partition: each node in its own network namespace ---

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from client.lease import Lease, Renewal
-from client.store import Assign, Keys, TaskStore, connect
+from client.store import Assign, Claim, Keys, TaskStore, connect
 from tests.integration.conftest import REDIS
 
 pytestmark = pytest.mark.integration
@@ -96,3 +96,27 @@ def test_a_node_registers_its_workers_and_drops_those_it_no_longer_runs(prefix: 
     assert store.registered_workers() == {}
     store.register_workers("a", ["a.W1"], 3)  # refused quietly: the supervisor's start check names it
     assert r.get(Keys(p).workers) == "a string"
+
+
+def test_a_node_that_came_back_fences_its_old_generation_and_no_other_nodes(prefix: tuple[redis.Redis, str]) -> None:
+    r, p = prefix
+    a, b = Keys(p, "a"), Keys(p, "b")
+    sched = TaskStore(r, a, 60, epoch=1, fence=a.scheduler_epoch)
+    batch = sched.pipeline()
+    for t, w in (("ta", "a.W1"), ("tb", "b.W1")):
+        sched.assign(batch, t, "add", w, f'{{"task-id": "{t}", "task": "add", "args": [1, 2]}}', 1.0, 3, "new", 0)
+    sched.execute(batch)
+    r.set(a.epoch, "1")
+    r.set(b.epoch, "1")
+    old_a = TaskStore(r, a, 60, epoch=1)
+    assert Lease(r, a, 30.0, ["T"]).try_acquire() is None  # node a's supervisor came back: epoch 2
+    assert r.get(a.epoch) == "2" and r.get(b.epoch) == "1"
+    batch = old_a.pipeline()
+    refused = old_a.claim(batch, "ta", 1, "a.W1", 2.0, 11, 3)
+    old_a.execute(batch)
+    assert refused.value is Claim.STALE_EPOCH and r.hget(a.task("ta"), "status") == "queued"
+    b_store = TaskStore(r, b, 60, epoch=1)  # node b's processes are not its generation's: they go on
+    batch = b_store.pipeline()
+    runs = b_store.claim(batch, "tb", 1, "b.W1", 2.0, 12, 3)
+    b_store.execute(batch)
+    assert runs.value is Claim.RUN
