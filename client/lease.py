@@ -226,9 +226,10 @@ class Keeper:
         self.stop()
         self.lease.release()
 
-    def renew_now(self) -> Renewal:
-        """Renew from the caller's thread now (it must know before it writes); AWAY if Redis does not answer."""
-        return self._renew() or Renewal.LOST  # stopped: no longer renewed, so as good as lost
+    def renew_now(self, wait: bool = True) -> Renewal:
+        """Renew from the caller's thread now (it must know before it writes); AWAY if Redis does
+        not answer, or (``wait`` False) if a renewal is in progress: Redis is slow to answer it."""
+        return self._renew(wait) or Renewal.LOST  # stopped: no longer renewed, so as good as lost
 
     def _run(self) -> None:
         away = False
@@ -251,16 +252,30 @@ class Keeper:
             return
         if self.lease.valid(self.margin):
             self.expiring = False
-        elif not self.expiring:
-            self.expiring = True
-            self.on_expiry()
+            return
+        if self.expiring:
+            return
+        if not self.lease.valid():
+            # Lapsed already: this process did not run until now (SIGSTOP, a paused VM). Whether
+            # anything must stop depends on what happened meanwhile: a lease retaken with the
+            # same epoch means no one fenced it (a node declared lost has its epoch bumped).
+            found = self.renew_now(wait=False)
+            if found in (Renewal.HELD, Renewal.RETAKEN) and self.lease.valid(self.margin):
+                self.news.put(found)
+                return
+        self.expiring = True
+        self.on_expiry()
 
-    def _renew(self) -> Renewal | None:
+    def _renew(self, wait: bool = True) -> Renewal | None:
         """One renewal; None once stopped."""
-        with self._lock:
+        if not self._lock.acquire(blocking=wait):
+            return Renewal.AWAY
+        try:
             if self._done.is_set():
                 return None
             try:
                 return self.lease.renew()
             except redis.RedisError:
                 return Renewal.AWAY
+        finally:
+            self._lock.release()

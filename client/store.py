@@ -388,6 +388,10 @@ class Keys:
         """The lease key of ``node`` ('' the single node's)."""
         return f"{self.prefix}yadtq:owner{':' + node if node else ''}"
 
+    def epoch_of(self, node: str) -> str:
+        """The epoch key of ``node`` ('' the single node's)."""
+        return f"{self.prefix}yadtq:epoch{':' + node if node else ''}"
+
     @property
     def _node(self) -> str:
         return f":{self.node}" if self.node else ""
@@ -503,7 +507,9 @@ class _Script:
 
 _SCRIPTS = {s.name: s for s in (_Script("assign", ("died",)), _Script("claim", ("died",)), _Script("finish"),
                                  _Script("reject"), _Script("release"), _Script("retry"), _Script("queued"),
-                                 _Script("owners"), _Script("unreadable"), _Script("cancel"), _Script("reopen"))}
+                                 _Script("owners"), _Script("unreadable"), _Script("cancel"), _Script("reopen"),
+                                 _Script("tables"), _Script("fence_node"))}
+_TABLE_CHUNK = 500  # fields (or pairs) per TABLES call: far under Lua's limit on unpack()
 
 
 def _tag(answer: object) -> tuple[str, list[Any]]:
@@ -596,6 +602,7 @@ class Batch:
     def __init__(self, pipe: Any) -> None:
         self.pipe = pipe
         self._replies: list[tuple[int, Reply[Any], Callable[[Any], Any]]] = []
+        self.fenced: list[Reply[bool]] = []  # table writes (TaskStore._table): True if refused as stale
 
     def __len__(self) -> int:
         return len(self.pipe.command_stack)
@@ -659,6 +666,8 @@ class TaskStore:
             if isinstance(answer, Exception):
                 raise answer
         batch._decode(answers)
+        if any(reply.value for reply in batch.fenced):
+            raise Fenced(f"epoch {self.epoch}: a newer generation owns the cluster; its table writes were refused")
         return answers
 
     def _now(self, queue: Callable[[Batch], Reply[T]]) -> T:
@@ -865,16 +874,22 @@ class TaskStore:
             return 0
         return pid
 
+    # --- the scheduler's plain table writes: fenced by its epoch too (client/lua/tables.lua);
+    # ``execute`` raises Fenced if one was refused ---
     def drop_placements(self, batch: Batch, task_ids: list[str]) -> None:
         """Take ended tasks off the scheduler's table."""
-        if task_ids:
-            batch.pipe.hdel(self.keys.assignments, *task_ids)
+        for i in range(0, len(task_ids), _TABLE_CHUNK):
+            self._table(batch, "hdel", [self.keys.assignments], task_ids[i:i + _TABLE_CHUNK])
 
     def mark_orphans(self, batch: Batch, orphans: Iterable[tuple[str, int]]) -> None:
         """Mark tasks taken from a dead process (task, its pid), for a restarted scheduler."""
-        mapping = dict(orphans)
-        if mapping:
-            batch.pipe.hset(self.keys.orphans, mapping=mapping)
+        pairs = [str(x) for task_id, pid in dict(orphans).items() for x in (task_id, pid)]
+        for i in range(0, len(pairs), 2 * _TABLE_CHUNK):
+            self._table(batch, "hset", [self.keys.orphans], pairs[i:i + 2 * _TABLE_CHUNK])
+
+    def _table(self, batch: Batch, op: str, keys: list[str], args: list[str]) -> None:
+        _SCRIPTS["tables"]([self.fence, *keys], [self.epoch, op, *args], batch.pipe)
+        batch.fenced.append(batch.expect(lambda a: str(a) == "stale_epoch"))
 
     def placed(self, task_ids: list[str]) -> list[bool]:
         """For each task, whether the scheduler's table in Redis holds it."""
@@ -882,8 +897,7 @@ class TaskStore:
 
     def drop_retry(self, batch: Batch, task_id: str) -> None:
         """Take a task off the retry schedule (its retry cannot run)."""
-        batch.pipe.zrem(self.keys.retries, task_id)
-        batch.pipe.hdel(self.keys.retry_payloads, task_id)
+        self._table(batch, "unretry", [self.keys.retries, self.keys.retry_payloads], [task_id])
 
     def due_retries(self, at: float, limit: int, limits: TaskLimits | None = None) -> list[tuple[str, str]]:
         """Up to ``limit`` (task id, task json) whose retry time has come.
@@ -945,8 +959,12 @@ class TaskStore:
 
     def write_load(self, load: dict[str, int]) -> None:
         """Publish each worker's number of unfinished tasks (the supervisor's status line reads it)."""
-        if load:
-            self.redis.hset(self.keys.load, mapping=load)  # type: ignore[arg-type]
+        pairs = [str(x) for w, n in load.items() for x in (w, n)]
+        batch = self.pipeline()
+        for i in range(0, len(pairs), 2 * _TABLE_CHUNK):
+            self._table(batch, "hset", [self.keys.load], pairs[i:i + 2 * _TABLE_CHUNK])
+        if len(batch):
+            self.execute(batch)
 
     def owner_epoch(self) -> int | None:
         """The epoch of the cluster's lease holder now; None if no one holds it (lapsed, or Redis
@@ -982,12 +1000,15 @@ class TaskStore:
         nodes = {w: _registered_node(v) for w, v in found.items()}
         return {w: n for w, n in nodes.items() if n is not None}
 
-    def nodes_held(self, nodes: list[str]) -> dict[str, bool]:
-        """Whether each node's lease is held now (its supervisor is alive and reaches Redis)."""
-        pipe = self.redis.pipeline(transaction=False)
-        for n in nodes:
-            pipe.exists(self.keys.owner_of(n))
-        return {n: bool(e) for n, e in zip(nodes, pipe.execute(), strict=True)}
+    def fence_lost_node(self, node: str) -> bool:
+        """If ``node``'s lease has lapsed (its supervisor is gone or cut off), bump its epoch and
+        return True: the node is lost, and its generation can write nothing more. False while
+        its supervisor holds the lease."""
+        batch = self.pipeline()
+        _SCRIPTS["fence_node"]([self.keys.owner_of(node), self.keys.epoch_of(node)], [], batch.pipe)
+        fenced = batch.expect(lambda answer: int(answer) == 1)
+        self.execute(batch)  # loads the script if Redis lacks it
+        return fenced.value
 
     def misplaced_keys(self) -> list[str]:
         """YADTQ's own keys that hold another type than YADTQ writes there, each

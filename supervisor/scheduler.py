@@ -302,9 +302,11 @@ class Scheduler:
         A node's own supervisor kills and announces its dead workers. One whose
         lease lapsed (the host is down or cut off) cannot: then its workers that
         have been silent for a heartbeat timeout while this scheduler was
-        active are dead, as far as the cluster can tell. Their writes are
-        fenced by the attempt each move bumps, and a returning node's new
-        generation by its own epoch.
+        active are dead, as far as the cluster can tell. The node's epoch is
+        bumped first, in the same step that finds its lease lapsed: whatever
+        still runs of it (a paused host that resumes) can write nothing more,
+        and its supervisor finds its lease gone and stops them. Their runs are
+        also fenced by the attempt each move bumps.
         """
         if tick - self._active_since < self.config.workers.heartbeat_timeout:
             return  # every worker had a full timeout to beat since this scheduler became active
@@ -312,9 +314,9 @@ class Scheduler:
                   and self._nodes.get(w, self.config.node) != self.config.node]
         if not silent:
             return
-        held = self.store.nodes_held(sorted({self._nodes[w] for w in silent}))
+        lost = {n for n in sorted({self._nodes[w] for w in silent}) if self.store.fence_lost_node(n)}
         for w in silent:
-            if not held[self._nodes[w]]:
+            if self._nodes[w] in lost:
                 self._lost.add(w)
                 self._move_away(w, self.state.orphan(w), f"node {self._nodes[w]} is gone: its lease lapsed")
 

@@ -273,6 +273,11 @@ class Supervisor:
             self._emit("lease", "cannot renew the cluster's lease: Redis does not answer; trying every second",
                        "warning")
         elif found is Renewal.LOST:
+            if self.config.node:
+                raise LeaseLost(f"node {self.config.node}'s lease is no longer this supervisor's: another supervisor "
+                                "of this node took it, or the active scheduler declared the node lost while it was "
+                                "stalled or cut off past workers.heartbeat_timeout (its tasks run elsewhere now): "
+                                "stopping every process at once; start it again to rejoin as a new generation")
             raise LeaseLost("another supervisor took this cluster's lease while this one could not renew it "
                             "(stalled or cut off past workers.heartbeat_timeout): stopping every process at once")
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
 
+from client.errors import Fenced
 from client.lease import Lease, Renewal
-from client.store import Assign, Claim, Keys, TaskStore, connect
+from client.store import Assign, Batch, Claim, Keys, TaskStore, connect
 from tests.integration.conftest import REDIS
 
 pytestmark = pytest.mark.integration
@@ -38,7 +39,11 @@ def test_each_node_has_its_own_lease_and_epoch_and_the_seeds_single_node_keeps_i
     assert Lease(r, b, 30.0, ["T"]).try_acquire() is None  # node a's lease does not stop node b's supervisor
     assert Lease(r, a, 30.0, ["T"]).try_acquire() is not None  # but a second supervisor of node a is refused
     assert (r.get(a.epoch), r.get(b.epoch)) == ("1", "1")
-    assert TaskStore(r, b, 60).nodes_held(["a", "b", "c"]) == {"a": True, "b": True, "c": False}
+    store = TaskStore(r, b, 60)
+    assert not store.fence_lost_node("a") and r.get(a.epoch) == "1"  # held: its supervisor handles its workers
+    r.set(Keys(p, "c").epoch, "text")  # written by hand: counts as 0, as lease_acquire.lua does
+    assert store.fence_lost_node("c") and r.get(Keys(p, "c").epoch) == "1"  # lapsed: lost, and fenced
+    assert store.fence_lost_node("c") and r.get(Keys(p, "c").epoch) == "2"
 
 
 def test_one_scheduler_lease_for_the_whole_cluster_whatever_the_node(prefix: tuple[redis.Redis, str]) -> None:
@@ -120,3 +125,35 @@ def test_a_node_that_came_back_fences_its_old_generation_and_no_other_nodes(pref
     runs = b_store.claim(batch, "tb", 1, "b.W1", 2.0, 12, 3)
     b_store.execute(batch)
     assert runs.value is Claim.RUN
+
+
+def test_the_schedulers_plain_table_writes_are_fenced_too(prefix: tuple[redis.Redis, str]) -> None:
+    r, p = prefix
+    keys = Keys(p)
+    r.set(keys.scheduler_epoch, "2")  # another scheduler became active
+    r.hset(keys.assignments, mapping={"t1": "x", "t2": "y"})
+    r.zadd(keys.retries, {"t3": 1.0})
+    r.hset(keys.retry_payloads, "t3", "{}")
+    old = TaskStore(r, keys, 60, epoch=1, fence=keys.scheduler_epoch)
+    before = {k: r.dump(k) for k in (keys.assignments, keys.orphans, keys.retries, keys.retry_payloads, keys.load)}
+    writes: list[Callable[[Batch], None]] = [lambda b: old.drop_placements(b, ["t1"]),
+                                             lambda b: old.mark_orphans(b, [("t2", 7)]),
+                                             lambda b: old.drop_retry(b, "t3")]
+    for write in writes:
+        batch = old.pipeline()
+        write(batch)
+        with pytest.raises(Fenced):
+            old.execute(batch)
+    with pytest.raises(Fenced):
+        old.write_load({"W1": 3})
+    assert {k: r.dump(k) for k in before} == before  # nothing written
+    current = TaskStore(r, keys, 60, epoch=2, fence=keys.scheduler_epoch)
+    batch = current.pipeline()
+    current.drop_placements(batch, ["t1"])
+    current.mark_orphans(batch, [("t2", 7)])
+    current.drop_retry(batch, "t3")
+    current.execute(batch)
+    current.write_load({"W1": 3, "W2": 0})
+    assert r.hgetall(keys.assignments) == {"t2": "y"} and r.hgetall(keys.orphans) == {"t2": "7"}
+    assert r.zcard(keys.retries) == 0 and r.hlen(keys.retry_payloads) == 0
+    assert r.hgetall(keys.load) == {"W1": "3", "W2": "0"}

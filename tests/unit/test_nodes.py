@@ -62,13 +62,15 @@ class NodeStore(Store):
     def __init__(self, registered: dict[str, str], held: dict[str, bool]) -> None:
         self.registered, self.held = registered, held
         self.reads = 0
+        self.fenced: list[str] = []
 
     def registered_workers(self) -> dict[str, str]:
         self.reads += 1
         return dict(self.registered)
 
-    def nodes_held(self, nodes: list[str]) -> dict[str, bool]:
-        return {n: self.held[n] for n in nodes}
+    def fence_lost_node(self, node: str) -> bool:
+        self.fenced.append(node)
+        return not self.held[node]
 
 
 def scheduler_of(node: str, store: NodeStore, at: float = 100.0) -> tuple[Scheduler, Consumer]:
@@ -121,8 +123,9 @@ def test_the_silent_workers_of_a_node_whose_lease_lapsed_are_declared_dead_once(
     s._find_lost_nodes(106.0)
     # b's lease lapsed: its worker's task moves; c's supervisor lives, and handles its own.
     assert [p.raw for p in s.waiting] == [b'{"task-id": "t-b.W1"}'] and s._lost == {"b.W1"}
+    assert store.fenced == ["b", "c"]  # each asked once: the lapse is found and the node fenced in one step
     s._find_lost_nodes(107.0)
-    assert len(s.waiting) == 1  # once
+    assert len(s.waiting) == 1 and store.fenced == ["b", "c", "c"]  # b once; c's silent worker is asked about
     s.state.heartbeat("b.W1", 107.5)
     s._lost.discard("b.W1")  # as _on_event does on its heartbeat
     assert s.state.is_live("b.W1", 108.0)
@@ -133,7 +136,7 @@ def test_its_own_nodes_silent_workers_are_left_to_its_own_supervisor() -> None:
     s, _ = scheduler_of("a", store)
     s.state.place("t", Placement("a.W1", 1, "{}"))
     s._find_lost_nodes(200.0)
-    assert not s.waiting and "t" in s.state.tasks
+    assert not s.waiting and "t" in s.state.tasks and store.fenced == []
 
 
 # --- the scheduler lease's own clock ---
@@ -256,11 +259,11 @@ class CutLease:
 
     def renew(self) -> Renewal:
         found = self.answers.pop(0)
-        self.is_valid = found is Renewal.HELD
+        self.is_valid = found in (Renewal.HELD, Renewal.RETAKEN)  # as Lease.renew extends it
         return found
 
     def valid(self, margin: float = 0.0) -> bool:
-        return self.is_valid
+        return self.is_valid or margin == 0  # not valid: within the margin of its end, not past it
 
 
 def test_on_expiry_is_called_once_while_the_lease_is_about_to_lapse_and_again_after_a_renewal() -> None:
@@ -280,14 +283,36 @@ class StuckLease:
     """A lease whose renewal hangs (a connection lost mid-request) and whose time runs out meanwhile."""
 
     def __init__(self) -> None:
-        self.is_valid, self.release = True, threading.Event()
+        self.is_valid, self.lapsed, self.release = True, False, threading.Event()
 
     def renew(self) -> Renewal:
         self.release.wait(10)
         return Renewal.AWAY
 
     def valid(self, margin: float = 0.0) -> bool:
-        return self.is_valid
+        return self.is_valid or (margin == 0 and not self.lapsed)
+
+
+class StalledLease(CutLease):
+    """A lease that lapsed while its process was stopped; a renewal answers ``found``."""
+
+    def __init__(self, found: Renewal) -> None:
+        super().__init__(found)
+        self.is_valid = False
+
+    def valid(self, margin: float = 0.0) -> bool:
+        return self.is_valid  # lapsed: not valid for any margin, not even 0
+
+
+@pytest.mark.parametrize(("found", "stops"), [(Renewal.RETAKEN, False), (Renewal.HELD, False),
+                                              (Renewal.AWAY, True), (Renewal.LOST, True)])
+def test_after_a_stall_past_the_lease_the_workers_stop_only_if_it_cannot_be_renewed_unchanged(
+        found: Renewal, stops: bool) -> None:
+    """Retaken with its epoch: no node fenced it, so its workers were not declared lost."""
+    calls: list[int] = []
+    keeper = Keeper(StalledLease(found), 1.0, lambda: calls.append(1))  # type: ignore[arg-type]
+    keeper._watch_expiry()
+    assert (calls == [1]) is stops and keeper.expiring is stops
 
 
 def test_on_expiry_is_called_in_time_even_while_a_renewal_hangs() -> None:
@@ -299,6 +324,10 @@ def test_on_expiry_is_called_in_time_even_while_a_renewal_hangs() -> None:
         time.sleep(0.05)  # the renewal hangs by now
         lease.is_valid = False
         assert called.wait(1.0)  # the expiry watch does not wait for the renewal
+        called.clear()
+        keeper.expiring = False
+        lease.lapsed = True  # and, past the lease's end (this process starved), does not wait for it either
+        assert called.wait(1.0)
     finally:
         lease.release.set()
         keeper.stop()
