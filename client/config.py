@@ -458,6 +458,10 @@ class Config:
         """The sender name of this node's scheduler in status events: 'scheduler', or 'a.scheduler' on node 'a'."""
         return f"{self._on_node()}scheduler"
 
+    def canary_id(self) -> str:
+        """The sender name of this node's supervisor's own heartbeats: 'supervisor', or 'a.supervisor'."""
+        return f"{self._on_node()}supervisor"
+
     def _on_node(self) -> str:
         return f"{self.node}." if self.node else ""
 

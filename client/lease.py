@@ -40,6 +40,7 @@ RENEW_INTERVAL = 1.0  # seconds between renewals of a lease, by its own thread
 MIN_TTL = 3 * RENEW_INTERVAL  # a lease's TTL is workers.heartbeat_timeout, but never this short
 REDIS_TIMEOUT = 2.0  # seconds a renewal may wait on Redis: then it is late, not stuck
 EXPIRY_CHECK_INTERVAL = 0.1  # seconds between looks at a lease's time left, when its expiry is acted on
+STALL_RENEW_WAIT = 0.5  # after a stall past the lease: how long its check waits for a renewal in progress
 
 
 def lease_ttl(heartbeat_timeout: float) -> float:
@@ -226,9 +227,9 @@ class Keeper:
         self.stop()
         self.lease.release()
 
-    def renew_now(self, wait: bool = True) -> Renewal:
+    def renew_now(self, wait: float | None = None) -> Renewal:
         """Renew from the caller's thread now (it must know before it writes); AWAY if Redis does
-        not answer, or (``wait`` False) if a renewal is in progress: Redis is slow to answer it."""
+        not answer, or if a renewal in progress holds it up more than ``wait`` seconds (None: no bound)."""
         return self._renew(wait) or Renewal.LOST  # stopped: no longer renewed, so as good as lost
 
     def _run(self) -> None:
@@ -259,16 +260,17 @@ class Keeper:
             # Lapsed already: this process did not run until now (SIGSTOP, a paused VM). Whether
             # anything must stop depends on what happened meanwhile: a lease retaken with the
             # same epoch means no one fenced it (a node declared lost has its epoch bumped).
-            found = self.renew_now(wait=False)
+            # Not behind a renewal that hangs on a lost connection for long: this is late already.
+            found = self.renew_now(wait=STALL_RENEW_WAIT)
             if found in (Renewal.HELD, Renewal.RETAKEN) and self.lease.valid(self.margin):
                 self.news.put(found)
                 return
         self.expiring = True
         self.on_expiry()
 
-    def _renew(self, wait: bool = True) -> Renewal | None:
+    def _renew(self, wait: float | None = None) -> Renewal | None:
         """One renewal; None once stopped."""
-        if not self._lock.acquire(blocking=wait):
+        if not self._lock.acquire(timeout=-1 if wait is None else wait):
             return Renewal.AWAY
         try:
             if self._done.is_set():

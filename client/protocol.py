@@ -35,7 +35,8 @@ MAX_DEPTH = 100
 # Largest return value a record takes (JSON bytes): far below Redis's 512 MB,
 # whose error on FINISH would look like a lost Redis and restart the worker.
 MAX_RESULT_BYTES = 64 * 1024 * 1024
-ROLES = ("worker", "scheduler")
+# "supervisor": its own heartbeat, read back to see that heartbeats flow (supervisor/supervisor.py).
+ROLES = ("worker", "scheduler", "supervisor")
 # What a worker reports for each assignment it is done with (see TasksFinished).
 REPORT_STATUSES = ("success", "failed", "retry", "ended", "fenced")
 # A JSON escape of a UTF-16 surrogate: the only way a lone surrogate, which is

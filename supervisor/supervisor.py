@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import multiprocessing.process
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -41,6 +42,10 @@ from worker_pool.worker import run_worker
 
 PROBE_INTERVAL = 1.0  # seconds between checks that Kafka and Redis answer
 LOOP_REDIS_TIMEOUT = 5.0  # seconds one Redis command of the supervisor's loop may take
+# Heartbeats of its own the supervisor sends and reads back ("canaries"): one not back within
+# this many heartbeat intervals means heartbeats are held up on their way (a broker's loss holds
+# every acks=all write until it is fenced and out of the ISRs), and silence says nothing then.
+CANARY_LATE = 2.0
 # On a node of several: seconds before its lease would lapse in Redis at which a
 # node that cannot renew it stops its workers (the other nodes move their tasks
 # once it has lapsed, and a task must never run twice at once).
@@ -142,6 +147,10 @@ class Supervisor:
         self._ready = False
         self._last_probe = 0.0
         self._last_round = 0.0  # when the last loop round began (monotonic)
+        # Canaries not yet read back: (their ts, the wall clock that names them; when sent, monotonic).
+        self._canaries: list[tuple[float, float]] = []
+        self._canaries_late = False
+        self._last_canary = 0.0
         self._cut_off = False  # a node that could not renew its lease in time: its workers are stopped
         self._cut_off_said = False
         self._lease_ttl = 0.0
@@ -321,6 +330,7 @@ class Supervisor:
         if at - self._last_probe >= PROBE_INTERVAL:
             self._probe(at)
         self._read_heartbeats()
+        self._send_canary(at)
         self._send_announcements()
         for c in self.children.values():
             self._check(c, at)
@@ -484,7 +494,8 @@ class Supervisor:
         assert c.process is not None
         if not c.process.is_alive():
             return f"exit code {c.process.exitcode}{_EXIT_MEANINGS.get(c.process.exitcode or 0, '')}"
-        return self.liveness.lapsed(c.name, at)
+        lapsed = self.liveness.lapsed(c.name, at)
+        return None if lapsed is None or self._heartbeats_held_up(at) else lapsed
 
     def _announce_down(self, worker: str, reason: str, pid: int) -> None:
         self._unannounced.append(WorkerDown(worker, reason, now(), pid))
@@ -533,7 +544,44 @@ class Supervisor:
                 except InvalidMessage:
                     continue  # the scheduler logs bad events; here only heartbeats matter
                 if isinstance(ev, Heartbeat):
-                    self._on_heartbeat(ev, arrived)
+                    if ev.role == "supervisor":
+                        self._on_canary(ev, arrived)
+                    else:
+                        self._on_heartbeat(ev, arrived)
+
+    # --- do heartbeats flow? its own, read back ---
+    def _send_canary(self, at: float) -> None:
+        """Send a heartbeat of its own every heartbeat interval, to read it back (``_on_canary``)."""
+        if self._producer is None or at - self._last_canary < self.config.workers.heartbeat_interval:
+            return
+        self._last_canary = at
+        sent = now()
+        try:
+            self._producer.send(self.config.topics.status, encode_event(
+                Heartbeat(self.config.canary_id(), "supervisor", os.getpid(), sent)))
+        except KafkaError:
+            return  # Kafka away: the probe says so, and judging stops (Liveness.pause)
+        if len(self._canaries) < 1000:  # the oldest one is what matters
+            self._canaries.append((sent, at))
+
+    def _on_canary(self, hb: Heartbeat, arrived: float) -> None:
+        if hb.sender != self.config.canary_id() or hb.pid != os.getpid():
+            return  # another node's, or an earlier supervisor's
+        self._canaries = [c for c in self._canaries if c[0] > hb.ts]  # the topic is read in order
+        if self._canaries_late:
+            self._canaries_late = False
+            self.liveness.stalled(arrived)  # what was held up arrives now: silence counts from here
+            self._emit("message", "heartbeats flow again: judging them from now")
+
+    def _heartbeats_held_up(self, at: float) -> bool:
+        """Is its oldest canary not back after CANARY_LATE heartbeat intervals? Then heartbeats are held
+        up on their way (a broker failing over), and a silent process is not judged dead for it."""
+        late = bool(self._canaries) and at - self._canaries[0][1] > CANARY_LATE * self.config.workers.heartbeat_interval
+        if late and not self._canaries_late:
+            self._canaries_late = True
+            self._emit("message", "this supervisor's own heartbeats are held up in Kafka (a broker failing "
+                       "over?): no process is judged by its heartbeats until they flow again", "warning")
+        return late
 
     def _on_heartbeat(self, hb: Heartbeat, arrived: float) -> None:
         c = self.children.get(self._senders.get(hb.sender, ""))

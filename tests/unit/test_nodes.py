@@ -15,7 +15,7 @@ import pytest
 from client.config import Config
 from client.errors import ConfigError, Fenced
 from client.lease import Keeper, Renewal
-from client.protocol import Heartbeat, encode_event
+from client.protocol import Heartbeat, encode_event, parse_event
 from client.store import Placement
 from supervisor.policy import SchedulerState
 from supervisor.scheduler import WORKERS_REFRESH_INTERVAL, Scheduler
@@ -235,6 +235,7 @@ def test_a_supervisor_that_stalled_does_not_kill_workers_whose_heartbeats_it_has
         monkeypatch: pytest.MonkeyPatch) -> None:
     sup, lines, _ = supervisor(monkeypatch)  # heartbeat_timeout 6
     monkeypatch.setattr(sup, "_read_heartbeats", lambda: None)
+    monkeypatch.setattr(sup, "_send_canary", lambda at: None)  # heartbeats flow (its own would come back)
     monkeypatch.setattr(sup, "_probe", lambda at: None)
     monkeypatch.setattr(sup._status_gate, "sample_due", lambda at: False)
     procs: dict[str, Any] = {}
@@ -386,3 +387,47 @@ def test_only_a_node_of_several_stops_its_workers_when_its_lease_is_about_to_lap
     sup.config = Config.from_dict({"node": "a"})
     sup._take_lease()
     assert sup._keeper.on_expiry == sup._stop_cut_off_workers
+
+
+def test_no_process_is_judged_dead_while_the_supervisors_own_heartbeats_are_held_up_in_kafka(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broker's loss holds every acks=all write, heartbeats too, until it is fenced: the
+    processes are not silent, their heartbeats are late. Seen from its own, read back."""
+    sup, lines, producer = supervisor(monkeypatch)  # heartbeat interval 1, timeout 6
+    monkeypatch.setattr(sup, "_read_heartbeats", lambda: None)
+    monkeypatch.setattr(sup, "_probe", lambda at: None)
+    monkeypatch.setattr(sup._status_gate, "sample_due", lambda at: False)
+    clock = [1000.0]
+    monkeypatch.setattr("supervisor.supervisor.now", lambda: clock[0])
+    w1 = sup.children["W1"]
+    w1.process = proc = Proc(pid=42)  # type: ignore[assignment]
+    sup.liveness.watch("W1", 42, 90.0)
+    sup._on_heartbeat(Heartbeat("W1", "worker", 42, 0.0), 100.0)
+    monkeypatch.setattr(sup, "_check", lambda c, at: sup.__class__._check(sup, c, at) if c is w1 else None)
+    for i in range(1, 31):  # 15 s in which nothing comes back: its canaries are held up too
+        clock[0] = 1000.0 + i / 2
+        sup.loop(100.0 + i / 2)
+    assert proc.calls == [] and any("held up in Kafka" in line for line in lines)
+    canaries = [c for _, v in producer.sent if isinstance(c := parse_event(v), Heartbeat)]
+    assert canaries and len(canaries) == len(producer.sent) and {c.role for c in canaries} == {"supervisor"}
+    sup._read_heartbeats = lambda: None  # type: ignore[method-assign]
+    sup._on_canary(canaries[-1], 115.2)  # all of them arrive now: heartbeats flow again
+    assert any("flow again" in line for line in lines)
+    sup._on_heartbeat(Heartbeat("W1", "worker", 41, 0.0), 115.2)  # another process's: W1 stays silent
+    for i in range(1, 14):
+        clock[0] = 1015.0 + i / 2
+        sup._canaries.clear()  # each read back in time from now on
+        sup.loop(115.2 + i / 2)
+    assert "kill" in proc.calls  # silent for 6 s since heartbeats flowed again: judged as ever
+
+
+def test_after_a_stall_the_check_waits_briefly_for_the_renewal_that_resumed_with_it() -> None:
+    """SIGCONT wakes the renewal thread and the expiry watch at once: the watch must not take the
+    renewal in progress for Redis not answering (it did, and stopped a paused node's healthy workers)."""
+    lease = StalledLease(Renewal.RETAKEN)
+    calls: list[int] = []
+    keeper = Keeper(lease, 1.0, lambda: calls.append(1))  # type: ignore[arg-type]
+    keeper._lock.acquire()  # the renewal thread's, in progress
+    threading.Timer(0.2, keeper._lock.release).start()
+    keeper._watch_expiry()
+    assert calls == [] and not keeper.expiring
