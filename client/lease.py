@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -68,6 +68,7 @@ class Holder:
     topics: list[str]
     ms_left: int = -1
     node: str = ""
+    raw: str = field(default="", compare=False)  # the value as stored: to take over once its holder is dead
 
     @classmethod
     def parse(cls, text: str, ms_left: int = -1) -> Holder:
@@ -77,7 +78,8 @@ class Holder:
             v = json.loads(text)
             topics = v.get("topics", [])
             return cls(str(v["host"]), int(v["pid"]), float(v["since"]), int(v.get("epoch", 0)),
-                       [str(t) for t in topics] if isinstance(topics, list) else [], ms_left, str(v.get("node", "")))
+                       [str(t) for t in topics] if isinstance(topics, list) else [], ms_left, str(v.get("node", "")),
+                       text)
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
             return cls("?", 0, 0.0, 0, [], ms_left)
 
@@ -131,11 +133,14 @@ class Lease:
         self._renew = client.register_script(lua_text("lease_renew"))
         self._release = client.register_script(lua_text("lease_release"))
 
-    def try_acquire(self) -> Holder | None:
-        """Take the lease (a new epoch) and return None, or return who holds it."""
+    def try_acquire(self, replacing: Holder | None = None) -> Holder | None:
+        """Take the lease (a new epoch) and return None, or return who holds it. ``replacing``: a
+        holder whose process is known to be gone, whose lease is taken over without waiting for it
+        to lapse (only if it is still exactly that holder's)."""
         self._value["since"] = time.time()
         asked = time.monotonic()
-        answer: list[Any] = self._acquire(keys=self._names, args=[self.ttl_ms, json.dumps(self._value)])
+        answer: list[Any] = self._acquire(keys=self._names, args=[self.ttl_ms, json.dumps(self._value),
+                                                                  replacing.raw if replacing else ""])
         if int(answer[0]) == 1:
             self.valid_until = asked + self.ttl_ms / 1000
             self.epoch = int(answer[1])

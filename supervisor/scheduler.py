@@ -605,6 +605,11 @@ class Standby:
                 last_beat = time.monotonic()
                 self._beat()
             holder = self.lease.try_acquire()
+            if holder is not None and holder.node == self.config.node and holder.is_dead_here():
+                # This node's previous scheduler, killed: its lease need not be waited out (a
+                # write of it still on the wire is refused for its older epoch).
+                log.warning("the previous scheduler of this node (pid %d) is gone: taking over at once", holder.pid)
+                holder = self.lease.try_acquire(replacing=holder)
             if holder is None:
                 self._say_active(time.monotonic() - since, said)
                 keeper = Keeper(self.lease, RENEW_INTERVAL)

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from client.errors import Fenced
-from client.lease import Lease, Renewal
+from client.lease import Holder, Lease, Renewal
 from client.store import Assign, Batch, Claim, Keys, TaskStore, connect
 from tests.integration.conftest import REDIS
 
@@ -157,3 +157,21 @@ def test_the_schedulers_plain_table_writes_are_fenced_too(prefix: tuple[redis.Re
     assert r.hgetall(keys.assignments) == {"t2": "y"} and r.hgetall(keys.orphans) == {"t2": "7"}
     assert r.zcard(keys.retries) == 0 and r.hlen(keys.retry_payloads) == 0
     assert r.hgetall(keys.load) == {"W1": "3", "W2": "0"}
+
+
+def test_the_lease_of_a_holder_known_dead_is_taken_over_at_once_and_only_that_holders(
+        prefix: tuple[redis.Redis, str]) -> None:
+    r, p = prefix
+    keys = Keys(p, "a")
+    first = Lease(r, keys, 30.0, ["T"], scheduler=True)
+    assert first.try_acquire() is None
+    second = Lease(r, keys, 30.0, ["T"], scheduler=True)
+    held = second.try_acquire()
+    assert held is not None and held.raw == r.get(keys.scheduler_lease)
+    first.renew()  # the same holder, renewed: still exactly its value
+    stale = Holder.parse(held.raw.replace('"pid":', '"pid":1'))  # a value it does not hold
+    assert stale.raw != held.raw
+    assert second.try_acquire(replacing=stale) is not None
+    assert second.try_acquire(replacing=held) is None  # taken over without waiting out the 30 s
+    assert second.epoch == 2 and not second.released_before  # its holder may have left writes on the wire
+    assert first.renew() is Renewal.LOST
