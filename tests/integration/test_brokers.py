@@ -356,7 +356,11 @@ def test_a_paused_active_scheduler_writes_nothing_once_it_resumes(nodes: Nodes) 
         sched.resume()
         ports |= _redis_ports(sched)
         wait_until(lambda: sched.status() == psutil.STATUS_ZOMBIE, "the resumed scheduler exits", timeout=15)
-        time.sleep(0.5)  # what Redis received from it before it exited reaches MONITOR's reader
+        # MONITOR shows commands in the order Redis ran them: once a marker sent now is seen,
+        # so is everything the scheduler sent before it exited.
+        marker = f"yadtq-test-marker-{uuid.uuid4().hex}"
+        nodes.client.redis.echo(marker)
+        wait_until(lambda: any(marker in cmd for _, cmd in seen), "MONITOR saw every command before the marker")
     # What it sent once resumed: reads, its lease renewal (which finds the lease taken), and at most
     # the scripts of a round it had begun before it stopped, each of which checks its epoch first
     # and writes nothing for a stale one (test_node_keys.py, test_store.py). No plain write.

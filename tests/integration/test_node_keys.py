@@ -4,7 +4,6 @@ lease is one for the cluster and fences its writes alone, and workers are regist
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -15,6 +14,7 @@ from client.errors import Fenced
 from client.lease import Holder, Lease, Renewal
 from client.store import Assign, Batch, Claim, Keys, TaskStore, connect
 from tests.integration.conftest import REDIS
+from tests.support.harness import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +60,9 @@ def test_a_scheduler_lease_that_lapsed_is_no_longer_valid_by_its_holders_own_clo
     r, p = prefix
     lease = Lease(r, Keys(p, "a"), 0.3, ["T"], scheduler=True)
     assert lease.try_acquire() is None and lease.valid()
-    time.sleep(0.35)  # as a process stopped past its TTL
+    # As a process stopped past its TTL: by its own clock the lease is no longer surely its own
+    # by the time Redis has let it lapse.
+    wait_until(lambda: r.exists(Keys(p).scheduler_lease) == 0, "the 0.3 s lease lapses", timeout=5, every=0.01)
     assert not lease.valid()
     assert Lease(r, Keys(p, "b"), 30.0, ["T"], scheduler=True).try_acquire() is None  # the standby takes over
     assert lease.renew() is Renewal.LOST and not lease.valid()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -285,8 +284,10 @@ class StuckLease:
 
     def __init__(self) -> None:
         self.is_valid, self.lapsed, self.release = True, False, threading.Event()
+        self.hanging = threading.Event()
 
     def renew(self) -> Renewal:
+        self.hanging.set()
         self.release.wait(10)
         return Renewal.AWAY
 
@@ -322,7 +323,7 @@ def test_on_expiry_is_called_in_time_even_while_a_renewal_hangs() -> None:
     keeper = Keeper(lease, 0.01, called.set)  # type: ignore[arg-type]
     keeper.start()
     try:
-        time.sleep(0.05)  # the renewal hangs by now
+        assert lease.hanging.wait(5)  # the renewal hangs by now
         lease.is_valid = False
         assert called.wait(1.0)  # the expiry watch does not wait for the renewal
         called.clear()
