@@ -287,6 +287,13 @@ class TopicsConfig:
     # a week of heartbeats whatever its retention says.
     status_retention: float = field(default=3600.0, metadata=_positive())
     status_segment: float = field(default=600.0, metadata=_positive())
+    # Partitions of TASKS: a producer may pick any of them, and the scheduler
+    # reads them all (in order within each). A TASKS with fewer is grown to
+    # this many at start; Kafka cannot shrink one. The status topic and the
+    # workers' topics keep one: each has one reader, and the scheduler's view
+    # of a worker depends on the order of its events.
+    tasks_partitions: int = field(default=1, metadata={
+        "check": (lambda v: 1 <= v <= 1000, "an integer from 1 to 1000")})
 
     def checked(self) -> TopicsConfig:
         """Check the settings that depend on each other."""
@@ -333,6 +340,10 @@ class TasksConfig:
     # and options.max_retries above these are refused with a clear error.
     max_timeout: float = field(default=DEFAULT_LIMITS.max_timeout, metadata=_positive())
     max_retries_cap: int = field(default=DEFAULT_LIMITS.max_retries, metadata=_at_least(0))
+    # Map the key names other YADTQ clients use ('task_id', 'type', 'arguments', ...:
+    # protocol.ALIASES) to the seed's. Off: such a message is refused with the
+    # rename to make, as a guess about what a key means is no contract.
+    accept_aliases: bool = False
 
     def checked(self) -> TasksConfig:
         """The defaults must be within the caps a task's own options are held to."""
@@ -346,7 +357,7 @@ class TasksConfig:
 
     def limits(self) -> TaskLimits:
         """The bounds every parse of a task message is checked against."""
-        return TaskLimits(self.max_message_bytes, self.max_timeout, self.max_retries_cap)
+        return TaskLimits(self.max_message_bytes, self.max_timeout, self.max_retries_cap, self.accept_aliases)
 
     def retries_for(self, options: TaskOptions) -> int:
         """The retry limit of a task: its own ``options.max_retries``, else this default."""

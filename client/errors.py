@@ -15,13 +15,15 @@ class InvalidMessage(YadtqError):
     """A message on a topic is not a valid YADTQ message.
 
     ``task_id`` is set when the message was readable enough to name its task, so
-    that the task's record can say ``failed`` with this error.
+    that the task's record can say ``failed`` with this error; ``task_name``
+    when it named a task (registered or not), for that record's ``task``.
     """
 
-    def __init__(self, reason: str, task_id: str | None = None) -> None:
+    def __init__(self, reason: str, task_id: str | None = None, task_name: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.task_id = task_id
+        self.task_name = task_name
 
 
 class UnknownTask(InvalidMessage):

@@ -62,6 +62,7 @@ class Counters:
     lost: dict[str, int] = field(default_factory=dict)                     # task -> runs whose worker died
     deaths: dict[str, int] = field(default_factory=dict)                   # process -> declared dead
     restarts: dict[str, int] = field(default_factory=dict)                 # process -> started again
+    aliased: dict[str, int] = field(default_factory=dict)                  # 'task_id->task-id' -> messages mapped
 
 
 def _count(text: object) -> int:
@@ -74,12 +75,13 @@ def _count(text: object) -> int:
 
 def parse_stats(raw: dict[str, str]) -> Counters:
     """Decode the stats hash: 'success' and the like are totals; 'submitted|NAME',
-    'finished|STATUS|NAME', 'retries|NAME', 'lost|NAME', 'deaths|PROCESS' and
-    'restarts|PROCESS' are counts per name (a name may hold '|': only the first
-    separators count). Fields of any other shape are ignored."""
+    'finished|STATUS|NAME', 'retries|NAME', 'lost|NAME', 'deaths|PROCESS',
+    'restarts|PROCESS' and 'aliased|KIND' (tasks.accept_aliases) are counts per
+    name (a name may hold '|': only the first separators count). Fields of any
+    other shape are ignored."""
     c = Counters()
     simple = {"submitted": c.submitted, "retries": c.retries, "lost": c.lost, "deaths": c.deaths,
-              "restarts": c.restarts}
+              "restarts": c.restarts, "aliased": c.aliased}
     for key, value in raw.items():
         n = _count(value)
         what, sep, rest = key.partition("|")

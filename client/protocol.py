@@ -55,6 +55,7 @@ class TaskLimits:
     max_bytes: int = 1_000_000      # tasks.max_message_bytes
     max_timeout: float = 86400.0    # tasks.max_timeout: the most an options.timeout may ask
     max_retries: int = 100          # tasks.max_retries_cap: the most an options.max_retries may ask
+    accept_aliases: bool = False    # tasks.accept_aliases: map other clients' key names (ALIASES)
 
 
 DEFAULT_LIMITS = TaskLimits()
@@ -146,18 +147,124 @@ def parse_task(raw: bytes, limits: TaskLimits | None = None, *, max_bytes: int |
     are in range. The error carries the task id whenever one could be read, so
     the caller can mark that task ``failed`` rather than only dead-lettering it.
     """
+    return read_task(raw, limits, max_bytes=max_bytes)[0]
+
+
+def read_task(raw: bytes, limits: TaskLimits | None = None, *,
+              max_bytes: int | None = None) -> tuple[Task, tuple[str, ...]]:
+    """``parse_task``, and which of other clients' key names it mapped (``'task_id->task-id'``...).
+
+    The one parse step of a message from TASKS. A message naming a key as
+    another YADTQ client does (ALIASES) is refused with the rename to make,
+    unless ``limits.accept_aliases``: then those keys are mapped first.
+    """
     limits = limits or DEFAULT_LIMITS
     size = limits.max_bytes if max_bytes is None else max_bytes
     if len(raw) > size:
         raise InvalidMessage(f"message is {len(raw)} bytes, over the limit of {size}",
                              sniff_task_id(raw))
     obj = _json_object(raw)
-    task_id = check_task_id(obj.get("task-id"))
+    misses = near_misses(obj)
+    if misses and not limits.accept_aliases:
+        raise InvalidMessage(_rename_reason(misses), _readable_id(obj, misses), _name_of(obj, misses))
+    mapped = _map_aliases(obj, misses) if misses else obj
+    try:
+        task_id = check_task_id(mapped.get("task-id"))
+    except InvalidMessage as e:
+        raise InvalidMessage(e.reason + _mapped_note(misses)) from None
     try:
         _check_whole(obj, raw)
-        return _task_fields(obj, task_id, limits)
+        return _task_fields(mapped, task_id, limits), tuple(f"{a}->{k}" for a, k in misses)
     except InvalidMessage as e:
-        raise InvalidMessage(e.reason, task_id) from None
+        raise InvalidMessage(e.reason + _mapped_note(misses), task_id, _name_of(mapped, [])) from None
+
+
+# --- other clients' key names ------------------------------------------------
+
+# The seed's key, and what other YADTQ clients call it. A message that lacks
+# the seed's key and has one of these is refused with the rename to make (or,
+# with tasks.accept_aliases, mapped): never guessed at silently.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "task-id": ("task_id", "id", "taskId"),
+    "task": ("task_type", "type", "name"),
+    "args": ("arguments", "params"),
+}
+
+
+def near_misses(obj: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key found, the seed's key it stands for) for each of ``obj``'s near misses.
+
+    A near miss is an alias present where its seed key is absent, or an object
+    where a list of arguments belongs (``args``, or an alias of it: named
+    arguments, which go in ``kwargs``). An alias beside its seed key is an
+    unknown field like any other, and ignored.
+    """
+    found = []
+    for key, aliases in ALIASES.items():
+        for alias in (a for a in aliases if a in obj and key not in obj):
+            target = "kwargs" if key == "args" and isinstance(obj[alias], dict) else key
+            if target not in obj:
+                found.append((alias, target))
+    if isinstance(obj.get("args"), dict) and "kwargs" not in obj:
+        found.append(("args", "kwargs"))
+    return found
+
+
+def _by_target(misses: list[tuple[str, str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for alias, key in misses:
+        out.setdefault(key, []).append(alias)
+    return out
+
+
+def _rename_reason(misses: list[tuple[str, str]]) -> str:
+    if misses == [("args", "kwargs")]:
+        return ("'args' must be a list; this one is an object of named arguments: rename 'args' to 'kwargs' "
+                "(or set tasks.accept_aliases: true to map it)")
+    renames = ", ".join(f"{repr(a[0]) if len(a) == 1 else 'one of ' + ' or '.join(map(repr, a))} to '{k}'"
+                        for k, a in _by_target(misses).items())
+    hint = " (a list goes in 'args', named arguments in 'kwargs')" if any(k == "kwargs" for _, k in misses) else ""
+    return (f"this message names its keys as another YADTQ client does: rename {renames}{hint}; "
+            f"YADTQ reads the seed's format {{\"task-id\", \"task\", \"args\", \"kwargs\"}} "
+            f"(or set tasks.accept_aliases: true to map these names)")
+
+
+def _map_aliases(obj: dict[str, Any], misses: list[tuple[str, str]]) -> dict[str, Any]:
+    """A copy of ``obj`` with each near miss under its seed key; InvalidMessage if that is ambiguous."""
+    out = dict(obj)
+    for key, aliases in _by_target(misses).items():
+        if len(aliases) > 1:
+            raise InvalidMessage(f"{' and '.join(map(repr, aliases))} could each be {key!r}: send one {key!r} key",
+                                 _readable_id(obj, misses), _name_of(obj, misses))
+        out[key] = out.pop(aliases[0])
+    return out
+
+
+def _readable_id(obj: dict[str, Any], misses: list[tuple[str, str]]) -> str | None:
+    """The id a refused message names, to fail its record: 'task-id', else its one alias, if valid."""
+    candidates = [obj["task-id"]] if "task-id" in obj else [obj[a] for a, k in misses if k == "task-id"]
+    if len(candidates) != 1:
+        return None
+    try:
+        return check_task_id(candidates[0])
+    except InvalidMessage:
+        return None
+
+
+def _name_of(obj: dict[str, Any], misses: list[tuple[str, str]]) -> str | None:
+    """The task name a refused message gives, for its record: 'task', else its one alias, if a string
+    (cut to MAX_NAME_CHARS, and safe to store)."""
+    names = [obj["task"]] if "task" in obj else [obj[a] for a, k in misses if k == "task"]
+    if len(names) != 1 or not isinstance(names[0], str):
+        return None
+    return safe_text(names[0][:MAX_NAME_CHARS])
+
+
+def _mapped_note(misses: list[tuple[str, str]]) -> str:
+    """Said after an error in a message whose keys tasks.accept_aliases mapped: the key the sender wrote."""
+    if not misses:
+        return ""
+    return f" (tasks.accept_aliases read {', '.join(f'{a!r} as {k!r}' for a, k in misses)})"
 
 
 def check_task(task: Task, limits: TaskLimits | None = None) -> bytes:

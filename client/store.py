@@ -750,16 +750,18 @@ class TaskStore:
                            [attempt, str(status), repr(at), self.ttl, self.epoch, *flat], batch.pipe)
         return batch.expect(decode_finish)
 
-    def reject(self, batch: Batch, task_id: str, at: float, error: str, mode: str = "new") -> Reply[Reject]:
+    def reject(self, batch: Batch, task_id: str, at: float, error: str, mode: str = "new",
+               name: str | None = None) -> Reply[Reject]:
         """Fail a task the scheduler refused: mode 'new' (a message from TASKS)
         unless that id was ever accepted or has ended; mode 'retry' (its retry,
         taken off the schedule, cannot run) unless it ended or is placed; mode
         'move' (the task of a dead worker cannot run) unless it ended, and its
-        placement and orphan mark go."""
+        placement and orphan mark go. A record made here gets ``name`` (the
+        task the message named, if any) as its 'task', and ``at`` as its 'submitted_at'."""
         k = self.keys
         _SCRIPTS["reject"]([k.task(task_id), k.stats, k.done_channel(task_id), k.assignments, k.retries, self.fence,
-                            k.orphans, k.history(task_id)], [task_id, repr(at), self.ttl, error, self.epoch, mode],
-                           batch.pipe)
+                            k.orphans, k.history(task_id)],
+                           [task_id, repr(at), self.ttl, error, self.epoch, mode, name or ""], batch.pipe)
         return batch.expect(decode_reject)
 
     def release(self, task_id: str, attempt: int, pid: int) -> Release:
@@ -890,6 +892,12 @@ class TaskStore:
     def _table(self, batch: Batch, op: str, keys: list[str], args: list[str]) -> None:
         _SCRIPTS["tables"]([self.fence, *keys], [self.epoch, op, *args], batch.pipe)
         batch.fenced.append(batch.expect(lambda a: str(a) == "stale_epoch"))
+
+    def count_aliases(self, batch: Batch, counts: dict[str, int]) -> None:
+        """Add the messages whose key names tasks.accept_aliases mapped, per kind ('task_id->task-id'),
+        to the stats hash (fields 'aliased|KIND')."""
+        for kind, n in sorted(counts.items()):  # a few kinds at most (protocol.ALIASES)
+            self._table(batch, "count", [self.keys.stats], [f"aliased|{kind}", str(n)])
 
     def placed(self, task_ids: list[str]) -> list[bool]:
         """For each task, whether the scheduler's table in Redis holds it."""
@@ -1111,6 +1119,8 @@ class TaskStore:
             pipe.multi()  # the record's marker 'yadtq' is FORMAT of client/lua/common.lua
             pipe.hset(key, mapping={"yadtq": "1", "status": Status.FAILED.value, "finished_at": repr(at),
                                     "error": error})
+            pipe.hsetnx(key, "task", "")  # as stamp() in client/lua/common.lua: every record has them
+            pipe.hsetnx(key, "submitted_at", repr(at))
             pipe.expire(key, self.ttl)
             if damaged:
                 pipe.hset(self.keys.stats, Status.FAILED.value, 1)

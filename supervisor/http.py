@@ -77,6 +77,8 @@ def _counter_families(c: Counters) -> Iterator[Metric]:
                     "by task name.", "task", c.retries)
     yield _labelled(CounterMetricFamily, "yadtq_task_worker_lost", "Runs whose worker died while running them, "
                     "by task name.", "task", c.lost)
+    yield _labelled(CounterMetricFamily, "yadtq_messages_aliased", "Task messages whose key names "
+                    "tasks.accept_aliases mapped to the seed's, by mapping ('task_id->task-id').", "alias", c.aliased)
 
 
 def _worker_families(workers: list[dict[str, Any]]) -> Iterator[Metric]:

@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +39,7 @@ from client.protocol import (
     encode_event,
     now,
     parse_event,
-    parse_task,
+    read_task,
     sniff_task_id,
 )
 from client.store import TERMINAL, Assign, AssignResult, Batch, Keys, Reject, Reply, TaskStore, connect
@@ -57,6 +57,39 @@ STANDBY_POLL = 0.5  # seconds between a standby scheduler's tries to take the sc
 LEASE_MARGIN = 1.0  # seconds of the scheduler's lease that must be left for a round to write
 RETRY_CHECK_INTERVAL = 0.1  # seconds between looks at the retry schedule
 MAX_WAITING = 1000  # due retries are taken only while fewer tasks than this wait
+ALIAS_LOG_INTERVAL = 60.0  # seconds: at most one line per kind of mapped key name (tasks.accept_aliases)
+PARTITIONS_CHECK_INTERVAL = 2.0  # seconds between looks (in the consumer's metadata) for partitions added to TASKS
+# The TASKS consumer's metadata is at most this old (ms): a partition added to
+# TASKS while the scheduler runs is read within about this long (one small
+# metadata request per period).
+TASKS_METADATA_MAX_AGE_MS = 5_000
+
+
+class AliasLog:
+    """Counts the messages whose key names tasks.accept_aliases mapped, per kind
+    ('task_id->task-id'): a log line per kind at most once a ALIAS_LOG_INTERVAL,
+    and the counts to add to the stats hash (the metric yadtq_messages_aliased)."""
+
+    def __init__(self, interval: float = ALIAS_LOG_INTERVAL) -> None:
+        self.interval = interval
+        self.pending: Counter[str] = Counter()  # not yet written to Redis
+        self._unlogged: Counter[str] = Counter()
+        self._logged_at: dict[str, float] = {}
+
+    def seen(self, kinds: tuple[str, ...], task_id: str, tick: float) -> None:
+        for kind in kinds:
+            self.pending[kind] += 1
+            self._unlogged[kind] += 1
+            if tick - self._logged_at.get(kind, -self.interval) >= self.interval:
+                self._logged_at[kind] = tick
+                alias, key = kind.split("->")
+                log.warning("tasks.accept_aliases: read %r as %r in %d message(s) since the last such line "
+                            "(e.g. task %s); the sender should write %r", alias, key, self._unlogged.pop(kind),
+                            task_id, key)
+
+    def take(self) -> dict[str, int]:
+        out, self.pending = dict(self.pending), Counter()
+        return out
 
 
 @dataclass
@@ -102,6 +135,8 @@ class Scheduler:
         self._sent: list[Any] = []  # produce futures to check after the next flush
         self._orphaned: list[tuple[str, int]] = []  # (task, dead pid) taken from dead workers, to mark in Redis
         self._rejected: list[tuple[Reply[Reject], _Pending, str]] = []  # REJECTs queued, with the task id
+        self.aliases = AliasLog()
+        self._last_partitions_check = 0.0
         self._last_status_commit = 0.0
         self._commit_status_now = False
         self._last_reconcile = 0.0
@@ -129,7 +164,8 @@ class Scheduler:
         # Two consumers, so flow control is simply not polling TASKS while tasks
         # wait for room, and status events (which make room) always flow.
         group = kafka_io.scheduler_group(self.topics.tasks)
-        self._tasks_in = kafka_io.consumer(self.config.kafka, group, max_poll_records=1000)
+        self._tasks_in = kafka_io.consumer(self.config.kafka, group, max_poll_records=1000,
+                                           metadata_max_age_ms=TASKS_METADATA_MAX_AGE_MS)
         tasks = kafka_io.assign_all(self._tasks_in, [self.topics.tasks])
         self._status_in = kafka_io.consumer(self.config.kafka, group)
         status = kafka_io.assign_all(self._status_in, [self.topics.status])
@@ -219,12 +255,31 @@ class Scheduler:
             self._take_due_retries(at)
         self._dispatch(at, tick)
         self._commit(tick)
+        self._periodic(at, tick)
+
+    def _periodic(self, at: float, tick: float) -> None:
+        """What a round does only now and then: heartbeat, reconcile, look for new partitions."""
         if tick - self._last_beat >= self.config.workers.heartbeat_interval:
             self._last_beat = tick
             self._beat(at, tick)
         if tick - self._last_reconcile >= RECONCILE_INTERVAL:
             self._last_reconcile = tick
             self._reconcile()
+        if tick - self._last_partitions_check >= PARTITIONS_CHECK_INTERVAL:
+            self._last_partitions_check = tick
+            self._read_new_partitions()
+
+    def _read_new_partitions(self) -> None:
+        """Read the partitions added to TASKS since this scheduler started (from the start of each:
+        a producer may have written there already); the consumer's metadata says which exist."""
+        assert self._tasks_in is not None
+        found = self._tasks_in.partitions_for_topic(self.topics.tasks) or set()
+        have = self._tasks_in.assignment()
+        new = [TopicPartition(self.topics.tasks, p) for p in sorted(found) if
+               TopicPartition(self.topics.tasks, p) not in have]
+        if new:
+            log.warning("topic %s has %d new partition(s): reading them too", self.topics.tasks, len(new))
+            self._tasks_in.assign([*have, *new])  # the partitions read so far keep their positions
 
     def _screen(self, tp: TopicPartition, records: list[Any], at: float) -> list[Any]:
         """The records to handle: all of them, except in careful mode (after a crash) the quarantined."""
@@ -366,6 +421,8 @@ class Scheduler:
             answer = self.store.assign(pipe, item.task_id, item.name, worker, item.payload, at, item.max_retries,
                                        item.mode, item.dead_pid)
             chosen.append((answer, item, worker, before))
+        if counts := self.aliases.take():
+            self.store.count_aliases(pipe, counts)
         if len(pipe):
             self._check_active()  # right before each write: this process may have stalled since the last
             self.store.execute(pipe)
@@ -381,15 +438,17 @@ class Scheduler:
     def _admit(self, item: _Pending, pipe: Batch, at: float) -> bool:
         """Check a message and fill in ``item``; fail or dead-letter it if invalid."""
         try:
-            task = parse_task(item.raw, self._limits)
+            task, aliased = read_task(item.raw, self._limits)
         except InvalidMessage as e:
             self._reject(item, e, pipe, at)
             return False
         try:
             self.registry.check_call(task.name, task.args, task.kwargs)
         except InvalidMessage as e:  # unknown task or wrong arguments: its record says why
-            self._reject(item, InvalidMessage(str(e), task.task_id), pipe, at)
+            self._reject(item, InvalidMessage(str(e), task.task_id, task.name), pipe, at)
             return False
+        if aliased:
+            self.aliases.seen(aliased, task.task_id, time.monotonic())
         item.task_id, item.name = task.task_id, task.name
         item.payload = encode(task.to_wire()).decode()
         item.max_retries = self.config.tasks.retries_for(task.options)
@@ -403,7 +462,7 @@ class Scheduler:
             log.warning("task %s rejected: %s", e.task_id, e.reason)
             # Fails its record, unless that id was ever accepted or has ended: a
             # bad duplicate of a live task must not touch it.
-            reply = self.store.reject(pipe, e.task_id, at, f"InvalidMessage: {e.reason}", item.mode)
+            reply = self.store.reject(pipe, e.task_id, at, f"InvalidMessage: {e.reason}", item.mode, e.task_name)
             self._rejected.append((reply, item, e.task_id))
             return
         self._dead_letter(item, e.reason)

@@ -179,7 +179,7 @@ class Supervisor:
                               "them if no YADTQ cluster uses them, or give this cluster its own redis.key_prefix")
         self._take_lease()  # before anything slow, created or started: a second supervisor stops here
         self.view = Publisher(TaskStore(self.redis, self.keys, cfg.tasks.result_ttl))
-        topics = ensure_topics(cfg)
+        topics = ensure_topics(cfg, say=lambda m: self._emit("topics", m, "warning"))
         self._producer = kafka_io.producer(cfg.kafka)
         # Heartbeats need no millisecond latency here (the timeout is seconds),
         # so fetch in bigger, rarer gulps: the status topic also carries every

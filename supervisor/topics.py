@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 
 from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.admin import NewPartitions, NewTopic
+from kafka.errors import InvalidPartitionsError, TopicAlreadyExistsError
 
 from client import kafka as kafka_io
 from client.config import Config
@@ -47,10 +48,18 @@ def topic_configs(config: Config, name: str, insync: int) -> dict[str, str]:
     return out
 
 
-def ensure_topics(config: Config, timeout: float = 30.0) -> list[str]:
+def partition_count(config: Config, name: str) -> int:
+    """The partitions topic ``name`` is created with: ``topics.tasks_partitions`` for TASKS, else one."""
+    return config.topics.tasks_partitions if name == config.topics.tasks else 1
+
+
+def ensure_topics(config: Config, timeout: float = 30.0, say: Callable[[str], None] = print) -> list[str]:
     """Create every topic the cluster uses that does not exist yet; return the names.
 
-    A topic that exists already is left as it is, settings included.
+    A topic that exists already is left as it is, settings included, except
+    that a TASKS with fewer partitions than ``topics.tasks_partitions`` is
+    grown to that many (``say`` tells it): producers that pick a partition
+    would otherwise fail.
     """
     admin = kafka_io.admin(config.kafka, request_timeout_ms=int(timeout * 1000))
     try:
@@ -58,14 +67,28 @@ def ensure_topics(config: Config, timeout: float = 30.0) -> list[str]:
         missing = [n for n in names if n not in set(admin.list_topics())]
         if missing:
             factor, insync = replication(config, len(admin.describe_cluster()["brokers"]))
-            new = [NewTopic(n, 1, factor, topic_configs=topic_configs(config, n, insync)) for n in missing]
+            new = [NewTopic(n, partition_count(config, n), factor, topic_configs=topic_configs(config, n, insync))
+                   for n in missing]
             # Another process may create one meanwhile: that is what we wanted.
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(new, timeout_ms=int(timeout * 1000))
         _wait_visible(admin, names, timeout)
+        _grow_tasks(admin, config, timeout, say)
         return names
     finally:
         admin.close()
+
+
+def _grow_tasks(admin: KafkaAdminClient, config: Config, timeout: float, say: Callable[[str], None]) -> None:
+    """Give TASKS ``topics.tasks_partitions`` partitions if it has fewer (made earlier, or by another tool)."""
+    topic, wanted = config.topics.tasks, config.topics.tasks_partitions
+    has = len(admin.describe_topics([topic])[0]["partitions"])
+    if has >= wanted:
+        return
+    say(f"topic {topic} has {has} partition(s), topics.tasks_partitions asks {wanted}: adding {wanted - has}")
+    # Another supervisor may grow it meanwhile: that is what we wanted.
+    with contextlib.suppress(InvalidPartitionsError):
+        admin.create_partitions({topic: NewPartitions(wanted)}, timeout_ms=int(timeout * 1000))
 
 
 def _wait_visible(admin: KafkaAdminClient, names: list[str], timeout: float) -> None:

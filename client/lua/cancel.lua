@@ -29,5 +29,6 @@ redis.call('HDEL', KEYS[5], id)
 redis.call('EXPIRE', KEYS[1], ttl)
 note(KEYS[6], at, 'cancelled', {by = by, was = st}, ttl)
 tally(KEYS[2], 'cancelled')
+stamp(KEYS[1], '', at)
 redis.call('PUBLISH', KEYS[3], 'cancelled')
 return {'cancelled', st}

@@ -63,6 +63,16 @@ local function count_for(key, what, name)
   if name then add(key, what .. '|' .. name, 1) end
 end
 
+-- Every record has 'task' and 'submitted_at' (and 'status'), for any reader
+-- (README: reading results from another language): a record made by a script
+-- for a message that was never accepted gets the name it gave ('' if none)
+-- and the time it was refused. Called after tally(): such a name is no
+-- registered task, and must not become a counter of its own.
+local function stamp(key, name, at)
+  redis.call('HSETNX', key, 'task', name or '')
+  redis.call('HSETNX', key, 'submitted_at', at)
+end
+
 -- Count a task that ended in the stats hash (key): the total per status (a
 -- stats key of another type is skipped), and per task name as
 -- 'finished|status|name'; ``name`` is read from the record KEYS[1] unless given.

@@ -9,6 +9,13 @@ if redis.call('HSETNX', KEYS[1], 'status', 'queued') == 1 then
   redis.call('HSET', KEYS[1], 'yadtq', FORMAT, 'task', ARGV[1], 'submitted_at', ARGV[2])
   return {'created'}
 end
+-- A record that ended before it was ever placed (refused, or cancelled, before
+-- this write) holds a stand-in name and time (stamp() in common.lua): the
+-- client's are the true ones.
+if is_terminal(redis.call('HGET', KEYS[1], 'status')) and redis.call('HEXISTS', KEYS[1], 'attempt') == 0 then
+  redis.call('HSET', KEYS[1], 'task', ARGV[1], 'submitted_at', ARGV[2])
+  return {'kept'}
+end
 -- fill in what the scheduler's write left out, never replacing a field
 redis.call('HSETNX', KEYS[1], 'task', ARGV[1])
 redis.call('HSETNX', KEYS[1], 'submitted_at', ARGV[2])

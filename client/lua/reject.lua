@@ -9,7 +9,7 @@
 -- it ended, and its placement and orphan mark go (it would hang otherwise).
 -- KEYS: record, stats, done channel, assignments, retries, epoch, orphans, history.
 -- A task failed here is noted in its history (the reason's first line).
--- ARGV: id, at, ttl, error, epoch, mode.
+-- ARGV: id, at, ttl, error, epoch, mode, the task name the message gave ('' none).
 -- Answers: {'failed'}; {'ended'}; {'accepted'} left alone; {'stale_epoch'};
 -- {'not_ours', type}.
 if stale(KEYS[6], ARGV[5]) then return {'stale_epoch'} end
@@ -30,5 +30,6 @@ redis.call('HSET', KEYS[1], 'yadtq', FORMAT, 'status', 'failed', 'finished_at', 
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 note(KEYS[8], ARGV[2], 'rejected', {error = first_line(ARGV[4]), mode = ARGV[6]}, ARGV[3])
 tally(KEYS[2], 'failed')
+stamp(KEYS[1], ARGV[7], ARGV[2])
 redis.call('PUBLISH', KEYS[3], 'failed')
 return {'failed'}

@@ -40,5 +40,6 @@ redis.call('HSET', KEYS[1], 'yadtq', FORMAT, 'status', 'failed', 'finished_at', 
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 note(KEYS[9], ARGV[2], 'unreadable', {error = first_line(ARGV[4]), where = mode}, ARGV[3])
 tally(KEYS[2], 'failed')
+stamp(KEYS[1], '', ARGV[2])
 redis.call('PUBLISH', KEYS[3], 'failed')
 return {'failed', redis.call('HGET', KEYS[1], 'attempt') or '0'}
