@@ -220,6 +220,26 @@ def test_a_submit_marks_queued_but_never_replaces_what_the_scheduler_wrote(store
     assert (record["status"], record["task"], record["submitted_at"]) == ("failed", "add", "2.5")
 
 
+def test_every_record_a_refusal_or_an_operator_makes_has_status_task_and_submitted_at(store: TaskStore) -> None:
+    """Issue 13: a reader in another language counts on these three, whatever made the record."""
+    run(store, "reject", "r1", 3.0, "InvalidMessage: bad", "new", "add")  # it named a task
+    run(store, "reject", "r2", 3.0, "InvalidMessage: bad")  # it named none
+    run(store, "cancel", "c1", 4.0, "ops")  # cancelled before any message of it was read
+    assert store.fail_quarantined("q1", 5.0, "quarantined: x")
+    run(store, "fail_unreadable", "u1", 6.0, "unreadable", "assignments")  # its table entry is gone already
+    fields = {t: {k: v for k, v in store.record(t).items() if k in ("status", "task", "submitted_at")}
+              for t in ("r1", "r2", "c1", "q1", "u1")}
+    assert fields == {"r1": {"status": "failed", "task": "add", "submitted_at": "3.0"},
+                      "r2": {"status": "failed", "task": "", "submitted_at": "3.0"},
+                      "c1": {"status": "cancelled", "task": "", "submitted_at": "4.0"},
+                      "q1": {"status": "failed", "task": "", "submitted_at": "5.0"},
+                      "u1": {"status": "failed", "task": "", "submitted_at": "6.0"}}
+    # The refusal counted no task by a name it gave (no registered task, and no bound on such names).
+    assert "finished|failed|add" not in store.redis.hgetall(store.keys.stats)
+    run(store, "mark_queued", "c1", "add", 3.5)  # the client's write, late: its name and time are the true ones
+    assert (store.record("c1")["task"], store.record("c1")["submitted_at"]) == ("add", "3.5")
+
+
 # --- a task id that names a key YADTQ does not own (defect 5) ---
 
 def snapshot(key: str) -> tuple[Any, ...]:
