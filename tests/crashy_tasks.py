@@ -15,16 +15,16 @@ import supervisor.scheduler as scheduler
 import worker_pool.worker as worker
 from client.protocol import Assignment, Task
 from client.protocol import parse_assignment as _parse_assignment
-from client.protocol import parse_task as _parse_task
+from client.protocol import read_task as _read_task
 
 CRASH_SCHEDULER = "crash-scheduler"
 CRASH_WORKER = "crash-worker"
 
 
-def _crashing_parse_task(raw: bytes, *args: Any, **kwargs: Any) -> Task:
+def _crashing_read_task(raw: bytes, *args: Any, **kwargs: Any) -> tuple[Task, tuple[str, ...]]:
     if CRASH_SCHEDULER.encode() in raw:
         os._exit(1)
-    return _parse_task(raw, *args, **kwargs)
+    return _read_task(raw, *args, **kwargs)
 
 
 def _crashing_parse_assignment(raw: bytes, *args: Any, **kwargs: Any) -> Assignment:
@@ -33,5 +33,5 @@ def _crashing_parse_assignment(raw: bytes, *args: Any, **kwargs: Any) -> Assignm
     return _parse_assignment(raw, *args, **kwargs)
 
 
-scheduler.parse_task = _crashing_parse_task  # type: ignore[attr-defined]
+scheduler.read_task = _crashing_read_task  # type: ignore[attr-defined]
 worker.parse_assignment = _crashing_parse_assignment  # type: ignore[attr-defined]

@@ -268,6 +268,12 @@ class FakeConsumer:
         self.polls.append((timeout_ms, max_records))
         return {self.tp: self.queue.pop(0)} if self.queue else {}
 
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return {self.tp.partition} if topic == self.tp.topic else set()
+
+    def assignment(self) -> set[TopicPartition]:
+        return {self.tp}
+
     def commit(self, offsets: dict[TopicPartition, Any]) -> None:
         self.commits.append({tp: m.offset for tp, m in offsets.items()})
 

@@ -30,6 +30,12 @@ class Consumer:
     def poll(self, timeout_ms: int, max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
         return {self.tp: self.queue.pop(0)} if self.queue else {}
 
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return {self.tp.partition} if topic == self.tp.topic else set()
+
+    def assignment(self) -> set[TopicPartition]:
+        return {self.tp}
+
     def commit(self, offsets: Any) -> None:
         pass
 
