@@ -45,7 +45,8 @@ def test_bad_messages_fail_clearly_and_the_good_ones_around_them_succeed(start_c
         f"{tag}-unknown": (task_json(f"{tag}-unknown", task="launch_missiles", args=[]),
                            "InvalidMessage: unknown task 'launch_missiles': no module in tasks.modules registers it"),
         f"{tag}-args": (task_json(f"{tag}-args", task="add", args={"a": 1}),
-                        "InvalidMessage: 'args' must be a list, got {'a': 1}"),
+                        "InvalidMessage: 'args' must be a list; this one is an object of named arguments: "
+                        "rename 'args' to 'kwargs' (or set tasks.accept_aliases: true to map it)"),
         f"{tag}-arity": (task_json(f"{tag}-arity", task="add", args=[1, 2, 3]),
                          "InvalidMessage: wrong arguments for task 'add': too many positional arguments "
                          "(it takes (a, b))"),

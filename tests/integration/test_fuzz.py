@@ -40,7 +40,7 @@ from hypothesis import strategies as st
 from kafka import KafkaConsumer, KafkaProducer
 
 from client.errors import InvalidMessage, YadtqError
-from client.protocol import TaskLimits, check_task_id, parse_task
+from client.protocol import ALIASES, TaskLimits, check_task_id, parse_task
 from client.store import Keys
 from tests.integration.conftest import KAFKA
 
@@ -150,6 +150,22 @@ def almost_valid_task(draw: Callable[..., Any], wrong: tuple[str, ...] | None) -
     return body
 
 
+@st.composite
+def near_miss(draw: Callable[..., Any]) -> dict[str, Any]:
+    """A task with some of the seed's keys named as other YADTQ clients name them (issue 13), or
+    named arguments in an object where 'args' belongs: refused with the rename to make."""
+    body = dict(draw(TASK))
+    renamed = False
+    for key, aliases in ALIASES.items():
+        if key in body and draw(st.booleans()):
+            body[draw(st.sampled_from(aliases))] = body.pop(key)
+            renamed = True
+    if not renamed or draw(st.booleans()):
+        body["args"] = draw(st.dictionaries(st.sampled_from(["a", "b"]), PLAIN, max_size=2))
+        body.pop("kwargs", None)
+    return body
+
+
 # No readable id: every other shape of bytes and JSON.
 def readable_id(value: Any) -> bool:
     try:
@@ -181,6 +197,7 @@ def task_kinds() -> list[tuple[int, st.SearchStrategy[tuple[str, Any]]]]:
                         st.one_of(st.sampled_from(["no_such_task", "Add", "echo\x00", "ádd"]), st.text(min_size=1)),
                         st.lists(PLAIN, max_size=2))
     return [(3, labelled("task: each field good, wrong or absent", TASK)),
+            (1, labelled("task: keys named as other clients name them", near_miss())),
             (1, labelled("task: valid but naming no registered task", unknown)),
             *((1, labelled(f"task: valid but {what} wrong or absent", almost_valid_task(fields)))
               for what, fields in wrongs)]
@@ -276,6 +293,7 @@ def collect_kinds(kinds: list[tuple[int, st.SearchStrategy[tuple[str, Any]]]], n
 # Refusal reasons by group: the first pattern that a reason matches names it (a task's error in its
 # record starts with "InvalidMessage: "; a status event's reason is the scheduler's log line).
 REASONS = [(name, re.compile(rx)) for name, rx in [
+    ("near miss", r"as another YADTQ client does|object of named arguments: rename"),
     ("not UTF-8", r"^message is not UTF-8"), ("not JSON", r"^message is not valid JSON"),
     ("nested too deeply", r"nested too deeply"), ("not an object", r"^message must be a JSON object"),
     ("lone surrogate", r"not valid Unicode"), ("oversized", r"over the limit of"),
@@ -293,6 +311,7 @@ REQUIRED = {
     "not UTF-8", "not JSON", "not an object", "nested too deeply", "lone surrogate", "oversized", "bad task-id",
     "bad v", "bad task", "bad args", "bad kwargs", "bad options", "bad options.timeout", "bad options.max_retries",
     "unknown task", "wrong arguments", "id names a foreign key", "task raised TypeError", "unknown event type",
+    "near miss",
     *(f"{kind}: '{field}'" for kind, fields in EVENT_FIELDS.items() for field in fields),
 }
 # The task parser's checks among them: one is reached only if hypothesis generated a message it
@@ -300,6 +319,7 @@ REQUIRED = {
 PARSER_CHECKS = {
     "not UTF-8", "not JSON", "not an object", "nested too deeply", "lone surrogate", "oversized", "bad task-id",
     "bad v", "bad task", "bad args", "bad kwargs", "bad options", "bad options.timeout", "bad options.max_retries",
+    "near miss",
 }
 
 
@@ -336,6 +356,15 @@ class Bad:
     task_id: str | None = None  # a readable id: its record may carry the error
 
 
+def refused_id(body: bytes) -> str | None:
+    """The task id the parser reads in a message (under 'task-id', or its one alias): the record
+    that may carry its error."""
+    try:
+        return parse_task(body, TaskLimits(max_bytes=LIMIT)).task_id
+    except InvalidMessage as e:
+        return e.task_id
+
+
 def body_of(value: Any, task_id: str = "f0") -> bytes:
     """A generated message's bytes, with ``task_id`` where it has the placeholder ``ID``."""
     return value if isinstance(value, bytes) else dump(value).encode().replace(ID.encode(), task_id.encode())
@@ -350,9 +379,9 @@ def messages(tag: str, n: int, types: tuple[str, ...]) -> tuple[list[Bad], list[
         body = json.dumps({"task-id": task_id, "task": "echo", "args": ["x" * size]}).encode()
         out += [Bad("tasks", body, task_id), Bad("tasks", json.dumps({"task": "echo", "args": ["y" * size]}).encode())]
     labels: Counter[str] = Counter()
-    out += [Bad("tasks", body_of(t, f"{tag}-f{i}"), f"{tag}-f{i}")
+    out += [Bad("tasks", body := body_of(t, f"{tag}-f{i}"), refused_id(body))
             for i, t in enumerate(collect_kinds(task_kinds(), n, labels))]
-    out += [Bad("tasks", body_of(v)) for v in collect_kinds(NO_ID, n, labels)]
+    out += [Bad("tasks", body := body_of(v), refused_id(body)) for v in collect_kinds(NO_ID, n, labels)]
     events = [Bad("status", e) for e in collect_kinds(event_kinds(types), n, labels) if len(e) <= KAFKA_LIMIT]
     return [b for b in out if len(b.body) <= KAFKA_LIMIT], events, labels
 
@@ -463,8 +492,8 @@ def test_fuzzed_messages_never_stop_the_cluster(start_cluster: Any, capsys: pyte
     logged = sum(1 for line in output if "invalid status event" in line)
     if "status" in kinds and logged < len(events):
         problems.append(f"only {logged} of {len(events)} bad status events were logged as invalid")
-    for b in pending:
-        problems.append(f"no clear error for {b.body[:150]!r} (record {record(c, b)})")
+    problems += [f"no clear error for {b.body[:150]!r} (record {record(c, b)})" for b in pending]
+    problems += incomplete_records(c, bad)
     reached = refusals(c, bad, letters, output)
     with capsys.disabled():  # shown by make test too: what the fuzzing reached
         print("\n" + table(made, reached))
@@ -482,6 +511,14 @@ def test_fuzzed_messages_never_stop_the_cluster(start_cluster: Any, capsys: pyte
           f"tasks, {len(letters.letters)} dead letters, {len(problems)} problems, {time.monotonic() - started:.0f}s")
     assert not problems, "\n".join(problems[:60]) + f"\n({len(problems)} problems; {len(bad)} bad messages, " \
                                                     f"{time.monotonic() - started:.0f}s)"
+
+
+def incomplete_records(client: Any, bad: list[Bad]) -> list[str]:
+    """The records of bad messages that lack what any reader may count on (README: reading results
+    from another language), refused or not: status, task, submitted_at."""
+    return [f"record of {b.body[:100]!r} lacks status, task or submitted_at: {rec}" for b in bad
+            if b.task_id and (rec := record(client, b)).get("yadtq")
+            and not {"status", "task", "submitted_at"} <= set(rec)]
 
 
 def refusals(client: Any, bad: list[Bad], letters: DeadLetters, output: list[str]) -> Counter[str]:
