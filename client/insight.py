@@ -469,7 +469,7 @@ class Insight:
         """Up to ``limit`` tasks in TASKS the scheduler has not taken yet, oldest first."""
         out = []
         for r in self._peek(self.config.topics.tasks, self._committed_tasks, limit):
-            line: dict[str, Any] = {"id": sniff_task_id(r.value), "offset": r.offset,
+            line: dict[str, Any] = {"id": sniff_task_id(r.value, self.config.tasks.accept_aliases), "offset": r.offset,
                                     "submitted_at": r.timestamp / 1000.0 if r.timestamp and r.timestamp > 0 else None}
             try:
                 line["task"] = parse_task(r.value, self.config.tasks.limits()).name

@@ -387,6 +387,13 @@ def positions(c: KafkaConsumer) -> dict[TopicPartition, int]:
     return {tp: c.position(tp) for tp in c.assignment()}
 
 
+def known_partitions(c: KafkaConsumer, topic: str) -> set[int]:
+    """The partitions of ``topic`` in ``c``'s metadata cache (refreshed every metadata_max_age_ms),
+    without a network call: ``KafkaConsumer.partitions_for_topic`` fetches on a miss (say after a
+    LEADER_NOT_AVAILABLE dropped the topic), and in kafka-python 3.0.12 that wait has no timeout."""
+    return set(c._cluster.partitions_for_topic(topic) or ())
+
+
 def assign_all(c: KafkaConsumer, topics: list[str]) -> list[TopicPartition]:
     """Assign every partition of ``topics`` to ``c`` (no group rebalancing: one owner each)."""
     tps = [tp for t in topics for tp in partitions(c, t)]

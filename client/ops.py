@@ -162,7 +162,8 @@ def _unread_task_ids(client: Client) -> list[str]:
         start = {tp: consumer.committed(tp) or 0 for tp in tps}
         for tp, offset in start.items():
             consumer.seek(tp, offset)
-        ids = (sniff_task_id(rec.value or b"") for _, rec in _read(consumer, start))
+        aliases = cfg.tasks.accept_aliases
+        ids = (sniff_task_id(rec.value or b"", aliases) for _, rec in _read(consumer, start))
         return [t for t in ids if t is not None]
     except KafkaError as e:
         raise ServiceUnavailable(f"could not read {cfg.topics.tasks}: {e}") from None

@@ -162,7 +162,7 @@ def read_task(raw: bytes, limits: TaskLimits | None = None, *,
     size = limits.max_bytes if max_bytes is None else max_bytes
     if len(raw) > size:
         raise InvalidMessage(f"message is {len(raw)} bytes, over the limit of {size}",
-                             sniff_task_id(raw))
+                             sniff_task_id(raw, limits.accept_aliases))
     obj = _json_object(raw)
     misses = near_misses(obj)
     if misses and not limits.accept_aliases:
@@ -215,6 +215,18 @@ def _by_target(misses: list[tuple[str, str]]) -> dict[str, list[str]]:
     for alias, key in misses:
         out.setdefault(key, []).append(alias)
     return out
+
+
+def alias_kinds(raw: bytes) -> tuple[str, ...]:
+    """What tasks.accept_aliases maps in ``raw`` ('task_id->task-id', ...), whatever else is wrong
+    with it: () if it is no JSON object, or if it is ambiguous (nothing is mapped then)."""
+    try:
+        misses = near_misses(_json_object(raw))
+    except InvalidMessage:
+        return ()
+    if any(len(a) > 1 for a in _by_target(misses).values()):
+        return ()
+    return tuple(f"{a}->{k}" for a, k in misses)
 
 
 def _rename_reason(misses: list[tuple[str, str]]) -> str:
@@ -586,16 +598,29 @@ def _check_version(obj: dict[str, Any]) -> None:
         raise InvalidMessage(f"unsupported message version {_short(v)} (this release reads {PROTOCOL_VERSION})")
 
 
-def sniff_task_id(raw: bytes) -> str | None:
+def sniff_task_id(raw: bytes, aliases: bool = False) -> str | None:
     """Best effort: the task id of a message that cannot be parsed (e.g. oversized),
-    found in its first 4 KiB without parsing it, to fail its record."""
+    found in its first 4 KiB without parsing it, to fail its record.
+
+    ``aliases`` (tasks.accept_aliases): a message with no 'task-id' may name
+    its id as another client does; then it is parsed after all, as only a
+    top-level key is its id (an 'id' may be anywhere in its arguments).
+    """
     m = re.search(rb'"task-id"\s*:\s*"([^"\\]{1,200})"', raw[:4096])
     if not m:
-        return None
+        return _aliased_id(raw) if aliases and b'"task-id"' not in raw else None
     try:
         return check_task_id(m.group(1).decode("utf-8"))
     except (InvalidMessage, UnicodeDecodeError):
         return None
+
+
+def _aliased_id(raw: bytes) -> str | None:
+    try:
+        obj = _json_object(raw)
+    except InvalidMessage:
+        return None
+    return _readable_id(obj, [(a, k) for a, k in near_misses(obj) if k == "task-id"])
 
 
 def sniff_attempt(raw: bytes) -> int | None:

@@ -34,6 +34,7 @@ from client.protocol import (
     Heartbeat,
     TasksFinished,
     WorkerDown,
+    alias_kinds,
     assignment_bytes,
     encode,
     encode_event,
@@ -273,7 +274,7 @@ class Scheduler:
         """Read the partitions added to TASKS since this scheduler started (from the start of each:
         a producer may have written there already); the consumer's metadata says which exist."""
         assert self._tasks_in is not None
-        found = self._tasks_in.partitions_for_topic(self.topics.tasks) or set()
+        found = kafka_io.known_partitions(self._tasks_in, self.topics.tasks)
         have = self._tasks_in.assignment()
         new = [TopicPartition(self.topics.tasks, p) for p in sorted(found) if
                TopicPartition(self.topics.tasks, p) not in have]
@@ -297,7 +298,7 @@ class Scheduler:
         reason = quarantine.reason(-tries, "the scheduler")
         log.error("message at %s:%d@%d dead-lettered to %s: %s", tp.topic, tp.partition, r.offset,
                   self.topics.dead_letter, reason)
-        task_id = sniff_task_id(r.value) if tp.topic == self.topics.tasks else None
+        task_id = sniff_task_id(r.value, self._limits.accept_aliases) if tp.topic == self.topics.tasks else None
         if task_id is not None:
             self.store.fail_quarantined(task_id, at, reason)
         body = r.value[:self.config.tasks.max_message_bytes]  # under Kafka's limit, like any dead letter
@@ -440,15 +441,17 @@ class Scheduler:
         try:
             task, aliased = read_task(item.raw, self._limits)
         except InvalidMessage as e:
+            if self._limits.accept_aliases and (aliased := alias_kinds(item.raw)):  # mapped, then refused
+                self.aliases.seen(aliased, e.task_id or "-", time.monotonic())
             self._reject(item, e, pipe, at)
             return False
+        if aliased:
+            self.aliases.seen(aliased, task.task_id, time.monotonic())
         try:
             self.registry.check_call(task.name, task.args, task.kwargs)
         except InvalidMessage as e:  # unknown task or wrong arguments: its record says why
             self._reject(item, InvalidMessage(str(e), task.task_id, task.name), pipe, at)
             return False
-        if aliased:
-            self.aliases.seen(aliased, task.task_id, time.monotonic())
         item.task_id, item.name = task.task_id, task.name
         item.payload = encode(task.to_wire()).decode()
         item.max_retries = self.config.tasks.retries_for(task.options)

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from kafka import KafkaAdminClient
-from kafka.admin import NewPartitions, NewTopic
+from kafka.admin import NewTopic
 from kafka.errors import InvalidPartitionsError, TopicAlreadyExistsError
 
 from client import kafka as kafka_io
@@ -82,13 +82,27 @@ def ensure_topics(config: Config, timeout: float = 30.0, say: Callable[[str], No
 def _grow_tasks(admin: KafkaAdminClient, config: Config, timeout: float, say: Callable[[str], None]) -> None:
     """Give TASKS ``topics.tasks_partitions`` partitions if it has fewer (made earlier, or by another tool)."""
     topic, wanted = config.topics.tasks, config.topics.tasks_partitions
-    has = len(admin.describe_topics([topic])[0]["partitions"])
+    has = _partition_count(admin, topic, timeout)
     if has >= wanted:
         return
     say(f"topic {topic} has {has} partition(s), topics.tasks_partitions asks {wanted}: adding {wanted - has}")
-    # Another supervisor may grow it meanwhile: that is what we wanted.
+    # Another supervisor may grow it meanwhile (then Kafka refuses ours): what counts is the count after.
     with contextlib.suppress(InvalidPartitionsError):
-        admin.create_partitions({topic: NewPartitions(wanted)}, timeout_ms=int(timeout * 1000))
+        admin.create_partitions({topic: wanted}, timeout_ms=int(timeout * 1000))
+    if (now := _partition_count(admin, topic, timeout, at_least=wanted)) < wanted:
+        raise ServiceUnavailable(f"Kafka did not give topic {topic} the {wanted} partitions topics.tasks_partitions "
+                                 f"asks: it has {now}")
+
+
+def _partition_count(admin: KafkaAdminClient, topic: str, timeout: float, at_least: int = 1) -> int:
+    """How many partitions ``topic`` has, once it has ``at_least`` (or ``timeout`` passed): a topic
+    made or grown a moment ago may describe as it was at first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        [described] = admin.describe_topics([topic])
+        if len(described["partitions"]) >= at_least or time.monotonic() > deadline:
+            return len(described["partitions"])
+        time.sleep(0.1)
 
 
 def _wait_visible(admin: KafkaAdminClient, names: list[str], timeout: float) -> None:

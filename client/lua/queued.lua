@@ -9,10 +9,12 @@ if redis.call('HSETNX', KEYS[1], 'status', 'queued') == 1 then
   redis.call('HSET', KEYS[1], 'yadtq', FORMAT, 'task', ARGV[1], 'submitted_at', ARGV[2])
   return {'created'}
 end
--- A record that ended before it was ever placed (refused, or cancelled, before
--- this write) holds a stand-in name and time (stamp() in common.lua): the
--- client's are the true ones.
-if is_terminal(redis.call('HGET', KEYS[1], 'status')) and redis.call('HEXISTS', KEYS[1], 'attempt') == 0 then
+-- A record that ended before it was ever placed and before any client wrote it
+-- (refused, or cancelled, before this write) holds a stand-in name and time
+-- (stamp() in common.lua, which dates it when it ended): the client's are
+-- the true ones.
+local rec = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'submitted_at', 'finished_at')
+if is_terminal(rec[1]) and not rec[2] and rec[3] == rec[4] then
   redis.call('HSET', KEYS[1], 'task', ARGV[1], 'submitted_at', ARGV[2])
   return {'kept'}
 end

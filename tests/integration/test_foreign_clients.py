@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.admin import NewPartitions, NewTopic
+from kafka.admin import NewTopic
 
 from client import kafka as kafka_io
 from client.config import load_config
@@ -67,9 +67,13 @@ def plain_redis() -> Iterator[redis.Redis]:
 def produce(cluster: Cluster, messages: Sequence[tuple[bytes, int | None]]) -> None:
     """Send each (message, partition or None) as a foreign client would: a plain KafkaProducer."""
     producer = KafkaProducer(bootstrap_servers=KAFKA)
+    topic = cluster.config.topics.tasks
     try:
+        if wanted := {p for _, p in messages if p is not None}:  # a partition made a moment ago: known yet?
+            wait_until(lambda: wanted <= (producer.partitions_for(topic) or set()),
+                       f"the producer to know partitions {sorted(wanted)} of {topic}", timeout=30)
         for body, partition in messages:
-            producer.send(cluster.config.topics.tasks, body, partition=partition)
+            producer.send(topic, body, partition=partition)
         producer.flush(30)
     finally:
         producer.close()
@@ -126,15 +130,22 @@ def test_with_accept_aliases_each_near_miss_runs_and_is_counted(start_cluster: A
     tag = uuid.uuid4().hex[:8]
     ids = {shape: f"{tag}-{i}" for i, shape in enumerate(SHAPES)}
     mark = cluster.mark()
+    # Mapped, then refused for another reason: counted too.
+    refused: dict[str, dict[str, Any]] = {f"{tag}-unknown": {"task_id": "ID", "type": "no_such_task"},
+               f"{tag}-options": {"id": "ID", "task": "add", "args": [1, 2], "options": {"timeout": -1}}}
     produce(cluster, [(message(body, ids[shape]), None) for shape, (body, _) in SHAPES.items()]
-            + [(message(SHAPES["task_id"][0], f"{tag}-again-{i}"), None) for i in range(3)])
-    cluster.client.wait(list(ids.values()), timeout=60)
+            + [(message(SHAPES["task_id"][0], f"{tag}-again-{i}"), None) for i in range(3)]
+            + [(message(body, task_id), None) for task_id, body in refused.items()])
+    cluster.client.wait(list(ids.values()) + list(refused), timeout=60)
+    errors = {t: str(plain_redis.hget(cluster.config.redis.key_prefix + t, "error")) for t in refused}
+    assert "unknown task 'no_such_task'" in errors[f"{tag}-unknown"]
+    assert errors[f"{tag}-options"].endswith("(tasks.accept_aliases read 'id' as 'task-id')")
     for shape, task_id in ids.items():
         record = plain_redis.hgetall(cluster.config.redis.key_prefix + task_id)
         assert (record["status"], record["result"], record["task"]) == ("success", "3", "add"), (shape, record)
     # Counted per mapping: one log line per kind (at most once a minute), and the metric.
-    want = {"task_id->task-id": 4, "id->task-id": 2, "taskId->task-id": 1, "task_type->task": 1,
-            "type->task": 2, "name->task": 1, "arguments->args": 2, "params->args": 1, "args->kwargs": 1,
+    want = {"task_id->task-id": 5, "id->task-id": 3, "taskId->task-id": 1, "task_type->task": 1,
+            "type->task": 3, "name->task": 1, "arguments->args": 2, "params->args": 1, "args->kwargs": 1,
             "params->kwargs": 1}
     port = http_port(cluster)
 
@@ -142,9 +153,13 @@ def test_with_accept_aliases_each_near_miss_runs_and_is_counted(start_cluster: A
         return {dict(labels)["alias"]: v for (name, labels), v in scrape(port).items()
                 if name == "yadtq_messages_aliased_total"}
     wait_until(lambda: aliased() == want, "the aliases metric to count every mapped message", timeout=30)
-    lines = [line for line in cluster.lines[mark:] if "tasks.accept_aliases: read" in line]
-    assert sorted(re.search(r"read ('\S+' as '\S+')", line)[1] for line in lines) == sorted(  # type: ignore[index]
-        "'{}' as '{}'".format(*kind.split("->")) for kind in want)
+
+    def logged() -> list[str]:
+        return sorted(m[1] for line in cluster.lines[mark:] if (m := re.search(r"accept_aliases: read ('\S+' as '\S+')",
+                                                                               line)))
+    kinds = sorted("'{}' as '{}'".format(*kind.split("->")) for kind in want)
+    wait_until(lambda: logged() == kinds, "a log line per kind of mapping", timeout=30)
+    assert logged() == kinds  # and no second one within the minute
 
 
 def test_an_ambiguous_message_is_refused_even_with_accept_aliases(start_cluster: Any,
@@ -202,12 +217,12 @@ def test_a_tasks_topic_made_with_one_partition_is_grown_and_one_grown_while_runn
         produce(cluster, [(json.dumps({"task-id": t, "task": "add", "args": [p, 1]}).encode(), p)
                           for p, t in enumerate(ids[:2])])
         cluster.client.wait(ids[:2], timeout=60)  # the scheduler reads both partitions
+        mark = cluster.mark()
         admin = admin_for(config)
         try:  # an operator adds one more while the cluster runs
-            admin.create_partitions({config.topics.tasks: NewPartitions(3)})
+            admin.create_partitions({config.topics.tasks: 3})
         finally:
             admin.close()
-        mark = cluster.mark()
         produce(cluster, [(json.dumps({"task-id": ids[2], "task": "add", "args": [2, 1]}).encode(), 2)])
         cluster.client.wait(ids[2:], timeout=60)
         assert [cluster.client.result(t) for t in ids] == [1, 2, 3]

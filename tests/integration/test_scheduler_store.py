@@ -268,6 +268,10 @@ class FakeConsumer:
         self.polls.append((timeout_ms, max_records))
         return {self.tp: self.queue.pop(0)} if self.queue else {}
 
+    @property
+    def _cluster(self) -> Any:  # kafka_io.known_partitions reads the metadata cache
+        return self
+
     def partitions_for_topic(self, topic: str) -> set[int]:
         return {self.tp.partition} if topic == self.tp.topic else set()
 

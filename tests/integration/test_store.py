@@ -238,6 +238,10 @@ def test_every_record_a_refusal_or_an_operator_makes_has_status_task_and_submitt
     assert "finished|failed|add" not in store.redis.hgetall(store.keys.stats)
     run(store, "mark_queued", "c1", "add", 3.5)  # the client's write, late: its name and time are the true ones
     assert (store.record("c1")["task"], store.record("c1")["submitted_at"]) == ("add", "3.5")
+    run(store, "mark_queued", "k1", "add", 1.0)  # a client's record, then its message refused...
+    run(store, "reject", "k1", 3.0, "InvalidMessage: bad", "new", "echo")
+    run(store, "mark_queued", "k1", "mul", 4.0)  # ...and a second submit of that id: the first one's stay
+    assert (store.record("k1")["task"], store.record("k1")["submitted_at"]) == ("add", "1.0")
 
 
 # --- a task id that names a key YADTQ does not own (defect 5) ---

@@ -13,7 +13,7 @@ import pytest
 from client.config import Config
 from client.errors import ConfigError, InvalidMessage
 from client.insight import parse_stats
-from client.protocol import ALIASES, TaskLimits, near_misses, parse_task, read_task
+from client.protocol import ALIASES, TaskLimits, alias_kinds, near_misses, parse_task, read_task, sniff_task_id
 from supervisor.http import metric_families
 from supervisor.scheduler import AliasLog
 from supervisor.topics import partition_count
@@ -149,3 +149,20 @@ def test_the_counts_become_a_metric() -> None:
     assert counters.aliased == {"id->task-id": 4, "args->kwargs": 1}
     [family] = [f for f in metric_families(MetricsView(True, True, counters)) if f.name == "yadtq_messages_aliased"]
     assert {s.labels["alias"]: s.value for s in family.samples} == {"id->task-id": 4, "args->kwargs": 1}
+
+
+def test_alias_kinds_says_what_would_be_mapped_whatever_else_is_wrong() -> None:
+    assert alias_kinds(raw(task_id="t1", type="no_such_task", options=5)) == ("task_id->task-id", "type->task")
+    assert alias_kinds(raw(id="a", task_id="b", task="add")) == ()  # ambiguous: nothing is mapped
+    assert alias_kinds(b"[1]") == alias_kinds(b"not json") == ()
+
+
+def test_a_message_too_big_to_parse_names_its_aliased_id_only_with_accept_aliases() -> None:
+    big = json.dumps({"args": [{"id": "inner"}], "task_id": "t1", "task": "echo", "pad": "x" * 100}).encode()
+    assert sniff_task_id(big) is None
+    assert sniff_task_id(big, aliases=True) == "t1"  # the top-level key, not the 'id' in its arguments
+    with pytest.raises(InvalidMessage) as e:
+        parse_task(big, TaskLimits(max_bytes=100, accept_aliases=True))
+    assert e.value.task_id == "t1"
+    assert sniff_task_id(raw(id="a", task_id="b"), aliases=True) is None  # which one? neither
+    assert sniff_task_id(b'{"task-id": 5, "id": "x"}', aliases=True) is None  # 'task-id' is there, and no id

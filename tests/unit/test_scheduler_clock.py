@@ -30,6 +30,10 @@ class Consumer:
     def poll(self, timeout_ms: int, max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
         return {self.tp: self.queue.pop(0)} if self.queue else {}
 
+    @property
+    def _cluster(self) -> Any:  # kafka_io.known_partitions reads the metadata cache
+        return self
+
     def partitions_for_topic(self, topic: str) -> set[int]:
         return {self.tp.partition} if topic == self.tp.topic else set()
 
