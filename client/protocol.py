@@ -131,7 +131,7 @@ def check_task_id(task_id: Any) -> str:
     if not isinstance(task_id, str) or not _TASK_ID.fullmatch(task_id):
         raise InvalidMessage(
             f"'task-id' must be 1-200 characters of letters, digits and ._:@+=- "
-            f"starting with a letter or digit, got {_short(task_id)}")
+            f"starting with a letter or digit, got {_short(task_id)}{_as_text_hint(task_id)}")
     if _RESERVED in task_id:
         raise InvalidMessage(f"'task-id' may not start with or contain {_RESERVED!r} (YADTQ's own keys use it): "
                              f"{task_id!r}")
@@ -303,11 +303,23 @@ def _task_fields(obj: dict[str, Any], task_id: str, limits: TaskLimits) -> Task:
         raise InvalidMessage(f"'task' must be a non-empty string naming a registered task, got {_short(name)}")
     args = obj.get("args", [])
     if not isinstance(args, list):
-        raise InvalidMessage(f"'args' must be a list, got {_short(args)}")
+        raise InvalidMessage(f"'args' must be a list, got {_short(args)}{_json_text_hint(args, '[', 'list')}")
     kwargs = obj.get("kwargs", {})
     if not isinstance(kwargs, dict):
-        raise InvalidMessage(f"'kwargs' must be an object, got {_short(kwargs)}")
+        hint = _json_text_hint(kwargs, "{", "object")
+        raise InvalidMessage(f"'kwargs' must be an object, got {_short(kwargs)}{hint}")
     return Task(task_id, name, args, kwargs, _options(obj.get("options", {}), limits))
+
+
+def _as_text_hint(task_id: Any) -> str:
+    """Said of a task id that is a number (other clients' ids often are): the fix."""
+    return f": send it as a string, \"{task_id}\"" if _is_int(task_id) and task_id >= 0 else ""
+
+
+def _json_text_hint(value: Any, opener: str, kind: str) -> str:
+    """Said of arguments sent as JSON text inside the JSON (encoded twice): the fix."""
+    return f": this is JSON text; send the {kind} itself" if isinstance(value, str) and \
+        value.lstrip().startswith(opener) else ""
 
 
 def _options(raw: Any, limits: TaskLimits) -> TaskOptions:

@@ -166,3 +166,15 @@ def test_a_message_too_big_to_parse_names_its_aliased_id_only_with_accept_aliase
     assert e.value.task_id == "t1"
     assert sniff_task_id(raw(id="a", task_id="b"), aliases=True) is None  # which one? neither
     assert sniff_task_id(b'{"task-id": 5, "id": "x"}', aliases=True) is None  # 'task-id' is there, and no id
+
+
+@pytest.mark.parametrize(("body", "hint"), [
+    (b'{"task-id": 5, "task": "add"}', "got 5: send it as a string, \"5\""),
+    (b'{"task-id": "t1", "task": "add", "args": "[1, 2]"}', "got '[1, 2]': this is JSON text; send the list itself"),
+    (b'{"task-id": "t1", "task": "add", "kwargs": " {\\"a\\": 1}"}',
+     "this is JSON text; send the object itself"),
+])
+def test_what_other_clients_often_get_wrong_is_refused_with_the_fix(body: bytes, hint: str) -> None:
+    with pytest.raises(InvalidMessage) as e:
+        parse_task(body)
+    assert e.value.reason.endswith(hint)
