@@ -32,6 +32,7 @@ from client.protocol import (
 from client.store import Claim, Finish, Keys, Retry, Status, TaskStore, connect
 from supervisor.scheduler import Scheduler, _Pending
 from tests.integration.conftest import REDIS
+from tests.unit.test_scheduler_clock import Consumer
 from worker_pool import quarantine
 
 pytestmark = pytest.mark.integration
@@ -255,36 +256,20 @@ class Rec:
         self.offset, self.value = offset, value
 
 
-class FakeConsumer:
+class FakeConsumer(Consumer):
     """Hands out the batches queued on it, one per poll; keeps each poll's arguments and each commit."""
 
     def __init__(self, tp: TopicPartition) -> None:
-        self.tp = tp
-        self.queue: list[list[Rec]] = []
+        super().__init__(tp)
         self.polls: list[tuple[int, int | None]] = []
         self.commits: list[dict[TopicPartition, int]] = []
 
-    def poll(self, timeout_ms: int, max_records: int | None = None) -> dict[TopicPartition, list[Rec]]:
+    def poll(self, timeout_ms: int, max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
         self.polls.append((timeout_ms, max_records))
-        return {self.tp: self.queue.pop(0)} if self.queue else {}
-
-    @property
-    def _cluster(self) -> Any:  # kafka_io.known_partitions reads the metadata cache
-        return self
-
-    def partitions_for_topic(self, topic: str) -> set[int]:
-        return {self.tp.partition} if topic == self.tp.topic else set()
-
-    def assignment(self) -> set[TopicPartition]:
-        return {self.tp}
+        return super().poll(timeout_ms, max_records)
 
     def commit(self, offsets: dict[TopicPartition, Any]) -> None:
         self.commits.append({tp: m.offset for tp, m in offsets.items()})
-
-    def commit_async(self, offsets: Any) -> Future:
-        """As a broker that answers at once: the commit is done when it returns."""
-        self.commit(offsets)
-        return Future().success(None)
 
 
 def consumers(s: Scheduler) -> tuple[FakeConsumer, FakeConsumer]:
