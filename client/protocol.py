@@ -174,7 +174,7 @@ def read_task(raw: bytes, limits: TaskLimits | None = None, *,
         raise InvalidMessage(e.reason + _mapped_note(misses)) from None
     try:
         _check_whole(obj, raw)
-        return _task_fields(mapped, task_id, limits), tuple(f"{a}->{k}" for a, k in misses)
+        return _task_fields(mapped, task_id, limits), tuple(f"{a}->{k}" for a, k in misses) if misses else ()
     except InvalidMessage as e:
         raise InvalidMessage(e.reason + _mapped_note(misses), task_id, _name_of(mapped, [])) from None
 
@@ -199,13 +199,16 @@ def near_misses(obj: dict[str, Any]) -> list[tuple[str, str]]:
     arguments, which go in ``kwargs``). An alias beside its seed key is an
     unknown field like any other, and ignored.
     """
+    args = obj.get("args")
+    if "task-id" in obj and "task" in obj and args is not None and not isinstance(args, dict):
+        return []  # the seed's keys, as nearly every message has them: nothing to look for
     found = []
     for key, aliases in ALIASES.items():
         for alias in (a for a in aliases if a in obj and key not in obj):
             target = "kwargs" if key == "args" and isinstance(obj[alias], dict) else key
             if target not in obj:
                 found.append((alias, target))
-    if isinstance(obj.get("args"), dict) and "kwargs" not in obj:
+    if isinstance(args, dict) and "kwargs" not in obj:
         found.append(("args", "kwargs"))
     return found
 
