@@ -20,6 +20,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from client import TaskSpec
 from client.errors import InvalidMessage
 from tests.integration.conftest import KAFKA
+from tests.support.harness import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -288,8 +289,5 @@ def test_an_unreadable_assignment_of_a_task_placed_on_its_worker_fails_it_and_fr
         consumer.close()
     assert c.record(stray)["status"] == "queued"  # attempt 7 is not its placement: left alone
     assert c.submit("mul", 6, 7).result(timeout=30) == 42  # good tasks keep running
-    deadline = time.monotonic() + 20
-    while store.counters()[0].get(w1) != 0 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert store.counters()[0].get(w1) == 0  # no slot of W1 stays taken
+    wait_until(lambda: store.counters()[0].get(w1) == 0, f"no slot of {w1} to stay taken", timeout=20, every=0.2)
     store.redis.close()

@@ -164,15 +164,14 @@ def retry_schedule(client: Client, task_id: str, timeout: float = 60) -> list[tu
     between looks.
     """
     seen: list[tuple[float, float]] = []
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def ended() -> bool:
         record = client.record(task_id)
         if "retry_at" in record and (not seen or seen[-1][1] != float(record["retry_at"])):
             seen.append((float(record["failed_at"]), float(record["retry_at"])))
-        if record.get("status") in ("success", "failed"):
-            return seen
-        assert time.monotonic() < deadline, f"task {task_id} not ended within {timeout}s"
-        time.sleep(0.02)
+        return record.get("status") in ("success", "failed")
+    wait_until(ended, f"task {task_id} to end", timeout=timeout, every=0.02)
+    return seen
 
 
 def test_retries_wait_for_retry_at_and_back_off_doubling_up_to_the_cap(start_cluster: Any) -> None:
@@ -249,7 +248,14 @@ def test_lost_tasks_finished_events_still_free_the_workers_slots(bare: Any) -> N
         first = client.submit_many([TaskSpec("watched", (2,)) for _ in range(6)])
         wait_until(lambda: client.redis.hlen(client.keys.assignments) == 6, "six tasks placed, three a worker")
         wait_until(lambda: sum(h.status() == "processing" for h in first) == 2, "each worker runs one")
-        time.sleep(0.3)  # the scheduler sends a round's placements right after it records them
+        # The scheduler sends a round's placements right after it records them: all seven (the add
+        # and the six) are on the workers' topics before it is frozen.
+        probe = KafkaConsumer(bootstrap_servers=KAFKA)
+        try:
+            topics = [TopicPartition(w, 0) for w in config.worker_ids()]
+            wait_until(lambda: sum(probe.end_offsets(topics).values()) >= 7, "the placements sent")
+        finally:
+            probe.close()
         os.kill(procs["scheduler"].proc.pid, signal.SIGSTOP)
         time.sleep(1)  # the fetch it had under way is answered (fetch_max_wait 0.5 s) before any task ends
         client.wait([h.id for h in first], timeout=60)

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from client import TaskFailed, TaskSpec
+from tests.support.harness import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -91,10 +92,8 @@ def test_a_duplicate_task_id_runs_once_and_never_changes_a_finished_record(start
 def test_ctrl_c_hands_back_a_task_that_outlives_the_grace_period(start_cluster: Any) -> None:
     cluster = start_cluster(count=1, workers={"shutdown_grace": 2.0})
     [long] = cluster.client.submit_many([TaskSpec("sleep", (6,), max_retries=0)])
-    deadline = time.monotonic() + 30
-    while long.status() != "processing":  # the state is only in Redis: no event to wait on
-        assert time.monotonic() < deadline, "the task never started"
-        time.sleep(0.05)
+    # The state is only in Redis: no event to wait on.
+    wait_until(lambda: long.status() == "processing", "the task to start")
 
     started = time.monotonic()
     assert cluster.stop(timeout=20) == 0

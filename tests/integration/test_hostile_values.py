@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 from typing import Any
 
 import pytest
 
 from client.errors import ResultTimeout
+from tests.support.harness import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -20,13 +20,9 @@ JUNK = {"attempt": "x", "retries": "not a number", "worker_deaths": "-1.5"}
 
 def wait_record(cluster: Any, task_id: str, done: Any, timeout: float = 30) -> dict[str, str]:
     """Poll the task's record until ``done(record)``; AssertionError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        record: dict[str, str] = cluster.client.record(task_id)
-        if done(record):
-            return record
-        time.sleep(0.05)
-    raise AssertionError(f"task {task_id}: record never got there: {cluster.client.record(task_id)}")
+    found: tuple[dict[str, str]] = wait_until(lambda: (r,) if done(r := cluster.client.record(task_id)) else None,
+                                              f"task {task_id}'s record to get there", timeout=timeout)
+    return found[0]
 
 
 def deaths(cluster: Any, mark: int) -> list[str]:

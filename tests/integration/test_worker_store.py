@@ -41,6 +41,7 @@ from client.protocol import (
 from client.store import Claim, Keys, Status, TaskStore, connect
 from tests.integration.conftest import REDIS
 from tests.integration.test_scheduler_store import FakeProducer
+from tests.support.harness import wait_until
 from worker_pool import quarantine
 from worker_pool import worker as worker_module
 from worker_pool.context import current_task
@@ -724,9 +725,7 @@ def test_the_heartbeat_thread_beats_with_the_task_in_hand_until_closed(worker: W
     beat = threading.Thread(target=w._heartbeats, daemon=True)
     started = time.monotonic()
     beat.start()
-    deadline = time.monotonic() + 10
-    while len(producer.sent) < 3 and time.monotonic() < deadline:  # a few intervals
-        time.sleep(0.01)
+    wait_until(lambda: len(producer.sent) >= 3, "a few intervals' heartbeats", timeout=10, every=0.01)
     w._closed.set()
     w._wake.set()
     beat.join(timeout=10)
