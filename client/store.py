@@ -351,12 +351,12 @@ class Keys:
     @property
     def epoch(self) -> str:
         """This node's fencing epoch, an integer string: bumped by each supervisor that takes its lease."""
-        return f"{self.prefix}yadtq:epoch{self._node}"
+        return self.epoch_of(self.node)
 
     @property
     def owner(self) -> str:
         """This node's supervisor's lease: who runs it now (see client/lease.py)."""
-        return f"{self.prefix}yadtq:owner{self._node}"
+        return self.owner_of(self.node)
 
     @property
     def owner_released(self) -> str:

@@ -619,12 +619,16 @@ class Scheduler:
         assert self._producer is not None
         check_parent("scheduler")
         self._check_active()
-        self._producer.send(self.topics.status, encode_event(
-            Heartbeat(self.config.scheduler_id(), "scheduler", os.getpid(), at)))
+        self._producer.send(self.topics.status, heartbeat(self.config, at))
         check_owner("scheduler", self.store, self.epoch)
         self._refresh_workers(tick)
         self._find_lost_nodes(tick)
         self.store.write_load(self.state.load)
+
+
+def heartbeat(config: Config, at: float) -> bytes:
+    """The scheduler process's heartbeat, active or standing by: its supervisor sees it alive either way."""
+    return encode_event(Heartbeat(config.scheduler_id(), "scheduler", os.getpid(), at))
 
 
 def _kept_payload(answer: AssignResult, item: _Pending, before: Placement | None) -> str:
@@ -687,8 +691,7 @@ class Standby:
     def _beat(self) -> None:
         assert self.producer is not None
         check_parent("scheduler")
-        self.producer.send(self.config.topics.status, encode_event(
-            Heartbeat(self.config.scheduler_id(), "scheduler", os.getpid(), now())))
+        self.producer.send(self.config.topics.status, heartbeat(self.config, now()))
         check_owner("scheduler", self.store, self.epoch)
 
     def _say_active(self, waited: float, was_standby: bool) -> None:
